@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local cluster needs, only those missing (Debian/Ubuntu, root or sudo).
+set -euo pipefail
+packages=(orthanc orthanc-python orthanc-postgresql nginx-light postgresql)
+[[ "${WITH_BROWSER:-0}" == 1 ]] && packages+=(chromium)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# The packages try to start system services; where that is refused (containers, sandboxes) it is harmless.
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" || {
+    echo "apt-get failed; install these yourself: ${missing[*]}" >&2
+    exit 1
+}
+# Debian starts Orthanc and PostgreSQL as system services where it can; the local cluster runs its own.
+for service in orthanc postgresql; do
+    $sudo service "$service" stop >/dev/null 2>&1 || true
+done

@@ -1,0 +1,3 @@
+from orthanc_jobs.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP routes: Orthanc-compatible public jobs API, the service's own routes, the plugin's internal API."""

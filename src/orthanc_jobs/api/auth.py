@@ -1,0 +1,64 @@
+"""Who may call what: cluster credentials for public routes, the shared secret for the plugin's routes."""
+
+import hashlib
+import hmac
+import itertools
+import time
+
+from fastapi import Request
+
+from orthanc_jobs.errors import Forbidden, ServerUnavailable, Unauthorized
+from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
+from orthanc_jobs.registry import Registry
+
+# Accepted credentials kept at most; past that the cache starts again empty.
+_CACHE_LIMIT = 10_000
+
+
+class ClusterAuthenticator:
+    """Accepts a public request only if a live Orthanc of the cluster accepts the same credentials."""
+
+    def __init__(self, registry: Registry, client: OrthancClient, cache_seconds: float) -> None:
+        self._registry = registry
+        self._client = client
+        self._cache_seconds = cache_seconds
+        self._accepted_until: dict[bytes, float] = {}
+        self._rotation = itertools.count()
+
+    async def check(self, authorization: str | None) -> None:
+        key = hashlib.sha256((authorization or "").encode()).digest()
+        now = time.monotonic()
+        if self._accepted_until.get(key, 0.0) > now:
+            return
+        servers = self._registry.live_servers()
+        if not servers:
+            raise ServerUnavailable("no live Orthanc server to check the credentials against")
+        start = next(self._rotation)
+        for offset in range(len(servers)):
+            server = servers[(start + offset) % len(servers)]
+            try:
+                accepted = await self._client.credentials_accepted(server, authorization)
+            except OrthancUnreachable:
+                continue
+            if not accepted:
+                self._accepted_until.pop(key, None)
+                raise Unauthorized("the Orthanc servers of the cluster refuse these credentials")
+            if len(self._accepted_until) >= _CACHE_LIMIT:
+                self._accepted_until.clear()
+            self._accepted_until[key] = now + self._cache_seconds
+            return
+        raise ServerUnavailable("no Orthanc server answered the credentials check")
+
+
+class PluginSecret:
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("the job-service needs a shared secret (ORTHANC_JOBS_SECRET)")
+        self._expected = ("Bearer " + secret).encode()
+
+    def check(self, request: Request) -> None:
+        given = request.headers.get("authorization")
+        if not given:
+            raise Unauthorized("the internal API needs the shared secret")
+        if not hmac.compare_digest(given.encode(), self._expected):
+            raise Forbidden("wrong shared secret")

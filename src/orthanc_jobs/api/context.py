@@ -1,0 +1,37 @@
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
+from orthanc_jobs.config import Settings
+from orthanc_jobs.orthanc import OrthancClient
+from orthanc_jobs.poller import Poller
+from orthanc_jobs.registry import Registry
+
+
+@dataclass
+class Services:
+    """Everything a route needs, built once per application."""
+
+    settings: Settings
+    registry: Registry
+    client: OrthancClient
+    poller: Poller
+    authenticator: ClusterAuthenticator
+    plugin_secret: PluginSecret
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def require_cluster_credentials(request: Request) -> Services:
+    found = services(request)
+    await found.authenticator.check(request.headers.get("authorization"))
+    return found
+
+
+async def require_plugin_secret(request: Request) -> Services:
+    found = services(request)
+    found.plugin_secret.check(request)
+    return found

@@ -1,0 +1,214 @@
+"""The Orthanc-compatible jobs routes (``/jobs``...), answered for the whole cluster.
+
+Same JSON shapes and status codes as one Orthanc; extensions (filters, paging, the ``Server`` field of
+expanded jobs) are additions a plain Orthanc client never sees unless it asks.
+"""
+
+from collections.abc import Iterable
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from orthanc_jobs.api.context import Services, require_cluster_credentials
+from orthanc_jobs.api.responses import error_body, raw_json
+from orthanc_jobs.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
+from orthanc_jobs.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
+from orthanc_jobs.orthanc import OrthancUnreachable, job_path
+from orthanc_jobs.registry import Registry
+
+router = APIRouter(tags=["Orthanc-compatible jobs API"])
+
+Cluster = Annotated[Services, Depends(require_cluster_credentials)]
+
+# Headers of an output (e.g. a ZIP archive) passed on to the caller.
+_OUTPUT_HEADERS = ("content-type", "content-length", "content-disposition")
+# An error answer from an owner is read whole; this bounds it.
+_MAX_ERROR_BODY = 64 * 1024
+_STATE_NAMES = {state.lower(): state for state in JobState}
+
+
+def server_field(registry: Registry, url: str) -> bytes:
+    server = registry.server_by_url(url)
+    if server is None:
+        return orjson.dumps({"Name": None, "Url": url, "Status": "unknown"})
+    return orjson.dumps({"Name": server.name, "Url": server.url, "Status": registry.server_status(server)})
+
+
+def job_json(job: Job, server_json: bytes) -> bytes:
+    """A job as Orthanc writes it, with one more field, ``Server``, naming its owner."""
+    return job.json_head + b',"Server":' + server_json + b"}"
+
+
+def expanded_jobs(registry: Registry, jobs: Iterable[Job]) -> bytes:
+    fields: dict[str, bytes] = {}
+    parts = []
+    for job in jobs:
+        field = fields.get(job.server_url)
+        if field is None:
+            field = fields[job.server_url] = server_field(registry, job.server_url)
+        parts.append(job_json(job, field))
+    return b"[" + b",".join(parts) + b"]"
+
+
+def _split_values(values: list[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _parse_states(values: list[str]) -> frozenset[str] | None:
+    if not values:
+        return None
+    states = set()
+    for value in _split_values(values):
+        state = _STATE_NAMES.get(value.lower())
+        if state is None:
+            raise BadRequest(f"unknown job state {value!r}; expected one of {', '.join(JobState)}")
+        states.add(str(state))
+    return frozenset(states)
+
+
+def _server_urls(registry: Registry, values: list[str]) -> frozenset[str] | None:
+    if not values:
+        return None
+    wanted = set(_split_values(values))
+    return frozenset(s.url for s in registry.servers() if s.name in wanted or s.url in wanted)
+
+
+def _expand_requested(request: Request) -> bool:
+    value = request.query_params.get("expand")
+    return value is not None and value.lower() not in ("false", "0", "no")
+
+
+@router.get("/jobs", summary="List the cluster's jobs (ids, or objects with ?expand)")
+async def list_jobs(
+    request: Request,
+    cluster: Cluster,
+    expand: Annotated[str | None, Query(description="Present (and not 'false'): full job objects")] = None,
+    status: Annotated[list[str], Query(description="Orthanc state names, repeated or comma-separated")] = [],  # noqa: B006
+    type: Annotated[list[str], Query(description="Job types, e.g. Archive, ResourceModification")] = [],  # noqa: B006
+    server: Annotated[list[str], Query(description="Owner servers, by Name or URL")] = [],  # noqa: B006
+    limit: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> Response:
+    registry = cluster.registry
+    types = frozenset(_split_values(type)) if type else None
+    jobs = registry.list_jobs(
+        states=_parse_states(status), types=types, server_urls=_server_urls(registry, server)
+    )
+    total = len(jobs)
+    page = jobs[offset : None if limit is None else offset + limit]
+    headers = {"X-Total-Count": str(total)}
+    if _expand_requested(request):
+        return raw_json(expanded_jobs(registry, page), headers=headers)
+    return raw_json(orjson.dumps([job.id for job in page]), headers=headers)
+
+
+async def find_job(cluster: Services, job_id: str) -> Job:
+    """The job, from the registry or, for an id not known yet, from whichever live server has it."""
+    if not is_job_id(job_id):
+        raise UnknownJob(f"{job_id!r} is not a job id")
+    job = cluster.registry.get_job(job_id) or await cluster.poller.discover_job(job_id)
+    if job is None:
+        raise UnknownJob(f"unknown job {job_id}")
+    return job
+
+
+def owner_of(cluster: Services, job: Job) -> Server:
+    owner = cluster.registry.owner(job)
+    if owner is None:
+        raise Conflict(f"job {job.id} belonged to an Orthanc process that is gone ({job.server_url})")
+    return owner
+
+
+async def _error_from_owner(request: Request, status_code: int, body: bytes) -> Response:
+    """An owner's error answer, as JSON even where Orthanc answers with an empty body."""
+    try:
+        if isinstance(orjson.loads(body), dict):
+            return raw_json(body, status_code)
+    except orjson.JSONDecodeError:
+        pass
+    message = f"the Orthanc server that owns this job answered {status_code}"
+    return raw_json(error_body(request, status_code, message, "Bad request", 8), status_code)
+
+
+async def _forward(request: Request, cluster: Services, owner: Server, method: str, path: str) -> Response:
+    body = await request.body() if method == "POST" else b""
+    try:
+        answer = await cluster.client.send(owner, method, path, request.headers.get("authorization"), body)
+    except OrthancUnreachable as error:
+        raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
+    if answer.status_code >= 400:
+        return await _error_from_owner(request, answer.status_code, answer.content[:_MAX_ERROR_BODY])
+    return Response(
+        answer.content, answer.status_code, media_type=answer.headers.get("content-type", "application/json")
+    )
+
+
+@router.get("/jobs/{job_id}", summary="One job, from whichever server owns it")
+async def get_job(job_id: str, cluster: Cluster) -> Response:
+    job = await find_job(cluster, job_id)
+    return raw_json(job_json(job, server_field(cluster.registry, job.server_url)))
+
+
+@router.post("/jobs/{job_id}/{action}", summary="cancel, pause, resume or resubmit, on the owner")
+async def act_on_job(request: Request, job_id: str, action: str, cluster: Cluster) -> Response:
+    try:
+        known_action = JobAction(action)
+    except ValueError:
+        raise MethodNotAllowed(
+            f"POST /jobs/{{id}}/{action} does not exist; actions are {', '.join(JobAction)}", "GET, DELETE"
+        ) from None
+    job = await find_job(cluster, job_id)
+    owner = owner_of(cluster, job)
+    answer = await _forward(request, cluster, owner, "POST", job_path(job.id, str(known_action)))
+    if answer.status_code < 400:
+        # Orthanc reports pause, resume and the cancel of a pending job by no event: read the job back.
+        await cluster.poller.refresh_job(owner, job.id)
+    return answer
+
+
+@router.get("/jobs/{job_id}/{key}", summary="An output of a job (e.g. archive), streamed from its owner")
+async def get_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
+    if not is_output_key(key):
+        raise BadRequest(f"{key!r} is not an output key")
+    job = await find_job(cluster, job_id)
+    owner = cluster.registry.owner(job)
+    if owner is None:
+        raise UnknownJob(f"the output {key} of job {job.id} went with the Orthanc process that owned it")
+    try:
+        answer = await cluster.client.send(
+            owner, "GET", job_path(job.id, key), request.headers.get("authorization"), stream=True
+        )
+    except OrthancUnreachable as error:
+        raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
+    if answer.status_code != 200:
+        body = b""
+        async for chunk in answer.aiter_raw():
+            body += chunk
+            if len(body) > _MAX_ERROR_BODY:
+                break
+        await answer.aclose()
+        return await _error_from_owner(request, answer.status_code, body[:_MAX_ERROR_BODY])
+    headers = {name: answer.headers[name] for name in _OUTPUT_HEADERS if name in answer.headers}
+    return StreamingResponse(
+        answer.aiter_raw(), status_code=200, headers=headers, background=BackgroundTask(answer.aclose)
+    )
+
+
+@router.delete("/jobs/{job_id}", summary="Delete a finished job on its owner (Orthanc >= 1.12.2)")
+async def delete_job(request: Request, job_id: str, cluster: Cluster) -> Response:
+    job = await find_job(cluster, job_id)
+    answer = await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job.id))
+    if answer.status_code < 400:
+        cluster.registry.remove_job(job.id)
+    return answer
+
+
+@router.delete("/jobs/{job_id}/{key}", summary="Delete an output of a job (Orthanc >= 1.12.1)")
+async def delete_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
+    if not is_output_key(key):
+        raise BadRequest(f"{key!r} is not an output key")
+    job = await find_job(cluster, job_id)
+    return await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job.id, key))

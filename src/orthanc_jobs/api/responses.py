@@ -1,0 +1,46 @@
+"""JSON answers, written the way Orthanc writes its own (errors included)."""
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from orthanc_jobs.errors import MethodNotAllowed, OrthancJobsError, http_error_name
+
+
+class OrjsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def raw_json(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
+
+
+def error_body(
+    request: Request, status_code: int, message: str, orthanc_error: str, orthanc_status: int
+) -> bytes:
+    return orjson.dumps(
+        {
+            "HttpError": http_error_name(status_code),
+            "HttpStatus": status_code,
+            "Message": message,
+            "Method": request.method,
+            "OrthancError": orthanc_error,
+            "OrthancStatus": orthanc_status,
+            "Uri": request.url.path,
+        }
+    )
+
+
+def error_response(request: Request, error: OrthancJobsError) -> Response:
+    headers = {}
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = error.allowed
+    if error.status_code == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="Orthanc"'
+    body = error_body(request, error.status_code, error.message, error.orthanc_error, error.orthanc_status)
+    return raw_json(body, error.status_code, headers)

@@ -1,0 +1,96 @@
+"""Builds the ASGI application: registry, Orthanc client, poller and routes."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from orthanc_jobs import __version__
+from orthanc_jobs.api import internal, public, service
+from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
+from orthanc_jobs.api.context import Services
+from orthanc_jobs.api.limits import BodySizeLimit
+from orthanc_jobs.api.responses import error_body, error_response, raw_json
+from orthanc_jobs.config import Settings
+from orthanc_jobs.errors import OrthancJobsError
+from orthanc_jobs.orthanc import OrthancClient
+from orthanc_jobs.poller import Poller
+from orthanc_jobs.registry import Registry
+from orthanc_jobs.store import MemoryStore, Store
+
+log = logging.getLogger(__name__)
+
+
+def build_services(
+    settings: Settings, store: Store | None = None, client: OrthancClient | None = None
+) -> Services:
+    registry = Registry(
+        store or MemoryStore(),
+        not_responding_after=settings.not_responding_after,
+        stopped_after=settings.stopped_after,
+    )
+    client = client or OrthancClient(timeout=settings.request_timeout)
+    poller = Poller(
+        registry,
+        client,
+        poll_interval=settings.poll_interval,
+        resync_interval=settings.resync_interval,
+        lookup_timeout=settings.lookup_timeout,
+    )
+    return Services(
+        settings=settings,
+        registry=registry,
+        client=client,
+        poller=poller,
+        authenticator=ClusterAuthenticator(registry, client, settings.auth_cache_seconds),
+        plugin_secret=PluginSecret(settings.secret.get_secret_value()),
+    )
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    services = services or build_services(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.poller.start()
+        try:
+            yield
+        finally:
+            await services.poller.stop()
+            await services.client.aclose()
+
+    app = FastAPI(
+        title="orthanc-jobs",
+        version=__version__,
+        description="The jobs of a cluster of Orthanc servers, answered like one Orthanc.",
+        lifespan=lifespan,
+        docs_url="/orthanc-jobs/docs",
+        redoc_url=None,
+        openapi_url="/orthanc-jobs/openapi.json",
+    )
+    app.state.services = services
+    app.include_router(public.router)
+    app.include_router(service.router)
+    app.include_router(service.health_router)
+    app.include_router(internal.router)
+
+    @app.exception_handler(OrthancJobsError)
+    async def on_error(request: Request, error: OrthancJobsError) -> Response:
+        return error_response(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        return raw_json(error_body(request, 400, f"invalid request: {problems}", "Bad request", 8), 400)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, error: HTTPException) -> Response:
+        body = error_body(request, error.status_code, str(error.detail), "Unknown resource", 17)
+        return raw_json(body, error.status_code, dict(error.headers or {}))
+
+    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
+    return app

@@ -1,0 +1,56 @@
+"""Sample studies and jobs for the demo, created through the load balancer like any client would."""
+
+from collections import Counter
+from itertools import cycle
+
+import httpx
+
+from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
+
+# Secondary Capture: instances Orthanc can also send by C-STORE.
+SOP_CLASS_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def create_study(client: httpx.Client, number: int) -> str:
+    """Make a one-instance study with /tools/create-dicom; returns the study's Orthanc id."""
+    answer = client.post(
+        "/tools/create-dicom",
+        json={
+            "Tags": {
+                "PatientName": f"DEMO^PATIENT{number}",
+                "PatientID": f"DEMO{number:03d}",
+                "StudyDescription": f"Demo study {number}",
+                "Modality": "OT",
+                "SOPClassUID": SOP_CLASS_SECONDARY_CAPTURE,
+            }
+        },
+    )
+    answer.raise_for_status()
+    return str(answer.json()["ParentStudy"])
+
+
+JOB_REQUESTS = [
+    ("archive", {"Asynchronous": True}),
+    ("modify", {"Asynchronous": True, "Replace": {"StudyDescription": "Modified by the demo"}}),
+    ("anonymize", {"Asynchronous": True}),
+]
+
+
+def seed(state: ClusterState, studies: int = 3, jobs_per_server: int = 3) -> str:
+    servers = len(state.orthanc_urls)
+    with httpx.Client(base_url=state.orthanc_lb_url, auth=DEMO_USER, timeout=60) as client:
+        study_ids = [create_study(client, number) for number in range(1, studies + 1)]
+        owners: Counter[str] = Counter()
+        kinds = cycle(JOB_REQUESTS)
+        for attempt in range(servers * jobs_per_server * 10):
+            route, body = next(kinds)
+            study = study_ids[attempt % len(study_ids)]
+            created = client.post(f"/studies/{study}/{route}", json=body)
+            created.raise_for_status()
+            job = client.get(f"/jobs/{created.json()['ID']}").json()
+            owners[job["Server"]["Name"]] += 1
+            if len(owners) == servers and min(owners.values()) >= jobs_per_server:
+                break
+    lines = [f"{studies} studies; jobs created through the load balancer, by owner:"]
+    lines += [f"  {name}: {count}" for name, count in sorted(owners.items())]
+    return "\n".join(lines)

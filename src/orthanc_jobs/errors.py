@@ -1,0 +1,75 @@
+"""The one exception hierarchy: every error a caller can cause maps to a 4xx JSON answer."""
+
+from http import HTTPStatus
+
+
+class OrthancJobsError(Exception):
+    """Base of every error the job-service answers to a caller."""
+
+    status_code = 500
+    #: Orthanc's own error name and code, so that answers read like Orthanc's.
+    orthanc_error = "Internal error"
+    orthanc_status = -1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(OrthancJobsError):
+    status_code = 400
+    orthanc_error = "Bad request"
+    orthanc_status = 8
+
+
+class Unauthorized(OrthancJobsError):
+    status_code = 401
+    orthanc_error = "Unauthorized"
+    orthanc_status = 30
+
+
+class Forbidden(OrthancJobsError):
+    status_code = 403
+    orthanc_error = "Forbidden access"
+    orthanc_status = 31
+
+
+class UnknownJob(OrthancJobsError):
+    status_code = 404
+    orthanc_error = "Unknown resource"
+    orthanc_status = 17
+
+
+class MethodNotAllowed(OrthancJobsError):
+    status_code = 405
+    orthanc_error = "Method not allowed"
+    orthanc_status = 1000
+
+    def __init__(self, message: str, allowed: str) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class Conflict(OrthancJobsError):
+    status_code = 409
+    orthanc_error = "Bad sequence of calls"
+    orthanc_status = 9
+
+
+class PayloadTooLarge(OrthancJobsError):
+    status_code = 413
+    orthanc_error = "Bad request"
+    orthanc_status = 8
+
+
+class ServerUnavailable(OrthancJobsError):
+    status_code = 503
+    orthanc_error = "Network protocol error"
+    orthanc_status = 11
+
+
+def http_error_name(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"

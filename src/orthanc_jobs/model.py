@@ -1,0 +1,87 @@
+"""Plain typed data: Orthanc job states, servers and jobs as the registry keeps them."""
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    """Orthanc's job states, spelt as Orthanc writes them."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCESS = "Success"
+    FAILURE = "Failure"
+    PAUSED = "Paused"
+    RETRY = "Retry"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCESS, JobState.FAILURE})
+
+
+class ServerStatus(StrEnum):
+    ALIVE = "alive"
+    NOT_RESPONDING = "not-responding"
+    STOPPED = "stopped"
+
+
+class JobAction(StrEnum):
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RESUBMIT = "resubmit"
+
+
+# Orthanc's job ids are UUIDs; output keys are plain words such as "archive".
+_JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_OUTPUT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def is_job_id(value: str) -> bool:
+    return _JOB_ID.fullmatch(value) is not None
+
+
+def is_output_key(value: str) -> bool:
+    return _OUTPUT_KEY.fullmatch(value) is not None
+
+
+@dataclass(slots=True)
+class Server:
+    """One Orthanc process, as its reporter registered it.
+
+    A server is identified by ``url`` (where the job-service reaches it); ``incarnation`` changes at every
+    start of the process, and ``token`` is valid only for that incarnation.
+    """
+
+    url: str
+    name: str
+    incarnation: str
+    token: str
+    registered_at: float
+    last_seen: float
+    stopped: bool = False
+    orthanc_version: str = ""
+
+
+@dataclass(slots=True)
+class Job:
+    """A job as its owner last described it, with the owner's identity."""
+
+    id: str
+    server_url: str
+    incarnation: str
+    content: dict[str, Any]
+    #: ``content`` serialised without its closing brace, so the owner can be appended cheaply.
+    json_head: bytes
+    state: str
+    type: str
+    #: Sort key: Orthanc's CreationTime, then the id.
+    order_key: tuple[str, str]
+    timestamp: str
+    #: When the job-service first heard of the job (its own clock).
+    first_seen: float
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES

@@ -1,0 +1,98 @@
+"""Async client for the Orthanc servers of the cluster (one shared connection pool).
+
+Paths are built only from validated job ids, actions and output keys: nothing a caller typed reaches an
+Orthanc server unchecked.
+"""
+
+from typing import Any
+
+import httpx
+import orjson
+
+from orthanc_jobs.model import JobAction, Server, is_job_id, is_output_key
+
+
+class OrthancUnreachable(Exception):
+    """The server did not answer (refused, timed out, broken connection)."""
+
+
+def job_path(job_id: str, tail: str | None = None) -> str:
+    if not is_job_id(job_id) or (tail is not None and not is_output_key(tail)):
+        raise ValueError(f"refusing to build a path from {job_id!r}, {tail!r}")
+    return f"/jobs/{job_id}" if tail is None else f"/jobs/{job_id}/{tail}"
+
+
+class OrthancClient:
+    def __init__(self, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _get_json(self, server: Server, path: str, timeout: float | None = None) -> Any | None:
+        """GET with the server's own token; None when the server answers 404."""
+        try:
+            response = await self._http.get(
+                server.url + path,
+                headers={"Authorization": server.token},
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as error:
+            raise OrthancUnreachable(f"{server.url}: {error!r}") from error
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise OrthancUnreachable(f"{server.url}{path} answered {response.status_code}")
+        return orjson.loads(response.content)
+
+    async def get_job(
+        self, server: Server, job_id: str, timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        content = await self._get_json(server, job_path(job_id), timeout)
+        return content if isinstance(content, dict) else None
+
+    async def list_jobs(self, server: Server) -> list[dict[str, Any]]:
+        content = await self._get_json(server, "/jobs?expand")
+        if not isinstance(content, list):
+            raise OrthancUnreachable(f"{server.url}/jobs?expand did not answer a list")
+        return [job for job in content if isinstance(job, dict)]
+
+    async def credentials_accepted(self, server: Server, authorization: str | None) -> bool:
+        """Would this Orthanc accept a request carrying these credentials?"""
+        headers = {"Authorization": authorization} if authorization else {}
+        try:
+            response = await self._http.get(server.url + "/system", headers=headers)
+        except httpx.HTTPError as error:
+            raise OrthancUnreachable(f"{server.url}: {error!r}") from error
+        if response.status_code in (401, 403):
+            return False
+        if response.status_code != 200:
+            raise OrthancUnreachable(f"{server.url}/system answered {response.status_code}")
+        return True
+
+    async def send(
+        self,
+        server: Server,
+        method: str,
+        path: str,
+        authorization: str | None,
+        body: bytes = b"",
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Forward a caller's request to the owner, with the caller's own credentials."""
+        headers = {"Accept-Encoding": "identity"}
+        if authorization:
+            headers["Authorization"] = authorization
+        request = self._http.build_request(method, server.url + path, headers=headers, content=body)
+        try:
+            return await self._http.send(request, stream=stream)
+        except httpx.HTTPError as error:
+            raise OrthancUnreachable(f"{server.url}: {error!r}") from error
+
+    @staticmethod
+    def action_path(job_id: str, action: JobAction) -> str:
+        return job_path(job_id, str(action))

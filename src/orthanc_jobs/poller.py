@@ -1,0 +1,126 @@
+"""Reading jobs from the Orthanc servers into the registry: polls, resynchronisations, discovery."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from orthanc_jobs.model import Job, Server
+from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
+from orthanc_jobs.registry import Registry
+
+log = logging.getLogger(__name__)
+
+# Above this many unfinished jobs on one server, one /jobs?expand is cheaper than one request per job.
+EXPAND_THRESHOLD = 16
+
+AsyncStep = Callable[[], Awaitable[None]]
+
+
+class Poller:
+    def __init__(
+        self,
+        registry: Registry,
+        client: OrthancClient,
+        *,
+        poll_interval: float,
+        resync_interval: float,
+        lookup_timeout: float,
+    ) -> None:
+        self._registry = registry
+        self._client = client
+        self._poll_interval = poll_interval
+        self._resync_interval = resync_interval
+        self._lookup_timeout = lookup_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._spawn(self._loop(self._poll_interval, self.poll_unfinished))
+        self._spawn(self._loop(self._resync_interval, self.resync_all))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def schedule_resync(self, server: Server) -> None:
+        """Resynchronise a server that just registered (its HTTP server may open a moment later)."""
+        self._spawn(self._resync_with_retries(server))
+
+    async def _resync_with_retries(self, server: Server) -> None:
+        delay = 0.1
+        while self._registry.server_by_url(server.url) is server and not await self.resync(server):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._resync_interval)
+
+    async def resync(self, server: Server) -> bool:
+        """Read every job of the server and reconcile the registry with it."""
+        started_at = time.time()
+        try:
+            contents = await self._client.list_jobs(server)
+        except OrthancUnreachable as error:
+            log.debug("resync of %s failed: %s", server.name, error)
+            return False
+        if self._registry.server_by_url(server.url) is server:
+            self._registry.mark_seen(server)
+            self._registry.reconcile(server, contents, started_at)
+        return True
+
+    async def resync_all(self) -> None:
+        await asyncio.gather(*(self.resync(s) for s in self._registry.live_servers()))
+
+    async def poll_unfinished(self) -> None:
+        await asyncio.gather(*(self._poll_server(s) for s in self._registry.live_servers()))
+
+    async def refresh_job(self, server: Server, job_id: str) -> Job | None:
+        """Read one job back from its owner (after an action, which Orthanc reports by no event)."""
+        try:
+            content = await self._client.get_job(server, job_id)
+        except OrthancUnreachable as error:
+            log.info("refresh of job %s on %s failed: %s", job_id, server.name, error)
+            return self._registry.get_job(job_id)
+        if content is None:
+            return self._registry.get_job(job_id)
+        return self._registry.apply_snapshot(server, content)
+
+    async def discover_job(self, job_id: str) -> Job | None:
+        """Ask every live server at once for a job id the registry does not know yet."""
+        servers = self._registry.live_servers()
+        if not servers:
+            return None
+
+        async def ask(server: Server) -> tuple[Server, dict[str, object] | None]:
+            try:
+                return server, await self._client.get_job(server, job_id, timeout=self._lookup_timeout)
+            except OrthancUnreachable:
+                return server, None
+
+        for answer in asyncio.as_completed([ask(s) for s in servers]):
+            server, content = await answer
+            if content is not None:
+                return self._registry.apply_snapshot(server, content)
+        return None
+
+    async def _poll_server(self, server: Server) -> None:
+        unfinished = self._registry.unfinished_jobs(server)
+        if len(unfinished) > EXPAND_THRESHOLD:
+            await self.resync(server)
+        elif unfinished:
+            await asyncio.gather(*(self.refresh_job(server, job.id) for job in unfinished))
+
+    async def _loop(self, interval: float, step: AsyncStep) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await step()
+            except Exception:  # a loop that dies silently would freeze the registry
+                log.exception("periodic refresh failed")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,266 @@
+"""The one place where job and server state changes.
+
+Plugin events, polls and resynchronisations all end here; the API only reads from it. The registry runs on
+one asyncio event loop and needs no lock.
+"""
+
+import bisect
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from orthanc_jobs.model import Job, JobState, Server, ServerStatus, is_job_id
+from orthanc_jobs.store import Store
+
+# Orthanc's ErrorCode for an internal error, used for jobs whose owner lost them.
+LOST_JOB_ERROR_CODE = -1
+
+
+def orthanc_timestamp(epoch: float) -> str:
+    """A time as Orthanc writes it in job JSON: UTC ``YYYYMMDDTHHMMSS.ffffff``."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%S.%f")
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        not_responding_after: float,
+        stopped_after: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._not_responding_after = not_responding_after
+        self._stopped_after = stopped_after
+        self._clock = clock
+        self._servers: dict[str, Server] = {}
+        self._by_incarnation: dict[str, Server] = {}
+        self._jobs: dict[str, Job] = {}
+        self._order: list[tuple[str, str]] = []
+        self._by_state: dict[str, set[str]] = defaultdict(set)
+        self._by_server: dict[str, set[str]] = defaultdict(set)
+        servers, jobs = store.load()
+        for server in servers:
+            self._servers[server.url] = server
+            self._by_incarnation[server.incarnation] = server
+        for job in jobs:
+            self._index(job)
+
+    # ---- servers ---------------------------------------------------------------------------------------
+
+    def register_server(
+        self, *, name: str, url: str, incarnation: str, token: str, orthanc_version: str = ""
+    ) -> Server:
+        """Record a server's (re)start. A new incarnation at a known URL means the old process is gone."""
+        now = self._clock()
+        previous = self._servers.get(url)
+        if previous is not None and previous.incarnation != incarnation:
+            self._by_incarnation.pop(previous.incarnation, None)
+            self._fail_unfinished_jobs(
+                previous,
+                f"Orthanc server {previous.name} ({url}) restarted; the job was lost with its process",
+            )
+        server = Server(
+            url=url,
+            name=name,
+            incarnation=incarnation,
+            token=token,
+            registered_at=now,
+            last_seen=now,
+            orthanc_version=orthanc_version,
+        )
+        self._servers[url] = server
+        self._by_incarnation[incarnation] = server
+        self._store.save_server(server)
+        return server
+
+    def server_by_incarnation(self, incarnation: str) -> Server | None:
+        return self._by_incarnation.get(incarnation)
+
+    def server_by_url(self, url: str) -> Server | None:
+        return self._servers.get(url)
+
+    def mark_seen(self, server: Server) -> None:
+        server.last_seen = self._clock()
+        server.stopped = False
+
+    def mark_server_stopped(self, server: Server) -> None:
+        server.stopped = True
+        self._store.save_server(server)
+        self._fail_unfinished_jobs(
+            server, f"Orthanc server {server.name} ({server.url}) stopped; the job was lost with its process"
+        )
+
+    def server_status(self, server: Server) -> ServerStatus:
+        if server.stopped or self._by_incarnation.get(server.incarnation) is not server:
+            return ServerStatus.STOPPED
+        silence = self._clock() - server.last_seen
+        if silence >= self._stopped_after:
+            return ServerStatus.STOPPED
+        if silence >= self._not_responding_after:
+            return ServerStatus.NOT_RESPONDING
+        return ServerStatus.ALIVE
+
+    def servers(self) -> list[Server]:
+        return sorted(self._servers.values(), key=lambda s: (s.name, s.url))
+
+    def live_servers(self) -> list[Server]:
+        return [s for s in self._servers.values() if self.server_status(s) is ServerStatus.ALIVE]
+
+    def job_counts(self, server: Server) -> dict[str, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for job_id in self._by_server.get(server.url, ()):
+            counts[JobState(self._jobs[job_id].state)] += 1
+        return {str(state): count for state, count in counts.items()}
+
+    # ---- jobs ------------------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def owner(self, job: Job) -> Server | None:
+        """The live process that holds the job, if it is still the one that created it."""
+        server = self._by_incarnation.get(job.incarnation)
+        if server is None or server.stopped:
+            return None
+        return server
+
+    def apply_snapshot(self, server: Server, content: dict[str, Any]) -> Job | None:
+        """Apply a job's JSON as its owner wrote it; older snapshots than the one held are ignored."""
+        job_id = content.get("ID")
+        if not isinstance(job_id, str) or not is_job_id(job_id):
+            return None
+        state = content.get("State")
+        if state not in JobState.__members__.values():
+            return None
+        timestamp = str(content.get("Timestamp", ""))
+        existing = self._jobs.get(job_id)
+        if existing is not None:
+            if existing.server_url != server.url:
+                # A job id never moves between servers; a snapshot claiming so is ignored.
+                return existing
+            if existing.incarnation == server.incarnation and timestamp < existing.timestamp:
+                return existing
+        return self._replace(existing, server.url, server.incarnation, content)
+
+    def apply_terminal_event(self, server: Server, job_id: str, state: JobState) -> Job | None:
+        """A completion event whose JSON could not be read: keep what is known, with the new state."""
+        existing = self._jobs.get(job_id)
+        if existing is None or existing.server_url != server.url:
+            return None
+        content = dict(existing.content, State=str(state), Timestamp=orthanc_timestamp(self._clock()))
+        return self.apply_snapshot(server, content)
+
+    def reconcile(self, server: Server, contents: Iterable[dict[str, Any]], started_at: float) -> None:
+        """Full resynchronisation: ``contents`` is everything the server listed at ``started_at``."""
+        listed = set()
+        for content in contents:
+            job = self.apply_snapshot(server, content)
+            if job is not None:
+                listed.add(job.id)
+        for job_id in list(self._by_server.get(server.url, ())):
+            job = self._jobs[job_id]
+            if (
+                job_id not in listed
+                and not job.is_terminal
+                and job.incarnation == server.incarnation
+                and job.first_seen < started_at
+            ):
+                self._fail_job(job, f"Orthanc server {server.name} ({server.url}) no longer knows this job")
+
+    def remove_job(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            self._unindex(job)
+            self._store.delete_job(job_id)
+
+    def unfinished_jobs(self, server: Server) -> list[Job]:
+        return [
+            job
+            for job_id in self._by_server.get(server.url, ())
+            if not (job := self._jobs[job_id]).is_terminal and job.incarnation == server.incarnation
+        ]
+
+    def list_jobs(
+        self,
+        *,
+        states: frozenset[str] | None = None,
+        types: frozenset[str] | None = None,
+        server_urls: frozenset[str] | None = None,
+    ) -> list[Job]:
+        """Jobs in creation order, filtered; filters are sets of accepted values (None: any)."""
+        keys: Iterable[tuple[str, str]] = self._order
+        if states is not None:
+            keys = sorted(self._jobs[i].order_key for s in states for i in self._by_state.get(s, ()))
+        candidates = (self._jobs[key[1]] for key in keys)
+        if types is None and server_urls is None:
+            return list(candidates)
+        return [
+            job
+            for job in candidates
+            if (types is None or job.type in types) and (server_urls is None or job.server_url in server_urls)
+        ]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    # ---- internals -------------------------------------------------------------------------------------
+
+    def _fail_unfinished_jobs(self, server: Server, reason: str) -> None:
+        for job in self.unfinished_jobs(server):
+            self._fail_job(job, reason)
+
+    def _fail_job(self, job: Job, reason: str) -> None:
+        now = orthanc_timestamp(self._clock())
+        content = dict(
+            job.content,
+            State=str(JobState.FAILURE),
+            ErrorCode=LOST_JOB_ERROR_CODE,
+            ErrorDescription=reason,
+            CompletionTime=now,
+            Timestamp=now,
+        )
+        content.pop("EstimatedTimeOfArrival", None)
+        # A lost job keeps the incarnation that created it, even once a new one holds the URL.
+        self._replace(job, job.server_url, job.incarnation, content)
+
+    def _replace(
+        self, existing: Job | None, server_url: str, incarnation: str, content: dict[str, Any]
+    ) -> Job:
+        job_id = str(content["ID"])
+        job = Job(
+            id=job_id,
+            server_url=server_url,
+            incarnation=incarnation,
+            content=content,
+            json_head=orjson.dumps(content)[:-1],
+            state=str(content["State"]),
+            type=str(content.get("Type", "")),
+            order_key=(str(content.get("CreationTime", "")), job_id),
+            timestamp=str(content.get("Timestamp", "")),
+            first_seen=existing.first_seen if existing is not None else self._clock(),
+        )
+        if existing is not None:
+            self._unindex(existing)
+        self._index(job)
+        self._store.save_job(job)
+        return job
+
+    def _index(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        bisect.insort(self._order, job.order_key)
+        self._by_state[job.state].add(job.id)
+        self._by_server[job.server_url].add(job.id)
+
+    def _unindex(self, job: Job) -> None:
+        del self._jobs[job.id]
+        position = bisect.bisect_left(self._order, job.order_key)
+        if position < len(self._order) and self._order[position] == job.order_key:
+            del self._order[position]
+        self._by_state[job.state].discard(job.id)
+        self._by_server[job.server_url].discard(job.id)
