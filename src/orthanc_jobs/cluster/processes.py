@@ -35,11 +35,14 @@ class OwnedProcess:
 
     def is_running(self) -> bool:
         try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         except OSError:
             return False
-        if not cmdline:  # a zombie: exited, not yet reaped
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):  # exited, not yet reaped
             return False
+        if not cmdline:  # between fork and exec
+            return True
         argv0 = cmdline.split(b"\0", 1)[0].decode(errors="replace")
         return os.path.basename(argv0) == self.executable or self.executable in cmdline.decode(
             errors="replace"

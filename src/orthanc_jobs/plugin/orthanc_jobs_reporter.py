@@ -16,6 +16,7 @@ Configuration, in Orthanc's configuration file (environment variables win):
 """
 
 import collections
+import http.client
 import json
 import logging
 import os
@@ -112,13 +113,18 @@ class Reporter:
     def _append(self, event):
         if len(self.queue) >= self.queue_size:
             self.queue.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                self.log(
-                    f"orthanc-jobs: job-service unreachable, {self.dropped} event(s) dropped so far "
-                    "(oldest first); the next resynchronisation will recover them"
-                )
+            self._count_dropped(1)
         self.queue.append(event)
+
+    def _count_dropped(self, count):
+        before = self.dropped
+        self.dropped += count
+        # Log the first drop, then once per thousand.
+        if before == 0 or before // 1000 != self.dropped // 1000:
+            self.log(
+                f"orthanc-jobs: job-service unreachable, {self.dropped} event(s) dropped so far "
+                "(oldest first); the next resynchronisation will recover them"
+            )
 
     # ---- the sender thread ----
 
@@ -161,7 +167,7 @@ class Reporter:
         with self.condition:
             room = self.queue_size - len(self.queue)
             if room < len(batch):
-                self.dropped += len(batch) - room
+                self._count_dropped(len(batch) - room)
                 batch = batch[len(batch) - room :] if room > 0 else []
             self.queue.extendleft(reversed(batch))
 
@@ -199,13 +205,8 @@ class Reporter:
                     next_heartbeat = time.monotonic() + self.heartbeat_interval
                 now = time.monotonic()
                 if now >= next_heartbeat and not self.stopping:
-                    try:
-                        self._post("/heartbeat", {"Incarnation": self.identity["Incarnation"]})
-                    except ServiceRefused as refused:
-                        if refused.status != 404:
-                            raise
-                        self.registered = False
-                        continue
+                    # A 404 means the job-service forgot this incarnation: registering again follows.
+                    self._post("/heartbeat", {"Incarnation": self.identity["Incarnation"]})
                     next_heartbeat = now + self.heartbeat_interval
                 batch = self._take_batch(max(0.0, next_heartbeat - time.monotonic()))
                 if batch:
@@ -213,7 +214,7 @@ class Reporter:
                 elif self.stopping:
                     return
                 backoff = 0.2
-            except (OSError, ServiceRefused, ValueError) as error:
+            except (OSError, http.client.HTTPException, ServiceRefused, ValueError) as error:
                 if batch:
                     self._give_back(batch)
                 if self.stopping:
@@ -221,8 +222,11 @@ class Reporter:
                 if backoff == 0.2:
                     self.log(f"orthanc-jobs: cannot reach the job-service ({error}); retrying")
                 self.registered = self.registered and not isinstance(error, ServiceRefused)
+                # New events must not cut the backoff short (that would be one request per event); stop() may.
+                end = time.monotonic() + backoff
                 with self.condition:
-                    self.condition.wait(backoff)
+                    while not self.stopping and (left := end - time.monotonic()) > 0:
+                        self.condition.wait(left)
                 backoff = min(MAX_BACKOFF, backoff * 2)
 
 

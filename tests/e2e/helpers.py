@@ -1,0 +1,109 @@
+"""Making studies and jobs on the real cluster, and waiting for them."""
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+TERMINAL = {"Success", "Failure"}
+
+
+def create_instance(client: httpx.Client, tags: dict[str, str], parent: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"Tags": {"SOPClassUID": SECONDARY_CAPTURE, **tags}}
+    if parent is None:
+        body["Tags"].setdefault("Modality", "OT")
+    else:  # the series-level tags are inherited from the parent
+        body["Parent"] = parent
+    answer = client.post("/tools/create-dicom", json=body)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def create_study(client: httpx.Client, label: str, instances: int = 1) -> tuple[str, list[str]]:
+    """A study of ``instances`` instances in one series; returns the study id and the instance ids."""
+    first = create_instance(
+        client, {"PatientName": f"TEST^{label}", "PatientID": label, "StudyDescription": label}
+    )
+    created = [first["ID"]]
+    for _ in range(instances - 1):
+        created.append(create_instance(client, {}, parent=first["ParentSeries"])["ID"])
+    return first["ParentStudy"], created
+
+
+def create_async_job(client: httpx.Client, kind: str, study: str) -> str:
+    bodies = {
+        "archive": {"Asynchronous": True},
+        "modify": {"Asynchronous": True, "Replace": {"StudyDescription": "modified"}},
+        "anonymize": {"Asynchronous": True},
+    }
+    answer = client.post(f"/studies/{study}/{kind}", json=bodies[kind])
+    assert answer.status_code == 200, answer.text
+    job = answer.json()
+    assert job["Path"] == f"/jobs/{job['ID']}"
+    return str(job["ID"])
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def wait_job_state(
+    client: httpx.Client, job_id: str, states: set[str], timeout: float = 30
+) -> dict[str, Any]:
+    def current() -> dict[str, Any] | None:
+        job = client.get(f"/jobs/{job_id}").json()
+        return job if job["State"] in states else None
+
+    return dict(wait_for(current, timeout, what=f"job {job_id} in {states}"))
+
+
+def owner_of(servers: dict[str, httpx.Client], job_id: str) -> str:
+    """Ask every server directly: exactly one of them holds the job."""
+    owners = [name for name, client in servers.items() if client.get(f"/jobs/{job_id}").status_code == 200]
+    assert len(owners) == 1, f"job {job_id} found on {owners}"
+    return owners[0]
+
+
+class SilentModality:
+    """A TCP server that accepts DICOM associations and never answers: a C-STORE to it stays Running."""
+
+    def __init__(self) -> None:
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(16)
+        self.port = self._server.getsockname()[1]
+        self._connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return
+            self._connections.append(connection)
+
+    def close(self) -> None:
+        self._server.close()
+        for connection in self._connections:
+            connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,223 @@
+"""The Docker deployment in deploy/: the compose file is valid and nginx routes like the local cluster.
+
+Nothing is built or started: ``docker compose config`` (or ``docker-compose config``) validates the compose
+file offline. The nginx configuration is checked as text, because ``nginx -t`` would have to resolve the
+container names.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orthanc_jobs import SERVICE_PREFIX
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+NGINX_CONF = DEPLOY / "nginx.conf"
+NGINX_TEMPLATE = ROOT / "src" / "orthanc_jobs" / "cluster" / "nginx.conf.template"
+REPORTER_SOURCE = ROOT / "src" / "orthanc_jobs" / "plugin" / "orthanc_jobs_reporter.py"
+REPORTER_TARGET = "/scripts/orthanc_jobs_reporter.py"
+
+ORTHANC_SERVICES = ("orthanc-1", "orthanc-2", "orthanc-3")
+SERVICES = ("postgres", *ORTHANC_SERVICES, "job-service", "nginx")
+
+LOCATION = re.compile(r"\blocation\s+(?:(=|\^~|~\*|~)\s+)?(\S+)\s*\{([^{}]*)\}")
+UPSTREAM = re.compile(r"\bupstream\s+(\S+)\s*\{([^{}]*)\}")
+
+
+# --- docker compose config ------------------------------------------------------------------------
+
+
+def _compose_command() -> list[str] | None:
+    """``docker compose`` (v2) if it works, else ``docker-compose`` (v1), else None."""
+    docker = shutil.which("docker")
+    if docker:
+        try:
+            probe = subprocess.run(
+                [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            probe = None
+        if probe is not None and probe.returncode == 0:
+            return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def _run_config(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is available")
+    return subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        env=environment,
+    )
+
+
+def test_compose_config_is_valid_and_names_every_service() -> None:
+    result = _run_config({**os.environ, "ORTHANC_JOBS_SECRET": "test"})
+    assert result.returncode == 0, f"compose config failed:\n{result.stdout}\n{result.stderr}"
+    for service in SERVICES:
+        assert re.search(rf"^\s+{re.escape(service)}:\s*$", result.stdout, re.MULTILINE), (
+            f"service {service} missing from:\n{result.stdout}"
+        )
+
+
+def test_compose_config_requires_the_secret() -> None:
+    if (DEPLOY / ".env").exists():
+        pytest.skip("deploy/.env exists and may set ORTHANC_JOBS_SECRET")
+    environment = {key: value for key, value in os.environ.items() if key != "ORTHANC_JOBS_SECRET"}
+    result = _run_config(environment)
+    assert result.returncode != 0
+    assert "ORTHANC_JOBS_SECRET" in result.stdout + result.stderr
+
+
+# --- nginx.conf, as text ---------------------------------------------------------------------------
+
+
+def _without_comments(text: str) -> str:
+    return re.sub(r"#[^\n]*", "", text)
+
+
+def _directives(body: str) -> list[str]:
+    return [" ".join(part.split()) for part in body.split(";") if part.strip()]
+
+
+def _locations(text: str) -> dict[tuple[str, str], list[str]]:
+    return {
+        (modifier, path): _directives(body)
+        for modifier, path, body in LOCATION.findall(_without_comments(text))
+    }
+
+
+def _upstreams(text: str) -> dict[str, list[str]]:
+    return {name: _directives(body) for name, body in UPSTREAM.findall(_without_comments(text))}
+
+
+def _route(locations: dict[tuple[str, str], list[str]], uri: str) -> list[str]:
+    """The directives of the location nginx picks for uri (exact match, else longest prefix).
+
+    Exact without regular expressions: the test on the configuration checks that it has none.
+    """
+    if ("=", uri) in locations:
+        return locations[("=", uri)]
+    prefixes = [(path, body) for (modifier, path), body in locations.items() if modifier in ("", "^~")]
+    matching = [(path, body) for path, body in prefixes if uri.startswith(path)]
+    assert matching, f"no location for {uri}"
+    return max(matching, key=lambda item: len(item[0]))[1]
+
+
+@pytest.fixture(scope="module")
+def nginx_conf() -> str:
+    return NGINX_CONF.read_text()
+
+
+def test_nginx_has_no_regex_location(nginx_conf: str) -> None:
+    modifiers = {modifier for modifier, _ in _locations(nginx_conf)}
+    assert modifiers <= {"", "=", "^~"}
+
+
+def test_nginx_blocks_the_internal_api(nginx_conf: str) -> None:
+    locations = _locations(nginx_conf)
+    assert locations[("^~", f"{SERVICE_PREFIX}/internal")] == ["return 404"]
+    for uri in (
+        f"{SERVICE_PREFIX}/internal",
+        f"{SERVICE_PREFIX}/internal/register",
+        f"{SERVICE_PREFIX}/internal/heartbeat",
+        f"{SERVICE_PREFIX}/internal/events",
+    ):
+        assert _route(locations, uri) == ["return 404"], uri
+
+
+def test_nginx_sends_the_jobs_routes_to_the_job_service(nginx_conf: str) -> None:
+    locations = _locations(nginx_conf)
+    assert _route(locations, "/orthanc/jobs") == ["proxy_pass http://job_service/jobs"]
+    job = _route(locations, "/orthanc/jobs/0f1e2d3c-job")
+    assert "proxy_pass http://job_service/jobs/" in job
+    assert "proxy_buffering off" in job
+    assert _route(locations, f"{SERVICE_PREFIX}/servers") == ["proxy_pass http://job_service"]
+    assert "server job-service:8050" in _upstreams(nginx_conf)["job_service"]
+
+
+def test_nginx_balances_the_rest_over_the_three_orthanc(nginx_conf: str) -> None:
+    locations = _locations(nginx_conf)
+    assert "proxy_pass http://orthanc_servers/" in _route(locations, "/orthanc/instances")
+    upstream = _upstreams(nginx_conf)["orthanc_servers"]
+    assert [line for line in upstream if line.startswith("server ")] == [
+        f"server {name}:8042" for name in ORTHANC_SERVICES
+    ]
+    assert any(line.startswith("keepalive ") for line in upstream)
+    for name in ORTHANC_SERVICES:
+        assert _route(locations, f"/{name}/system") == [f"proxy_pass http://{name}:8042/"]
+    text = " ".join(_directives(_without_comments(nginx_conf)))
+    for directive in ("client_max_body_size 0", "proxy_http_version 1.1", 'proxy_set_header Connection ""'):
+        assert directive in text
+
+
+def test_nginx_routes_like_the_local_cluster(nginx_conf: str) -> None:
+    """Every location of the local cluster's template exists here with the same directives."""
+    template = NGINX_TEMPLATE.read_text().replace("{{service_prefix}}", SERVICE_PREFIX)
+    expected = _locations(template)
+    assert expected, "no location found in the template"
+    actual = _locations(nginx_conf)
+    for key, directives in expected.items():
+        assert actual.get(key) == directives, f"location {key}"
+
+
+# --- docker-compose.yml ---------------------------------------------------------------------------
+
+
+def test_compose_commits_no_secret() -> None:
+    lines = [line.strip() for line in COMPOSE_FILE.read_text().splitlines()]
+    secrets = [line for line in lines if line.startswith("ORTHANC_JOBS_SECRET:")]
+    assert secrets, "ORTHANC_JOBS_SECRET is never set"
+    for line in secrets:
+        assert "${ORTHANC_JOBS_SECRET:?" in line, line
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.partition("=")[::2] for item in environment)
+    return {key: str(value) for key, value in environment.items()}
+
+
+def _mounts(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of every volume, short or long syntax."""
+    mounts = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts.append((volume["source"], volume["target"], bool(volume.get("read_only"))))
+        else:
+            source, _, rest = volume.partition(":")
+            target, _, mode = rest.partition(":")
+            mounts.append((source, target, "ro" in mode.split(",")))
+    return mounts
+
+
+def test_compose_orthanc_services_save_no_jobs_and_load_the_reporter() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the compose file is not parsed")
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name in ORTHANC_SERVICES:
+        service = services[name]
+        environment = _environment(service)
+        assert environment["ORTHANC__SAVE_JOBS"].lower() == "false", name
+        assert environment["ORTHANC__POSTGRESQL__LOCK"].lower() == "false", name
+        assert environment["ORTHANC__PYTHON_SCRIPT"] == REPORTER_TARGET, name
+        assert environment["ORTHANC_JOBS_SERVER_URL"] == f"http://{name}:8042", name
+        reporter = [mount for mount in _mounts(service) if mount[1] == REPORTER_TARGET]
+        assert len(reporter) == 1, name
+        source, _, read_only = reporter[0]
+        assert (DEPLOY / source).resolve() == REPORTER_SOURCE, name
+        assert read_only, name

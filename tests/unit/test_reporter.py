@@ -1,0 +1,878 @@
+"""Unit tests for the reporter plugin (src/orthanc_jobs/plugin/orthanc_jobs_reporter.py).
+
+The plugin is a standalone standard-library script, so it is loaded from its path. The job-service is played
+by real servers on 127.0.0.1 (no mocking of urllib): a recording HTTP stub that knows registered incarnations
+and answers 404 for unknown ones, a socket server that accepts and never answers, one that answers garbage,
+and a free port with nothing listening.
+"""
+
+import collections
+import importlib.util
+import json
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PLUGIN_PATH = (
+    Path(__file__).resolve().parents[2] / "src" / "orthanc_jobs" / "plugin" / "orthanc_jobs_reporter.py"
+)
+PREFIX = "/orthanc-jobs/internal"
+SECRET = "s3cret"
+ORTHANC_VERSION = "1.12.4"
+ORTHANC_STOPPED = 11
+JOB_SUBMITTED, JOB_SUCCESS, JOB_FAILURE = 16, 17, 18
+
+
+def load_plugin(name: str = "orthanc_jobs_reporter_under_test"):
+    spec = importlib.util.spec_from_file_location(name, PLUGIN_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+plugin = load_plugin()
+
+
+def wait_until(predicate, timeout: float = 3.0, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def free_port() -> int:
+    """A port with nothing listening on it (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---- the job-service stand-ins ----
+
+
+@dataclass
+class Received:
+    path: str
+    route: str
+    authorization: str | None
+    content_type: str | None
+    body: Any
+    status: int
+
+
+class ServiceStub:
+    """A real HTTP job-service stand-in that records what it receives.
+
+    ``/register`` makes the incarnation known; ``/heartbeat`` and ``/events`` for an unknown incarnation get
+    404, like the real service after a restart. ``plan(route, status, ...)`` forces the next answers of a
+    route; a wrong ``Authorization`` gets 403.
+    """
+
+    def __init__(self, port: int = 0, secret: str = SECRET):
+        self.secret = secret
+        self.lock = threading.Lock()
+        self.requests: list[Received] = []
+        self.known: set[str] = set()
+        self.planned: dict[str, collections.deque[int]] = collections.defaultdict(collections.deque)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+        self.stopped = False
+
+    def _handler_class(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                body = json.loads(raw) if raw else None
+                authorization = self.headers.get("Authorization")
+                route = self.path[len(PREFIX) :] if self.path.startswith(PREFIX) else self.path
+                status = stub._answer(route, authorization, body)
+                with stub.lock:  # recorded before answering: once the reporter has its answer, it is here
+                    stub.requests.append(
+                        Received(
+                            self.path, route, authorization, self.headers.get("Content-Type"), body, status
+                        )
+                    )
+                data = b"{}"
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format, *args):
+                pass
+
+        return Handler
+
+    def _answer(self, route: str, authorization: str | None, body: Any) -> int:
+        with self.lock:
+            if authorization != "Bearer " + self.secret:
+                return 403
+            if self.planned[route]:
+                return self.planned[route].popleft()
+            if route == "/register":
+                self.known.add(body["Incarnation"])
+                return 200
+            if route in ("/heartbeat", "/events"):
+                return 200 if body.get("Incarnation") in self.known else 404
+            return 404
+
+    def plan(self, route: str, *statuses: int) -> None:
+        with self.lock:
+            self.planned[route].extend(statuses)
+
+    def forget(self) -> None:
+        """Forget every incarnation, as a restarted job-service does."""
+        with self.lock:
+            self.known.clear()
+
+    def received(self, route: str | None = None, status: int | None = None) -> list[Received]:
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if (route is None or r.route == route) and (status is None or r.status == status)
+            ]
+
+    def delivered(self) -> list[dict]:
+        """The events of the /events requests that were accepted, in order."""
+        return [event for r in self.received("/events", 200) for event in r.body["Events"]]
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join(2)
+
+
+class RawServer:
+    """A TCP server that accepts connections and either never answers or answers ``reply`` and closes."""
+
+    def __init__(self, port: int = 0, reply: bytes | None = None):
+        self.reply = reply
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.02)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.connections: list[socket.socket] = []
+        self.closing = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.closing.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections.append(connection)
+            if self.reply is not None:
+                connection.settimeout(1)
+                try:
+                    connection.recv(65536)
+                    connection.sendall(self.reply)
+                except OSError:
+                    pass
+                connection.close()
+
+    def stop(self):
+        self.closing.set()
+        self.thread.join(2)
+        for connection in self.connections:
+            connection.close()
+        self.sock.close()
+
+
+# ---- fixtures ----
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def servers():
+    """Starts job-service stand-ins; stops them all at the end."""
+    started: list[ServiceStub | RawServer] = []
+
+    class Factory:
+        @staticmethod
+        def stub(port: int = 0, secret: str = SECRET) -> ServiceStub:
+            server = ServiceStub(port, secret)
+            started.append(server)
+            return server
+
+        @staticmethod
+        def raw(port: int = 0, reply: bytes | None = None) -> RawServer:
+            server = RawServer(port, reply)
+            started.append(server)
+            return server
+
+    yield Factory
+    for server in started:
+        server.stop()
+
+
+def job_json(uri: str) -> dict:
+    return {"ID": uri.removeprefix("/jobs/"), "State": "Success", "Type": "DicomModalityStore"}
+
+
+@dataclass
+class Harness:
+    reporter: Any
+    identity: dict
+    logs: list[str] = field(default_factory=list)
+    rest_calls: list[str] = field(default_factory=list)
+
+    def logged(self, text: str) -> bool:
+        return any(text in line for line in list(self.logs))
+
+
+@pytest.fixture
+def make_reporter():
+    """Builds Reporters with a recording rest_get and log; stops them at the end."""
+    made: list[Harness] = []
+
+    def make(
+        url: str,
+        *,
+        secret: str = SECRET,
+        heartbeat_interval: float = 0.05,
+        queue_size: int = 10000,
+        timeout: float = 0.5,
+        missing_jobs: tuple[str, ...] = (),
+        rest_get=None,
+        start: bool = True,
+    ) -> Harness:
+        identity = {
+            "Name": "orthanc-a",
+            "Url": "http://10.0.0.5:8042",
+            "Incarnation": str(uuid.uuid4()),
+            "Token": "Bearer orthanc-token",
+            "OrthancVersion": "",
+        }
+        harness = Harness(reporter=None, identity=dict(identity))
+
+        def default_rest_get(uri):
+            harness.rest_calls.append(uri)
+            if uri == "/system":
+                return {"Version": ORTHANC_VERSION, "Name": "orthanc-a"}
+            if uri.startswith("/jobs/") and uri.removeprefix("/jobs/") not in missing_jobs:
+                return job_json(uri)
+            return None
+
+        harness.reporter = plugin.Reporter(
+            url,
+            secret,
+            identity,
+            rest_get or default_rest_get,
+            harness.logs.append,
+            heartbeat_interval,
+            queue_size,
+            timeout,
+        )
+        made.append(harness)
+        if start:
+            harness.reporter.start()
+        return harness
+
+    yield make
+    for harness in made:
+        harness.reporter.stop(budget=0.2)
+
+
+@pytest.fixture
+def short_backoff(monkeypatch):
+    """Caps the retry backoff so that recoveries happen within a test's few seconds."""
+    monkeypatch.setattr(plugin, "MAX_BACKOFF", 0.2)
+
+
+def job_ids(events: list[dict]) -> list[str]:
+    return [event.get("JobId") for event in events]
+
+
+# ---- loading outside Orthanc ----
+
+
+def test_importing_outside_orthanc_starts_nothing():
+    module = load_plugin("orthanc_jobs_reporter_plain_import")
+    assert module._reporter is None
+    module.on_change(JOB_SUBMITTED, 0, "job-1")  # a no-op, not an error
+    module.on_change(ORTHANC_STOPPED, 4, "")
+
+
+# ---- registration, events, heartbeats ----
+
+
+def test_registers_at_start_with_identity_and_secret(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url + "/")  # a trailing slash in the configured URL is harmless
+
+    assert wait_until(lambda: stub.received("/register"))
+    register = stub.received("/register")[0]
+    assert register.path == PREFIX + "/register"
+    assert register.status == 200
+    assert register.authorization == "Bearer " + SECRET
+    assert register.content_type == "application/json"
+    # The identity as given, with Orthanc's version read from its own REST API.
+    assert register.body == {**harness.identity, "OrthancVersion": ORTHANC_VERSION}
+    assert "/system" in harness.rest_calls
+    assert wait_until(lambda: harness.logged("registered with the job-service"))
+    time.sleep(0.2)
+    assert len(stub.received("/register")) == 1  # once, not at every heartbeat
+    assert all(r.authorization == "Bearer " + SECRET for r in stub.received())
+
+
+def test_known_orthanc_version_is_not_asked_again(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, start=False)
+    harness.reporter.identity["OrthancVersion"] = "1.11.0"
+    harness.reporter.start()
+
+    assert wait_until(lambda: stub.received("/register"))
+    assert stub.received("/register")[0].body["OrthancVersion"] == "1.11.0"
+    assert "/system" not in harness.rest_calls
+
+
+def test_job_events_are_sent_in_order_in_batches_with_the_job_json(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url)
+    types = [JOB_SUBMITTED, JOB_SUCCESS, JOB_FAILURE]
+    count = 2 * plugin.BATCH_SIZE + 200
+
+    for i in range(count):
+        harness.reporter.on_change(types[i % 3], 0, f"job-{i}")
+
+    assert wait_until(lambda: len(stub.delivered()) >= count)
+    delivered = stub.delivered()
+    names = {JOB_SUBMITTED: "JOB_SUBMITTED", JOB_SUCCESS: "JOB_SUCCESS", JOB_FAILURE: "JOB_FAILURE"}
+    assert delivered == [
+        {"Type": names[types[i % 3]], "JobId": f"job-{i}", "Job": job_json(f"/jobs/job-{i}")}
+        for i in range(count)
+    ]
+    batches = stub.received("/events", 200)
+    assert len(batches) >= 3
+    assert all(0 < len(r.body["Events"]) <= plugin.BATCH_SIZE for r in batches)
+    assert all(r.body["Incarnation"] == harness.identity["Incarnation"] for r in batches)
+    assert [uri for uri in harness.rest_calls if uri.startswith("/jobs/")] == [
+        f"/jobs/job-{i}" for i in range(count)
+    ]
+
+
+def test_an_event_whose_job_cannot_be_read_is_sent_without_it(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, missing_jobs=("gone",))
+
+    harness.reporter.on_change(JOB_SUCCESS, 0, "gone")
+    harness.reporter.on_change(JOB_SUCCESS, 0, "here")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 2)
+    assert stub.delivered() == [
+        {"Type": "JOB_SUCCESS", "JobId": "gone"},
+        {"Type": "JOB_SUCCESS", "JobId": "here", "Job": job_json("/jobs/here")},
+    ]
+
+
+def test_changes_other_than_jobs_are_ignored(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url)
+    assert wait_until(lambda: stub.received("/register"))
+
+    for change_type in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 19, 20, 21):
+        harness.reporter.on_change(change_type, 1, f"resource-{change_type}")
+    harness.reporter.on_change(JOB_FAILURE, 0, "job-1")
+
+    assert wait_until(lambda: stub.delivered())
+    time.sleep(0.2)
+    assert stub.delivered() == [{"Type": "JOB_FAILURE", "JobId": "job-1", "Job": job_json("/jobs/job-1")}]
+    assert [uri for uri in harness.rest_calls if uri != "/system"] == ["/jobs/job-1"]
+    assert not harness.reporter.queue
+
+
+def test_orthanc_stopped_change_sends_orthanc_stopped(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url)
+    assert wait_until(lambda: stub.received("/register"))
+
+    harness.reporter.on_change(ORTHANC_STOPPED, 4, "")
+
+    # Delivered before on_change returned, and the reporter is done.
+    assert stub.delivered() == [{"Type": "ORTHANC_STOPPED"}]
+    assert not harness.reporter.thread.is_alive()
+    harness.reporter.on_change(JOB_SUBMITTED, 0, "job-late")  # after the stop: ignored, no error
+    harness.reporter.on_change(ORTHANC_STOPPED, 4, "")
+    time.sleep(0.1)
+    assert stub.delivered() == [{"Type": "ORTHANC_STOPPED"}]
+
+
+def test_heartbeats_keep_coming(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=0.05)
+    assert wait_until(lambda: stub.received("/register"))
+
+    time.sleep(0.6)
+    heartbeats = stub.received("/heartbeat")
+    # About 12 at one per 0.05 s: they keep coming, and they are paced by the interval.
+    assert 4 <= len(heartbeats) <= 16
+    assert all(r.status == 200 for r in heartbeats)
+    assert all(r.body == {"Incarnation": harness.identity["Incarnation"]} for r in heartbeats)
+    assert all(r.authorization == "Bearer " + SECRET for r in heartbeats)
+    count = len(heartbeats)
+    assert wait_until(lambda: len(stub.received("/heartbeat")) >= count + 3, timeout=1)
+
+
+def test_heartbeat_404_makes_the_reporter_register_again(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=0.05)
+    assert wait_until(lambda: stub.received("/heartbeat", 200))
+
+    stub.forget()  # the job-service restarted: it no longer knows this incarnation
+
+    assert wait_until(lambda: len(stub.received("/register")) == 2)
+    assert stub.received("/heartbeat", 404)
+    registers = stub.received("/register")
+    assert registers[1].body["Incarnation"] == harness.identity["Incarnation"]
+    count = len(stub.received("/heartbeat", 200))
+    assert wait_until(lambda: len(stub.received("/heartbeat", 200)) >= count + 3, timeout=1)
+    assert len(stub.received("/register")) == 2
+
+
+def test_events_404_makes_the_reporter_register_again_and_resend(servers, make_reporter):
+    stub = servers.stub()
+    # No heartbeat in the test's time: the 404 comes on /events.
+    harness = make_reporter(stub.url, heartbeat_interval=30)
+    assert wait_until(lambda: stub.received("/register"))
+
+    stub.forget()
+    for i in range(5):
+        harness.reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 5)
+    assert job_ids(stub.delivered()) == [f"job-{i}" for i in range(5)]
+    assert [(r.route, r.status) for r in stub.received()] == [
+        ("/register", 200),
+        ("/events", 404),
+        ("/register", 200),
+        ("/events", 200),
+    ]
+    refused, accepted = stub.received("/events")
+    assert refused.body == accepted.body
+    assert not stub.received("/heartbeat")
+
+
+def test_events_are_not_lost_when_registering_again_fails(servers, make_reporter, short_backoff):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=30)
+    assert wait_until(lambda: stub.received("/register"))
+
+    stub.forget()
+    stub.plan("/register", 500)  # the re-registration fails once
+    for i in range(5):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 5)
+    time.sleep(0.1)
+    assert job_ids(stub.delivered()) == [f"job-{i}" for i in range(5)]
+    assert [r.status for r in stub.received("/register")] == [200, 500, 200]
+    assert harness.logged("cannot reach the job-service")
+
+
+def test_events_500_are_retried(servers, make_reporter, short_backoff):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=30)
+    assert wait_until(lambda: stub.received("/register"))
+
+    stub.plan("/events", 500, 500)
+    for i in range(3):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 3)
+    time.sleep(0.1)
+    assert job_ids(stub.delivered()) == ["job-0", "job-1", "job-2"]
+    assert [r.status for r in stub.received("/events")] == [500, 500, 200]
+
+
+# ---- the job-service unreachable ----
+
+
+def test_service_down_on_change_never_blocks_queue_drops_oldest_then_delivers(
+    servers, make_reporter, short_backoff
+):
+    port = free_port()
+    harness = make_reporter(f"http://127.0.0.1:{port}", queue_size=100, timeout=2.0)
+    reporter = harness.reporter
+    time.sleep(0.05)  # the sender thread has met the refused connection
+
+    started = time.monotonic()
+    for i in range(1000):
+        reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 0.1, f"1000 on_change calls took {elapsed:.3f} s"
+    assert len(reporter.queue) == 100
+    assert reporter.dropped == 900
+    assert job_ids(list(reporter.queue)) == [f"job-{i}" for i in range(900, 1000)]  # the newest kept
+    assert harness.logged("dropped")
+    assert harness.logged("cannot reach the job-service")
+    assert reporter.thread.is_alive()
+
+    stub = servers.stub(port)  # the job-service comes back on the same port
+
+    assert wait_until(lambda: len(stub.delivered()) >= 100)
+    time.sleep(0.1)
+    assert stub.received("/register", 200)
+    assert stub.delivered() == [
+        {"Type": "JOB_SUCCESS", "JobId": f"job-{i}", "Job": job_json(f"/jobs/job-{i}")}
+        for i in range(900, 1000)
+    ]
+
+
+def test_events_in_flight_when_the_service_goes_down_are_kept_or_dropped_oldest_first(
+    servers, make_reporter, short_backoff
+):
+    stub = servers.stub()
+    port = stub.port
+    reading = threading.Event()
+    release = threading.Event()
+
+    def slow_rest_get(uri):
+        if uri == "/jobs/job-0":
+            reading.set()
+            release.wait(3)
+        return job_json(uri) if uri.startswith("/jobs/") else {"Version": ORTHANC_VERSION}
+
+    harness = make_reporter(stub.url, heartbeat_interval=30, queue_size=100, rest_get=slow_rest_get)
+    reporter = harness.reporter
+    assert wait_until(lambda: stub.received("/register"))
+    stub.stop()
+
+    reporter.on_change(JOB_SUBMITTED, 0, "job-0")
+    assert reading.wait(2)  # job-0 is out of the queue, being sent
+    for i in range(1, 101):
+        reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")  # fills the queue, nothing dropped yet
+    assert reporter.dropped == 0
+    release.set()  # job-0's send fails: it comes back to a full queue and is the one dropped
+
+    assert wait_until(lambda: reporter.dropped == 1)
+    assert wait_until(lambda: harness.logged("dropped"), timeout=1), harness.logs
+    assert job_ids(list(reporter.queue)) == [f"job-{i}" for i in range(1, 101)]
+
+    stub = servers.stub(port)
+    assert wait_until(lambda: len(stub.delivered()) >= 100)
+    time.sleep(0.1)
+    assert job_ids(stub.delivered()) == [f"job-{i}" for i in range(1, 101)]
+
+
+# ---- shutdown ----
+
+
+def stop_by(reporter, how: str) -> float:
+    started = time.monotonic()
+    if how == "stop":
+        reporter.stop()
+    else:
+        reporter.on_change(ORTHANC_STOPPED, 4, "")
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("how", ["stop", "on_change"])
+def test_stop_is_quick_when_the_service_refuses_connections(make_reporter, how):
+    harness = make_reporter(f"http://127.0.0.1:{free_port()}", timeout=2.0)
+    for i in range(10):
+        harness.reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")
+    time.sleep(0.1)
+
+    elapsed = stop_by(harness.reporter, how)
+
+    assert elapsed < 1.0, f"stop took {elapsed:.3f} s"
+    assert not harness.reporter.thread.is_alive()
+
+
+@pytest.mark.parametrize("how", ["stop", "on_change"])
+def test_stop_is_quick_when_the_service_never_answers(servers, make_reporter, how):
+    silent = servers.raw()
+    harness = make_reporter(silent.url, timeout=5.0)
+    assert wait_until(lambda: silent.connections)  # the registration is hanging
+    for i in range(10):
+        harness.reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")
+
+    elapsed = stop_by(harness.reporter, how)
+
+    assert elapsed < 1.0, f"stop took {elapsed:.3f} s"
+
+
+def test_stop_limits_its_requests_to_the_shutdown_budget(servers, make_reporter):
+    stub = servers.stub()
+    port = stub.port
+    harness = make_reporter(stub.url, heartbeat_interval=30, timeout=5.0)
+    assert wait_until(lambda: stub.received("/register"))
+    stub.stop()
+    silent = servers.raw(port)  # now the job-service accepts connections and never answers
+    for i in range(10):
+        harness.reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")
+
+    elapsed = stop_by(harness.reporter, "stop")
+
+    assert elapsed < 1.0, f"stop took {elapsed:.3f} s"
+    assert silent.connections
+    # The last request was given the budget's time, not the 5 s timeout: the sender ends with it.
+    assert wait_until(lambda: not harness.reporter.thread.is_alive(), timeout=0.5)
+
+
+@pytest.mark.parametrize("how", ["stop", "on_change"])
+def test_stop_delivers_pending_events_and_orthanc_stopped_before_returning(servers, make_reporter, how):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=30)
+    assert wait_until(lambda: stub.received("/register"))
+    for i in range(50):
+        harness.reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")
+
+    elapsed = stop_by(harness.reporter, how)
+
+    assert elapsed < 1.0
+    delivered = stub.delivered()
+    assert job_ids(delivered) == [f"job-{i}" for i in range(50)] + [None]
+    assert delivered[-1] == {"Type": "ORTHANC_STOPPED"}
+    assert not harness.reporter.thread.is_alive()
+
+
+def test_stop_right_after_start_still_delivers(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, start=False)
+    harness.reporter.on_change(JOB_SUBMITTED, 0, "job-0")
+    harness.reporter.start()
+
+    elapsed = stop_by(harness.reporter, "stop")
+
+    assert elapsed < 1.0
+    assert job_ids(stub.delivered()) == ["job-0", None]
+    assert stub.delivered()[-1] == {"Type": "ORTHANC_STOPPED"}
+
+
+# ---- errors that must not stop the reporter ----
+
+
+def test_wrong_secret_is_retried_with_backoff_without_crashing(servers, make_reporter, monkeypatch):
+    monkeypatch.setattr(plugin, "MAX_BACKOFF", 0.4)
+    stub = servers.stub(secret="the-right-one")
+    harness = make_reporter(stub.url, secret="a-wrong-one", heartbeat_interval=0.05)
+
+    # Orthanc goes on producing events meanwhile; they must not turn the backoff into a busy retry.
+    for i in range(100):
+        harness.reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")
+        time.sleep(0.01)
+    time.sleep(0.2)
+
+    attempts = stub.received()
+    assert attempts, "the reporter never tried"
+    assert all(r.route == "/register" and r.status == 403 for r in attempts)
+    assert all(r.authorization == "Bearer a-wrong-one" for r in attempts)
+    # Backoff 0.2, 0.4, 0.4, ... over about 1.5 s: a handful of attempts, not one per event.
+    assert 2 <= len(attempts) <= 8, len(attempts)
+    assert harness.reporter.thread.is_alive()
+    assert harness.logged("403")
+    assert len(harness.reporter.queue) == 100
+
+    stub.secret = "a-wrong-one"  # the job-service is reconfigured: the reporter gets through
+    assert wait_until(lambda: len(stub.delivered()) >= 100)
+    assert job_ids(stub.delivered()) == [f"job-{i}" for i in range(100)]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}",  # the connection closes mid-body
+    ],
+    ids=["bad-status-line", "incomplete-body"],
+)
+def test_malformed_answers_do_not_kill_the_sender(servers, make_reporter, reply):
+    garbage = servers.raw(reply=reply)
+    harness = make_reporter(garbage.url)
+
+    assert wait_until(lambda: len(garbage.connections) >= 2)
+    assert harness.reporter.thread.is_alive()
+    assert harness.logged("cannot reach the job-service")
+
+
+# ---- settings ----
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("ORTHANC_JOBS_URL", "ORTHANC_JOBS_SECRET", "ORTHANC_JOBS_SERVER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_settings_defaults(clean_env):
+    assert plugin._settings({}) == {
+        "Url": "http://127.0.0.1:8050",
+        "Secret": "",
+        "ServerUrl": "http://127.0.0.1:8042",
+        "HeartbeatInterval": 2.0,
+        "QueueSize": 10000,
+        "Timeout": 2.0,
+    }
+
+
+def test_settings_from_the_orthancjobs_section(clean_env):
+    configuration = {
+        "HttpPort": 9042,
+        "OrthancJobs": {
+            "Url": "http://jobs:8050",
+            "Secret": "from-config",
+            "ServerUrl": "http://10.0.0.5:8042",
+            "HeartbeatInterval": "0.5",
+            "QueueSize": "20",
+            "Timeout": 3,
+        },
+    }
+    assert plugin._settings(configuration) == {
+        "Url": "http://jobs:8050",
+        "Secret": "from-config",
+        "ServerUrl": "http://10.0.0.5:8042",
+        "HeartbeatInterval": 0.5,
+        "QueueSize": 20,
+        "Timeout": 3.0,
+    }
+
+
+def test_environment_overrides_the_section(clean_env):
+    clean_env.setenv("ORTHANC_JOBS_URL", "http://env-jobs:9000")
+    clean_env.setenv("ORTHANC_JOBS_SECRET", "from-env")
+    clean_env.setenv("ORTHANC_JOBS_SERVER_URL", "https://orthanc-1.example:8443")
+    configuration = {
+        "OrthancJobs": {"Url": "http://jobs:8050", "Secret": "from-config", "ServerUrl": "http://x:1"}
+    }
+
+    settings = plugin._settings(configuration)
+
+    assert settings["Url"] == "http://env-jobs:9000"
+    assert settings["Secret"] == "from-env"
+    assert settings["ServerUrl"] == "https://orthanc-1.example:8443"
+
+
+def test_empty_environment_variables_do_not_override(clean_env):
+    for name in ("ORTHANC_JOBS_URL", "ORTHANC_JOBS_SECRET", "ORTHANC_JOBS_SERVER_URL"):
+        clean_env.setenv(name, "")
+    configuration = {"OrthancJobs": {"Url": "http://jobs:8050", "Secret": "from-config"}}
+
+    settings = plugin._settings(configuration)
+
+    assert settings["Url"] == "http://jobs:8050"
+    assert settings["Secret"] == "from-config"
+    assert settings["ServerUrl"] == "http://127.0.0.1:8042"
+
+
+@pytest.mark.parametrize(
+    ("configuration", "expected"),
+    [
+        ({"HttpPort": 9042}, "http://127.0.0.1:9042"),
+        ({"HttpPort": "8043"}, "http://127.0.0.1:8043"),
+        ({"SslEnabled": True}, "https://127.0.0.1:8042"),
+        ({"SslEnabled": True, "HttpPort": 443}, "https://127.0.0.1:443"),
+        ({"SslEnabled": False, "HttpPort": 80}, "http://127.0.0.1:80"),
+    ],
+)
+def test_default_server_url_derives_from_http_port_and_ssl(clean_env, configuration, expected):
+    assert plugin._settings(configuration)["ServerUrl"] == expected
+
+
+# ---- started by Orthanc (a stand-in `orthanc` module) ----
+
+
+class FakeOrthanc:
+    def __init__(self, configuration: dict):
+        self.configuration = configuration
+        self.callbacks: list = []
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def GetConfiguration(self):
+        return json.dumps(self.configuration)
+
+    def RestApiGet(self, uri):
+        if uri == "/system":
+            return json.dumps({"Version": ORTHANC_VERSION})
+        raise ValueError("no such resource")  # like orthanc.OrthancException for a missing job
+
+    def GenerateRestApiAuthorizationToken(self):
+        return "Bearer generated-token"
+
+    def RegisterOnChangeCallback(self, callback):
+        self.callbacks.append(callback)
+
+    def LogError(self, message):
+        self.errors.append(message)
+
+    def LogWarning(self, message):
+        self.warnings.append(message)
+
+
+def test_inside_orthanc_without_a_secret_the_reporter_is_off(clean_env):
+    fake = FakeOrthanc({"PythonScript": str(PLUGIN_PATH)})
+    clean_env.setitem(sys.modules, "orthanc", fake)
+
+    module = load_plugin("orthanc_jobs_reporter_in_orthanc_no_secret")
+
+    assert module._reporter is None
+    assert fake.callbacks == []
+    assert any("no shared secret" in message for message in fake.errors)
+
+
+def test_inside_orthanc_as_the_python_script_it_registers_and_reports(servers, clean_env):
+    stub = servers.stub()
+    configuration = {
+        "Name": "orthanc-b",
+        "HttpPort": 8043,
+        "PythonScript": str(PLUGIN_PATH),
+        "OrthancJobs": {"Url": stub.url, "Secret": SECRET, "HeartbeatInterval": 0.05, "Timeout": 0.5},
+    }
+    fake = FakeOrthanc(configuration)
+    clean_env.setitem(sys.modules, "orthanc", fake)
+
+    module = load_plugin("orthanc_jobs_reporter_in_orthanc")
+    reporter = module._reporter
+    try:
+        assert reporter is not None
+        assert fake.callbacks == [reporter.on_change]
+        assert wait_until(lambda: stub.received("/register"))
+        identity = stub.received("/register")[0].body
+        assert identity["Name"] == "orthanc-b"
+        assert identity["Url"] == "http://127.0.0.1:8043"
+        assert identity["Token"] == "Bearer generated-token"
+        assert identity["OrthancVersion"] == ORTHANC_VERSION
+        uuid.UUID(identity["Incarnation"])
+
+        module.on_change(JOB_SUCCESS, 0, "job-gone")  # RestApiGet fails: sent without the job JSON
+        assert wait_until(lambda: stub.delivered())
+        assert stub.delivered() == [{"Type": "JOB_SUCCESS", "JobId": "job-gone"}]
+    finally:
+        if reporter is not None:
+            reporter.stop(budget=0.2)
