@@ -153,8 +153,10 @@ class Registry:
         existing = self._jobs.get(job_id)
         if existing is None or existing.server_url != server.url:
             return None
-        content = dict(existing.content, State=str(state), Timestamp=orthanc_timestamp(self._clock()))
-        return self.apply_snapshot(server, content)
+        # Orthanc's own Timestamp is kept: our clock need not agree with the server's.
+        return self._replace(
+            existing, server.url, existing.incarnation, dict(existing.content, State=str(state))
+        )
 
     def reconcile(self, server: Server, contents: Iterable[dict[str, Any]], started_at: float) -> None:
         """Full resynchronisation: ``contents`` is everything the server listed at ``started_at``."""

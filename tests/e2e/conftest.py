@@ -22,11 +22,18 @@ ORTHANC_CONFIG = {
 }
 
 
-def start_cluster(directory: Path, instances: int, orthanc_config: dict[str, str]) -> ClusterState:
+def start_cluster(
+    directory: Path,
+    instances: int,
+    orthanc_config: dict[str, str],
+    service_settings: dict[str, str] | None = None,
+) -> ClusterState:
     command = [sys.executable, "-m", "orthanc_jobs", "cluster", "up", "--detach", "--dir", str(directory)]
     command += ["--lb-port", "0", "--instances", str(instances)]
     for key, value in orthanc_config.items():
         command += ["--orthanc-config", f"{key}={value}"]
+    for key, value in (service_settings or {}).items():
+        command += ["--service-setting", f"{key}={value}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, f"cluster up failed:\n{result.stdout}\n{result.stderr}"
     return ClusterState.load(directory)

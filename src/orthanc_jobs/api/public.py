@@ -122,7 +122,7 @@ def owner_of(cluster: Services, job: Job) -> Server:
     return owner
 
 
-async def _error_from_owner(request: Request, status_code: int, body: bytes) -> Response:
+def _error_from_owner(request: Request, status_code: int, body: bytes) -> Response:
     """An owner's error answer, as JSON even where Orthanc answers with an empty body."""
     try:
         if isinstance(orjson.loads(body), dict):
@@ -140,7 +140,7 @@ async def _forward(request: Request, cluster: Services, owner: Server, method: s
     except OrthancUnreachable as error:
         raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
     if answer.status_code >= 400:
-        return await _error_from_owner(request, answer.status_code, answer.content[:_MAX_ERROR_BODY])
+        return _error_from_owner(request, answer.status_code, answer.content[:_MAX_ERROR_BODY])
     return Response(
         answer.content, answer.status_code, media_type=answer.headers.get("content-type", "application/json")
     )
@@ -184,13 +184,11 @@ async def get_job_output(request: Request, job_id: str, key: str, cluster: Clust
     except OrthancUnreachable as error:
         raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
     if answer.status_code != 200:
-        body = b""
-        async for chunk in answer.aiter_raw():
-            body += chunk
-            if len(body) > _MAX_ERROR_BODY:
-                break
-        await answer.aclose()
-        return await _error_from_owner(request, answer.status_code, body[:_MAX_ERROR_BODY])
+        try:
+            body = await answer.aread()  # an error answer of Orthanc's: small
+        finally:
+            await answer.aclose()
+        return _error_from_owner(request, answer.status_code, body[:_MAX_ERROR_BODY])
     headers = {name: answer.headers[name] for name in _OUTPUT_HEADERS if name in answer.headers}
     return StreamingResponse(
         answer.aiter_raw(), status_code=200, headers=headers, background=BackgroundTask(answer.aclose)

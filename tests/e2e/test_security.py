@@ -1,0 +1,181 @@
+"""Credentials, the shared secret and bad input: 4xx JSON answers, never a 5xx, nothing forwarded unchecked."""
+
+import uuid
+
+import httpx
+import pytest
+
+from orthanc_jobs.cluster.launcher import ClusterState
+from tests.e2e.helpers import create_async_job, create_study, wait_job_state
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def finished_job(lb: httpx.Client) -> str:
+    study, _ = create_study(lb, "SECURITY")
+    job_id = create_async_job(lb, "archive", study)
+    wait_job_state(lb, job_id, {"Success"})
+    return job_id
+
+
+def _public_requests(job_id: str) -> list[tuple[str, str]]:
+    return [
+        ("GET", "/orthanc/jobs"),
+        ("GET", "/orthanc/jobs?expand"),
+        ("GET", f"/orthanc/jobs/{job_id}"),
+        ("GET", f"/orthanc/jobs/{job_id}/archive"),
+        ("POST", f"/orthanc/jobs/{job_id}/pause"),
+        ("POST", f"/orthanc/jobs/{job_id}/cancel"),
+        ("DELETE", f"/orthanc/jobs/{job_id}"),
+        ("GET", "/orthanc-jobs/servers"),
+        ("GET", "/orthanc-jobs/"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "auth", [None, ("demo", "wrong"), ("intruder", "demo")], ids=["none", "bad-pw", "bad-user"]
+)
+def test_public_routes_need_the_cluster_credentials(
+    cluster: ClusterState, finished_job: str, auth: tuple[str, str] | None
+) -> None:
+    with httpx.Client(base_url=cluster.lb_url, auth=auth, timeout=30) as anonymous:
+        for method, path in _public_requests(finished_job):
+            answer = anonymous.request(method, path)
+            assert answer.status_code == 401, (method, path, answer.status_code)
+            assert answer.json()["HttpStatus"] == 401
+            assert "CreationTime" not in answer.text  # no job data
+
+
+def test_a_bearer_token_orthanc_refuses_is_refused(cluster: ClusterState) -> None:
+    headers = {"Authorization": f"Bearer {uuid.uuid4()}"}
+    assert httpx.get(f"{cluster.orthanc_lb_url}/jobs", headers=headers).status_code == 401
+
+
+def test_the_internal_api_is_not_exposed_by_the_load_balancer(cluster: ClusterState) -> None:
+    headers = {"Authorization": f"Bearer {cluster.secret}"}  # even with the secret
+    for route in ("register", "heartbeat", "events"):
+        answer = httpx.post(f"{cluster.lb_url}/orthanc-jobs/internal/{route}", json={}, headers=headers)
+        assert answer.status_code == 404
+
+
+def test_the_internal_api_needs_the_secret(cluster: ClusterState) -> None:
+    url = f"{cluster.service_url}/orthanc-jobs/internal"
+    registration = {
+        "Name": "forged",
+        "Url": "http://127.0.0.1:1",
+        "Incarnation": "forged-1",
+        "Token": "Bearer x",
+    }
+    before = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=("demo", "demo")).json()
+    for route, body in [
+        ("register", registration),
+        ("heartbeat", {"Incarnation": "forged-1"}),
+        ("events", {}),
+    ]:
+        assert httpx.post(f"{url}/{route}", json=body).status_code == 401
+        wrong = httpx.post(f"{url}/{route}", json=body, headers={"Authorization": "Bearer not-the-secret"})
+        assert wrong.status_code == 403
+        assert wrong.json()["HttpStatus"] == 403
+    after = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=("demo", "demo")).json()
+    assert [s["Incarnation"] for s in after] == [s["Incarnation"] for s in before]
+
+
+def test_forged_plugin_payloads_are_refused(
+    cluster: ClusterState, lb: httpx.Client, finished_job: str
+) -> None:
+    url = f"{cluster.service_url}/orthanc-jobs/internal"
+    headers = {"Authorization": f"Bearer {cluster.secret}"}
+    incarnation = lb.get(f"/jobs/{finished_job}").json()["Server"]
+    known = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=("demo", "demo")).json()
+    incarnation = next(s["Incarnation"] for s in known if s["Name"] == incarnation["Name"])
+    job = lb.get(f"/jobs/{finished_job}").json()
+    other_id = str(uuid.uuid4())
+    forged = [
+        b"not json",
+        b'{"Incarnation": "unknown-incarnation", "Events": []}',
+        httpx.Request(
+            "POST",
+            "/",
+            json={
+                "Incarnation": incarnation,
+                "Events": [{"Type": "JOB_SUCCESS", "JobId": other_id, "Job": dict(job, State="Failure")}],
+            },
+        ).read(),
+        httpx.Request(
+            "POST",
+            "/",
+            json={"Incarnation": incarnation, "Events": [{"Type": "JOB_EXPLODED", "JobId": finished_job}]},
+        ).read(),
+        httpx.Request(
+            "POST",
+            "/",
+            json={"Incarnation": incarnation, "Events": [{"Type": "JOB_SUCCESS", "JobId": "../../patients"}]},
+        ).read(),
+    ]
+    for body in forged:
+        answer = httpx.post(f"{url}/events", content=body, headers=headers)
+        assert 400 <= answer.status_code < 500, (body, answer.status_code)
+        assert answer.json()["HttpStatus"] == answer.status_code
+    assert lb.get(f"/jobs/{finished_job}").json()["State"] == "Success"
+    assert lb.get(f"/jobs/{other_id}").status_code == 404
+
+    too_big = b'{"Incarnation": "x", "Events": [' + b" " * (17 * 1024 * 1024) + b"]}"
+    assert httpx.post(f"{url}/events", content=too_big, headers=headers).status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/orthanc/jobs/not-a-job", 404),
+        ("GET", "/orthanc/jobs/" + "f" * 300, 404),
+        ("GET", f"/orthanc/jobs/{uuid.uuid4()}", 404),
+        ("POST", f"/orthanc/jobs/{uuid.uuid4()}/pause", 404),
+        ("GET", "/orthanc/jobs?status=Exploded", 400),
+        ("GET", "/orthanc/jobs?limit=-1", 400),
+        ("GET", "/orthanc/jobs?limit=abc", 400),
+        ("GET", "/orthanc/jobs?offset=-5", 400),
+        # nginx resolves these itself, to paths outside the API: its own 404.
+        ("GET", "/orthanc/jobs/..%2f..%2fpatients", None),
+        ("GET", "/orthanc/jobs/%2e%2e/%2e%2e/patients", None),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(
+    lb: httpx.Client, cluster: ClusterState, method: str, path: str, expected: int | None
+) -> None:
+    answer = httpx.request(method, cluster.lb_url + path, auth=("demo", "demo"))
+    assert 400 <= answer.status_code < 500, answer.status_code
+    if expected is not None:
+        assert answer.status_code == expected
+        assert answer.json()["HttpStatus"] == expected
+    assert '"PatientName"' not in answer.text and "ParentStudy" not in answer.text
+
+
+def test_unknown_actions_and_keys(lb: httpx.Client, finished_job: str) -> None:
+    unknown_action = lb.post(f"/jobs/{finished_job}/explode")
+    assert unknown_action.status_code == 405
+    assert unknown_action.json()["HttpStatus"] == 405
+    unknown_key = lb.get(f"/jobs/{finished_job}/no-such-output")
+    assert unknown_key.status_code == 404
+    assert unknown_key.json()["HttpStatus"] == 404
+    bad_key = lb.get(f"/jobs/{finished_job}/archive.zip")
+    assert bad_key.status_code == 400
+    assert bad_key.json()["HttpStatus"] == 400
+    assert lb.get(f"/jobs/{finished_job}").json()["State"] == "Success"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs/..%2f..%2fpatients",
+        "/jobs/%2e%2e%2fpatients",
+        "/jobs/..%2F..%2Fpatients/archive",
+        "/jobs/x%00y",
+        "/jobs/" + "%2e" * 10,
+    ],
+)
+def test_the_job_service_itself_never_forwards_a_traversal(cluster: ClusterState, path: str) -> None:
+    """Straight to the job-service (no nginx to normalise the path): refused before anything is sent."""
+    answer = httpx.get(cluster.service_url + path, auth=("demo", "demo"))
+    assert answer.status_code == 404
+    assert answer.json()["HttpStatus"] == 404

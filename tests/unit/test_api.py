@@ -1,0 +1,278 @@
+"""The job-service's routes, in process, with the Orthanc servers played by an httpx mock transport.
+
+These are unit tests of the service's own logic; the end-to-end tests (tests/e2e) run against real Orthanc.
+"""
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from orthanc_jobs.app import build_services, create_app
+from orthanc_jobs.config import Settings
+from orthanc_jobs.orthanc import OrthancClient
+
+SECRET = "unit-test-secret"
+GOOD = "Basic " + base64.b64encode(b"demo:demo").decode()
+PLUGIN = {"Authorization": f"Bearer {SECRET}"}
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body that arrives in pieces, as from a socket (a bytes body would count as read already)."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+class FakeOrthanc:
+    """Just enough of Orthanc's REST API, per server URL, recording what it is asked."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, dict[str, Any]]] = {}
+        self.requests: list[httpx.Request] = []
+        self.down: set[str] = set()
+
+    def add_server(self, url: str) -> None:
+        self.jobs[url] = {}
+
+    def add_job(self, url: str, state: str = "Pending", created: str = "20261128T100000.000000") -> str:
+        job_id = str(uuid.uuid4())
+        self.jobs[url][job_id] = {
+            "ID": job_id,
+            "Type": "Archive",
+            "State": state,
+            "Progress": 0,
+            "CreationTime": created,
+            "Timestamp": created,
+            "ErrorCode": 0,
+        }
+        return job_id
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        url = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        if url in self.down:
+            raise httpx.ConnectError("refused", request=request)
+        jobs = self.jobs[url]
+        path = request.url.path
+        auth = request.headers.get("authorization", "")
+        if auth not in (GOOD, "Bearer token"):
+            return httpx.Response(401)
+        if path == "/system":
+            return httpx.Response(200, json={"Version": "1.10.1"})
+        if path == "/jobs":
+            return httpx.Response(200, json=list(jobs.values()))
+        parts = path.split("/")[2:]
+        job = jobs.get(parts[0])
+        if job is None:
+            return httpx.Response(404 if request.method == "GET" else 400)
+        if len(parts) == 1:
+            return httpx.Response(200, json=job)
+        if request.method == "POST" and parts[1] == "pause":
+            job.update(State="Paused", Timestamp="20261128T110000.000000")
+            return httpx.Response(200, json={})
+        if request.method == "POST" and parts[1] == "resume":
+            return httpx.Response(400)  # as Orthanc: empty body
+        if request.method == "GET" and parts[1] == "archive":
+            headers = {"Content-Type": "application/zip", "Content-Disposition": "filename=a.zip"}
+            return httpx.Response(200, stream=Chunks(b"PK", b"x" * 50_000, b"x" * 50_000), headers=headers)
+        return httpx.Response(404, json={"HttpStatus": 404, "Message": "Job has no such output"})
+
+
+@pytest.fixture
+def orthanc() -> FakeOrthanc:
+    fake = FakeOrthanc()
+    for port in (8001, 8002):
+        fake.add_server(f"http://127.0.0.1:{port}")
+    return fake
+
+
+@pytest.fixture
+async def service(orthanc: FakeOrthanc) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(secret=SECRET, max_body_bytes=4096)
+    services = build_services(
+        settings, client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
+    )
+    app = create_app(services=services)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        for number, url in enumerate(orthanc.jobs, start=1):
+            body = {
+                "Name": f"orthanc-{number}",
+                "Url": url,
+                "Incarnation": f"inc-{number}",
+                "Token": "Bearer token",
+            }
+            assert (
+                await client.post("/orthanc-jobs/internal/register", json=body, headers=PLUGIN)
+            ).status_code == 200
+        yield client
+
+
+def public(**headers: str) -> dict[str, str]:
+    return {"Authorization": GOOD, **headers}
+
+
+async def test_an_unknown_id_is_looked_up_on_every_server(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8002")
+    answer = await service.get(f"/jobs/{job_id}", headers=public())
+    assert answer.status_code == 200
+    assert answer.json()["Server"] == {"Name": "orthanc-2", "Url": "http://127.0.0.1:8002", "Status": "alive"}
+    asked = len(orthanc.requests)
+    assert (await service.get(f"/jobs/{job_id}", headers=public())).status_code == 200
+    assert len(orthanc.requests) == asked  # known now: answered from the registry
+    missing = await service.get(f"/jobs/{uuid.uuid4()}", headers=public())
+    assert missing.status_code == 404
+    assert missing.json()["OrthancError"] == "Unknown resource"
+
+
+async def test_credentials_are_checked_once_then_cached(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    assert (await service.get("/jobs")).status_code == 401
+    bad = await service.get(
+        "/jobs", headers={"Authorization": "Basic " + base64.b64encode(b"demo:x").decode()}
+    )
+    assert bad.status_code == 401
+    assert bad.headers["WWW-Authenticate"].startswith("Basic")
+    for _ in range(3):
+        assert (await service.get("/jobs", headers=public())).status_code == 200
+    checks = [r for r in orthanc.requests if r.url.path == "/system"]
+    assert len([r for r in checks if r.headers.get("authorization") == GOOD]) == 1
+
+
+async def test_listing_filters_and_pages(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
+    ids = [orthanc.add_job("http://127.0.0.1:8001", "Success", f"20261128T10000{n}.000000") for n in range(5)]
+    running = orthanc.add_job("http://127.0.0.1:8002", "Running", "20261128T100009.000000")
+    for job_id in [*ids, running]:
+        await service.get(f"/jobs/{job_id}", headers=public())
+    assert (await service.get("/jobs", headers=public())).json() == [*ids, running]
+    assert (await service.get("/jobs?expand=false", headers=public())).json() == [*ids, running]
+    assert (await service.get("/jobs?status=running", headers=public())).json() == [running]
+    assert (await service.get("/jobs?server=orthanc-2", headers=public())).json() == [running]
+    page = await service.get("/jobs?limit=2&offset=1&status=Success", headers=public())
+    assert page.json() == ids[1:3]
+    assert page.headers["X-Total-Count"] == "5"
+    expanded = (await service.get("/jobs?expand&status=Success,Running", headers=public())).json()
+    assert [j["ID"] for j in expanded] == [*ids, running]
+    assert (await service.get("/jobs?status=Exploded", headers=public())).status_code == 400
+    assert (await service.get("/jobs?limit=-1", headers=public())).status_code == 400
+
+
+async def test_an_action_is_forwarded_with_the_callers_credentials_then_read_back(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001")
+    answer = await service.post(f"/jobs/{job_id}/pause", headers=public())
+    assert (answer.status_code, answer.json()) == (200, {})
+    forwarded = [r for r in orthanc.requests if r.method == "POST"]
+    assert [r.headers["authorization"] for r in forwarded] == [GOOD]
+    assert (await service.get(f"/jobs/{job_id}", headers=public())).json()["State"] == "Paused"
+
+
+async def test_an_owners_empty_error_becomes_json(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001")
+    answer = await service.post(f"/jobs/{job_id}/resume", headers=public())
+    assert answer.status_code == 400
+    assert answer.json()["HttpStatus"] == 400
+
+
+async def test_unknown_actions_and_bad_keys_are_refused_before_forwarding(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001")
+    await service.get(f"/jobs/{job_id}", headers=public())
+    before = len(orthanc.requests)
+    unknown = await service.post(f"/jobs/{job_id}/explode", headers=public())
+    assert unknown.status_code == 405
+    assert "cancel" in unknown.json()["Message"]
+    assert (await service.get(f"/jobs/{job_id}/arch.ive", headers=public())).status_code == 400
+    assert (await service.get("/jobs/not-a-uuid", headers=public())).status_code == 404
+    assert len(orthanc.requests) == before
+
+
+async def test_outputs_are_streamed_from_the_owner(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8002", "Success")
+    answer = await service.get(f"/jobs/{job_id}/archive", headers=public())
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/zip"
+    assert answer.headers["content-disposition"] == "filename=a.zip"
+    assert answer.content == b"PK" + b"x" * 100_000
+    missing = await service.get(f"/jobs/{job_id}/media", headers=public())
+    assert missing.status_code == 404
+    assert missing.json()["Message"] == "Job has no such output"
+
+
+async def test_an_unreachable_owner_is_a_clear_error(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001")
+    await service.get(f"/jobs/{job_id}", headers=public())
+    orthanc.down.add("http://127.0.0.1:8001")
+    answer = await service.post(f"/jobs/{job_id}/pause", headers=public())
+    assert answer.status_code == 503
+    assert "orthanc-1" in answer.json()["Message"]
+
+
+async def test_the_internal_api_rejects_forged_payloads(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001", "Running")
+    await service.get(f"/jobs/{job_id}", headers=public())
+    url = "/orthanc-jobs/internal/events"
+    snapshot = dict(
+        orthanc.jobs["http://127.0.0.1:8001"][job_id], State="Failure", Timestamp="20991231T000000"
+    )
+    cases = {
+        401: ({}, {"Incarnation": "inc-1", "Events": []}),
+        403: ({"Authorization": "Bearer nope"}, {"Incarnation": "inc-1", "Events": []}),
+        404: (PLUGIN, {"Incarnation": "inc-9", "Events": []}),
+    }
+    for status, (headers, body) in cases.items():
+        assert (await service.post(url, json=body, headers=headers)).status_code == status
+    mismatched = {"Type": "JOB_FAILURE", "JobId": str(uuid.uuid4()), "Job": snapshot}
+    invalid = [
+        {"Incarnation": "inc-1", "Events": [mismatched]},
+        {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS"}]},
+        {"Incarnation": "inc-1", "Events": [{"Type": "NOPE", "JobId": job_id}]},
+        {"Incarnation": "../x", "Events": []},
+        [1, 2, 3],
+    ]
+    for body in invalid:
+        answer = await service.post(url, json=body, headers=PLUGIN)
+        assert answer.status_code == 400, body
+        assert answer.json()["HttpStatus"] == 400
+    assert (await service.post(url, content=b"{nope", headers=PLUGIN)).status_code == 400
+    assert (await service.post(url, content=b"x" * 5000, headers=PLUGIN)).status_code == 413
+    assert (await service.get(f"/jobs/{job_id}", headers=public())).json()["State"] == "Running"
+
+    valid = {"Incarnation": "inc-1", "Events": [{"Type": "JOB_FAILURE", "JobId": job_id, "Job": snapshot}]}
+    assert (await service.post(url, content=json.dumps(valid), headers=PLUGIN)).json() == {"Accepted": 1}
+    assert (await service.get(f"/jobs/{job_id}", headers=public())).json()["State"] == "Failure"
+
+
+async def test_servers_list_and_a_graceful_stop(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001", "Running")
+    await service.get(f"/jobs/{job_id}", headers=public())
+    stop = {"Incarnation": "inc-1", "Events": [{"Type": "ORTHANC_STOPPED"}]}
+    assert (await service.post("/orthanc-jobs/internal/events", json=stop, headers=PLUGIN)).status_code == 200
+    servers = (await service.get("/orthanc-jobs/servers", headers=public())).json()
+    assert [(s["Name"], s["Status"]) for s in servers] == [("orthanc-1", "stopped"), ("orthanc-2", "alive")]
+    assert servers[0]["Jobs"]["Failure"] == 1
+    lost = (await service.get(f"/jobs/{job_id}", headers=public())).json()
+    assert lost["State"] == "Failure"
+    assert lost["Server"]["Status"] == "stopped"
+    assert (await service.post(f"/jobs/{job_id}/resubmit", headers=public())).status_code == 409
+
+
+async def test_health_needs_no_credentials(service: httpx.AsyncClient) -> None:
+    assert (await service.get("/healthz")).json() == {"Status": "ok"}

@@ -1,0 +1,172 @@
+"""The registry: where every job and server state change is decided."""
+
+from typing import Any
+
+import pytest
+
+from orthanc_jobs.model import ServerStatus
+from orthanc_jobs.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
+from orthanc_jobs.store import MemoryStore
+
+JOB_A = "11111111-1111-1111-1111-111111111111"
+JOB_B = "22222222-2222-2222-2222-222222222222"
+JOB_C = "33333333-3333-3333-3333-333333333333"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def job(job_id: str, state: str = "Running", created: str = "20261128T100000.000000", **extra: Any) -> dict:
+    return {
+        "ID": job_id,
+        "Type": extra.pop("Type", "Archive"),
+        "State": state,
+        "Progress": 50,
+        "CreationTime": created,
+        "Timestamp": extra.pop("Timestamp", "20261128T100001.000000"),
+        "ErrorCode": 0,
+        "ErrorDescription": "Success",
+        **extra,
+    }
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def registry(clock: Clock) -> Registry:
+    return Registry(MemoryStore(), not_responding_after=10, stopped_after=60, clock=clock)
+
+
+def register(registry: Registry, name: str = "orthanc-1", incarnation: str = "inc-1"):
+    url = f"http://127.0.0.1:{8000 + int(name[-1])}"
+    return registry.register_server(name=name, url=url, incarnation=incarnation, token="Bearer t")
+
+
+def test_jobs_are_listed_in_creation_order_whatever_the_arrival(registry: Registry) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_C, created="20261128T100003.000000"))
+    registry.apply_snapshot(server, job(JOB_A, created="20261128T100001.000000"))
+    registry.apply_snapshot(server, job(JOB_B, created="20261128T100002.000000"))
+    assert [j.id for j in registry.list_jobs()] == [JOB_A, JOB_B, JOB_C]
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(registry: Registry) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Success", Timestamp="20261128T100005.000000"))
+    registry.apply_snapshot(server, job(JOB_A, "Running", Timestamp="20261128T100004.000000"))
+    assert registry.get_job(JOB_A).state == "Success"
+    registry.apply_snapshot(server, job(JOB_A, "Pending", Timestamp="20261128T100006.000000"))  # resubmitted
+    assert registry.get_job(JOB_A).state == "Pending"
+    assert registry.list_jobs(states=frozenset({"Success"})) == []
+
+
+def test_invalid_snapshots_are_ignored(registry: Registry) -> None:
+    server = register(registry)
+    assert registry.apply_snapshot(server, job("../../patients")) is None
+    assert registry.apply_snapshot(server, job(JOB_A, state="Exploded")) is None
+    assert len(registry) == 0
+
+
+def test_a_job_id_never_moves_to_another_server(registry: Registry) -> None:
+    first = register(registry, "orthanc-1", "inc-1")
+    second = register(registry, "orthanc-2", "inc-2")
+    registry.apply_snapshot(first, job(JOB_A))
+    registry.apply_snapshot(second, job(JOB_A, "Failure", Timestamp="20261128T200000.000000"))
+    assert (registry.get_job(JOB_A).server_url, registry.get_job(JOB_A).state) == (first.url, "Running")
+
+
+def test_filters_combine(registry: Registry) -> None:
+    first = register(registry, "orthanc-1", "inc-1")
+    second = register(registry, "orthanc-2", "inc-2")
+    registry.apply_snapshot(first, job(JOB_A, "Running", Type="Archive"))
+    registry.apply_snapshot(first, job(JOB_B, "Success", Type="ResourceModification"))
+    registry.apply_snapshot(second, job(JOB_C, "Running", Type="ResourceModification"))
+    ids = lambda **f: sorted(j.id for j in registry.list_jobs(**f))  # noqa: E731
+    assert ids(states=frozenset({"Running"})) == [JOB_A, JOB_C]
+    assert ids(types=frozenset({"ResourceModification"})) == [JOB_B, JOB_C]
+    assert ids(server_urls=frozenset({first.url})) == [JOB_A, JOB_B]
+    assert ids(states=frozenset({"Running"}), server_urls=frozenset({second.url})) == [JOB_C]
+    assert registry.job_counts(first)["Running"] == 1
+    assert registry.job_counts(first)["Success"] == 1
+
+
+def test_a_completion_event_without_json_keeps_what_is_known(registry: Registry) -> None:
+    from orthanc_jobs.model import JobState
+
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, Content={"ArchiveSize": "10"}))
+    registry.apply_terminal_event(server, JOB_A, JobState.SUCCESS)
+    known = registry.get_job(JOB_A)
+    assert known.state == "Success"
+    assert known.content["Content"] == {"ArchiveSize": "10"}
+    assert registry.apply_terminal_event(server, JOB_B, JobState.SUCCESS) is None
+
+
+def test_a_restart_fails_the_unfinished_jobs_of_the_old_process(registry: Registry) -> None:
+    old = register(registry, "orthanc-1", "inc-1")
+    registry.apply_snapshot(old, job(JOB_A, "Running"))
+    registry.apply_snapshot(old, job(JOB_B, "Success"))
+    new = register(registry, "orthanc-1", "inc-2")
+    lost = registry.get_job(JOB_A)
+    assert lost.state == "Failure"
+    assert lost.content["ErrorCode"] == LOST_JOB_ERROR_CODE
+    assert "orthanc-1" in lost.content["ErrorDescription"] and "restarted" in lost.content["ErrorDescription"]
+    assert "CompletionTime" in lost.content
+    assert registry.get_job(JOB_B).state == "Success"
+    assert registry.owner(lost) is None  # the new process does not have it
+    assert registry.server_status(new) is ServerStatus.ALIVE
+
+
+def test_a_stopped_server_fails_its_unfinished_jobs(registry: Registry) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Pending"))
+    registry.mark_server_stopped(server)
+    assert registry.server_status(server) is ServerStatus.STOPPED
+    assert "stopped" in registry.get_job(JOB_A).content["ErrorDescription"]
+    assert registry.live_servers() == []
+
+
+def test_liveness_follows_silence(registry: Registry, clock: Clock) -> None:
+    server = register(registry)
+    clock.now += 9.9
+    assert registry.server_status(server) is ServerStatus.ALIVE
+    clock.now += 0.2
+    assert registry.server_status(server) is ServerStatus.NOT_RESPONDING
+    clock.now += 50
+    assert registry.server_status(server) is ServerStatus.STOPPED
+    registry.mark_seen(server)
+    assert registry.server_status(server) is ServerStatus.ALIVE
+
+
+def test_reconcile_fails_only_jobs_known_before_the_listing(registry: Registry, clock: Clock) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Running"))
+    started_at = clock.now + 1
+    clock.now += 2
+    registry.apply_snapshot(server, job(JOB_B, "Pending"))  # arrived by event while the listing ran
+    registry.reconcile(server, [job(JOB_C, "Success")], started_at)
+    assert registry.get_job(JOB_A).state == "Failure"
+    assert "no longer knows" in registry.get_job(JOB_A).content["ErrorDescription"]
+    assert registry.get_job(JOB_B).state == "Pending"
+    assert registry.get_job(JOB_C).state == "Success"
+
+
+def test_removed_jobs_leave_every_index(registry: Registry) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Success"))
+    registry.remove_job(JOB_A)
+    assert registry.list_jobs() == []
+    assert registry.list_jobs(states=frozenset({"Success"})) == []
+    assert registry.job_counts(server)["Success"] == 0
+
+
+def test_orthanc_timestamps_have_orthancs_format() -> None:
+    assert orthanc_timestamp(0) == "19700101T000000.000000"
