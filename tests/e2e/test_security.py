@@ -1,4 +1,4 @@
-"""Credentials, the shared secret and bad input: 4xx JSON answers, never a 5xx, nothing forwarded unchecked."""
+"""Credentials, the shared secret and bad input: 4xx JSON answers, no 5xx, nothing forwarded unchecked."""
 
 import uuid
 
