@@ -118,7 +118,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _port_or_free(port: int) -> int:
+def usable_port(port: int) -> int:
     if port == 0:
         return free_port()
     with socket.socket() as probe:
@@ -235,7 +235,7 @@ def up(
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
 
-    lb_port = _port_or_free(lb_port)
+    lb_port = usable_port(lb_port)
     service_port = free_port()
     secret = secrets.token_urlsafe(24)
     state = ClusterState(
