@@ -17,10 +17,11 @@ from orthanc_jobs.api.limits import BodySizeLimit
 from orthanc_jobs.api.responses import error_body, error_response, raw_json
 from orthanc_jobs.config import Settings
 from orthanc_jobs.errors import OrthancJobsError
+from orthanc_jobs.housekeeping import Housekeeper
 from orthanc_jobs.orthanc import OrthancClient
 from orthanc_jobs.poller import Poller
 from orthanc_jobs.registry import Registry
-from orthanc_jobs.store import MemoryStore, Store
+from orthanc_jobs.store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,12 @@ log = logging.getLogger(__name__)
 def build_services(
     settings: Settings, store: Store | None = None, client: OrthancClient | None = None
 ) -> Services:
+    store = store or SqliteStore(settings.database)
     registry = Registry(
-        store or MemoryStore(),
+        store,
         not_responding_after=settings.not_responding_after,
         stopped_after=settings.stopped_after,
+        hide_lost_after=settings.hide_lost_after,
     )
     client = client or OrthancClient(timeout=settings.request_timeout)
     poller = Poller(
@@ -48,6 +51,13 @@ def build_services(
         poller=poller,
         authenticator=ClusterAuthenticator(registry, client, settings.auth_cache_seconds),
         plugin_secret=PluginSecret(settings.secret.get_secret_value()),
+        housekeeper=Housekeeper(
+            registry,
+            store,
+            liveness_interval=min(1.0, settings.not_responding_after / 4),
+            history_max_age=settings.history_max_age,
+            history_max_jobs=settings.history_max_jobs,
+        ),
     )
 
 
@@ -57,10 +67,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.poller.start()
+        services.housekeeper.start()
         try:
             yield
         finally:
             await services.poller.stop()
+            await services.housekeeper.stop()
             await services.client.aclose()
 
     app = FastAPI(

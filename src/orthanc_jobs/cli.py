@@ -14,7 +14,9 @@ from orthanc_jobs.cluster.launcher import (
     ClusterState,
     describe,
     down,
+    start_process,
     status_lines,
+    stop_process,
     up,
 )
 
@@ -155,6 +157,47 @@ def cluster_status(directory: DirOption = DEFAULT_DIR) -> None:
     typer.echo("\n".join(lines) + "\n\n" + describe(state))
     if not healthy:
         raise typer.Exit(1)
+
+
+@cluster_app.command("stop")
+def cluster_stop(
+    name: Annotated[str, typer.Argument(help="orthanc-N, job-service, nginx or postgresql.")],
+    directory: DirOption = DEFAULT_DIR,
+) -> None:
+    """Stop one process of the cluster (the others keep running)."""
+    try:
+        stop_process(directory, name)
+    except ClusterError as error:
+        _fail(str(error))
+
+
+@cluster_app.command("start")
+def cluster_start(
+    name: Annotated[str, typer.Argument(help="orthanc-N, job-service, nginx or postgresql.")],
+    directory: DirOption = DEFAULT_DIR,
+) -> None:
+    """Start again one stopped process of the cluster."""
+    try:
+        started = start_process(directory, name)
+    except ClusterError as error:
+        _fail(str(error))
+        return
+    typer.echo(f"{name} started (pid {started.pid})")
+
+
+@cluster_app.command("restart")
+def cluster_restart(
+    name: Annotated[str, typer.Argument(help="orthanc-N, job-service, nginx or postgresql.")],
+    directory: DirOption = DEFAULT_DIR,
+) -> None:
+    """Stop and start again one process of the cluster."""
+    try:
+        stop_process(directory, name)
+        started = start_process(directory, name)
+    except ClusterError as error:
+        _fail(str(error))
+        return
+    typer.echo(f"{name} restarted (pid {started.pid})")
 
 
 @app.command()

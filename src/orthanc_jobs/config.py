@@ -31,6 +31,24 @@ class Settings(BaseSettings):
     stopped_after: float = Field(
         default=60.0, gt=0, description="Silence (s) after which a server is 'stopped'."
     )
+    database: str = Field(
+        default="orthanc-jobs.sqlite3",
+        description="SQLite file of the job history and the servers (':memory:': nothing kept).",
+    )
+    history_max_age: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="Seconds a finished job stays in the history once its server forgot it.",
+    )
+    history_max_jobs: int = Field(
+        default=100_000, gt=0, description="Most jobs kept in all; the oldest history goes first."
+    )
+    hide_lost_after: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after which finished jobs of a stopped or restarted server leave the listings "
+        "(still readable by id). Unset: they stay listed, flagged.",
+    )
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, gt=0, description="Largest request body accepted from a plugin."
     )

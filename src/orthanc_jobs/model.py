@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class JobState(StrEnum):
     """Orthanc's job states, spelt as Orthanc writes them."""
@@ -62,6 +64,10 @@ class Server:
     last_seen: float
     stopped: bool = False
     orthanc_version: str = ""
+    #: Decided by the registry (heartbeats, polls, silence); not stored.
+    status: ServerStatus = ServerStatus.ALIVE
+    #: The status last announced (logs, event stream), to report each change once.
+    reported_status: ServerStatus | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +87,37 @@ class Job:
     timestamp: str
     #: When the job-service first heard of the job (its own clock).
     first_seen: float
+    #: When the job-service saw it finished (its own clock), for the history's retention.
+    finished_at: float | None = None
+    #: The owner no longer holds the job (Orthanc forgot it, or the process is gone): history only.
+    history_only: bool = False
+
+    @classmethod
+    def from_content(
+        cls,
+        content: dict[str, Any],
+        *,
+        server_url: str,
+        incarnation: str,
+        first_seen: float,
+        finished_at: float | None = None,
+        history_only: bool = False,
+    ) -> "Job":
+        job_id = str(content["ID"])
+        return cls(
+            id=job_id,
+            server_url=server_url,
+            incarnation=incarnation,
+            content=content,
+            json_head=orjson.dumps(content)[:-1],
+            state=str(content["State"]),
+            type=str(content.get("Type", "")),
+            order_key=(str(content.get("CreationTime", "")), job_id),
+            timestamp=str(content.get("Timestamp", "")),
+            first_seen=first_seen,
+            finished_at=finished_at,
+            history_only=history_only,
+        )
 
     @property
     def is_terminal(self) -> bool:

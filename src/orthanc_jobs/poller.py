@@ -37,6 +37,8 @@ class Poller:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
+        # Servers known from the store (a restart of the service): catch up with them at once.
+        self._spawn(self.resync_all())
         self._spawn(self._loop(self._poll_interval, self.poll_unfinished))
         self._spawn(self._loop(self._resync_interval, self.resync_all))
 

@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
-from orthanc_jobs.model import Job, JobState, Server, ServerStatus, is_job_id
+from orthanc_jobs.model import TERMINAL_STATES, Job, JobState, Server, ServerStatus, is_job_id
 from orthanc_jobs.store import Store
 
 # Orthanc's ErrorCode for an internal error, used for jobs whose owner lost them.
@@ -32,11 +30,13 @@ class Registry:
         *,
         not_responding_after: float,
         stopped_after: float,
+        hide_lost_after: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._not_responding_after = not_responding_after
         self._stopped_after = stopped_after
+        self._hide_lost_after = hide_lost_after
         self._clock = clock
         self._servers: dict[str, Server] = {}
         self._by_incarnation: dict[str, Server] = {}
@@ -50,6 +50,10 @@ class Registry:
             self._by_incarnation[server.incarnation] = server
         for job in jobs:
             self._index(job)
+        # Statuses are not stored: they follow from the last time each server was seen.
+        for server in servers:
+            server.status = ServerStatus.STOPPED if server.stopped else ServerStatus.ALIVE
+        self.check_liveness()
 
     # ---- servers ---------------------------------------------------------------------------------------
 
@@ -88,23 +92,40 @@ class Registry:
     def mark_seen(self, server: Server) -> None:
         server.last_seen = self._clock()
         server.stopped = False
+        server.status = ServerStatus.ALIVE
+        self._store.save_server(server)
 
-    def mark_server_stopped(self, server: Server) -> None:
+    def mark_server_stopped(self, server: Server, why: str = "stopped") -> None:
         server.stopped = True
+        server.status = ServerStatus.STOPPED
         self._store.save_server(server)
         self._fail_unfinished_jobs(
-            server, f"Orthanc server {server.name} ({server.url}) stopped; the job was lost with its process"
+            server, f"Orthanc server {server.name} ({server.url}) {why}; the job was lost with its process"
         )
 
+    def check_liveness(self) -> list[tuple[Server, ServerStatus]]:
+        """The one place where silence changes a server's status (heartbeats and polls set it alive).
+
+        A server silent for too long has lost its unfinished jobs; one that is only not responding (frozen,
+        overloaded) keeps them.
+        """
+        changes = []
+        now = self._clock()
+        for server in list(self._servers.values()):
+            silence = now - server.last_seen
+            if server.status is not ServerStatus.STOPPED and silence >= self._stopped_after:
+                self.mark_server_stopped(server, f"stopped answering (silent for {silence:.0f} s)")
+            elif server.status is ServerStatus.ALIVE and silence >= self._not_responding_after:
+                server.status = ServerStatus.NOT_RESPONDING
+            if server.status is not server.reported_status:
+                server.reported_status = server.status
+                changes.append((server, server.status))
+        return changes
+
     def server_status(self, server: Server) -> ServerStatus:
-        if server.stopped or self._by_incarnation.get(server.incarnation) is not server:
+        if self._by_incarnation.get(server.incarnation) is not server:
             return ServerStatus.STOPPED
-        silence = self._clock() - server.last_seen
-        if silence >= self._stopped_after:
-            return ServerStatus.STOPPED
-        if silence >= self._not_responding_after:
-            return ServerStatus.NOT_RESPONDING
-        return ServerStatus.ALIVE
+        return server.status
 
     def servers(self) -> list[Server]:
         return sorted(self._servers.values(), key=lambda s: (s.name, s.url))
@@ -167,13 +188,13 @@ class Registry:
                 listed.add(job.id)
         for job_id in list(self._by_server.get(server.url, ())):
             job = self._jobs[job_id]
-            if (
-                job_id not in listed
-                and not job.is_terminal
-                and job.incarnation == server.incarnation
-                and job.first_seen < started_at
-            ):
+            if job_id in listed or job.incarnation != server.incarnation or job.first_seen >= started_at:
+                continue
+            if not job.is_terminal:
                 self._fail_job(job, f"Orthanc server {server.name} ({server.url}) no longer knows this job")
+            elif not job.history_only:
+                # Orthanc forgot it (JobsHistorySize): it stays here, as history.
+                self._replace(job, job.server_url, job.incarnation, job.content, history_only=True)
 
     def remove_job(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
@@ -200,6 +221,9 @@ class Registry:
         if states is not None:
             keys = sorted(self._jobs[i].order_key for s in states for i in self._by_state.get(s, ()))
         candidates = (self._jobs[key[1]] for key in keys)
+        if self._hide_lost_after is not None:
+            hidden_before = self._clock() - self._hide_lost_after
+            candidates = (job for job in candidates if not self._is_hidden(job, hidden_before))
         if types is None and server_urls is None:
             return list(candidates)
         return [
@@ -207,6 +231,28 @@ class Registry:
             for job in candidates
             if (types is None or job.type in types) and (server_urls is None or job.server_url in server_urls)
         ]
+
+    def _is_hidden(self, job: Job, hidden_before: float) -> bool:
+        """A job of a process that is gone, finished (or lost) long enough ago, is no longer listed."""
+        return job.finished_at is not None and job.finished_at < hidden_before and self.owner(job) is None
+
+    def is_history_only(self, job: Job) -> bool:
+        """The job is only in the job-service's history: its owner forgot it, or the process is gone."""
+        return job.history_only or self.owner(job) is None
+
+    def prune_history(self, max_age: float, max_jobs: int) -> int:
+        """Forget history-only jobs finished more than ``max_age`` seconds ago, and the oldest beyond
+        ``max_jobs`` jobs in all. Jobs their owner still holds are kept (a resync would bring them back)."""
+        history = sorted(
+            (job for job in self._jobs.values() if job.finished_at is not None and self.is_history_only(job)),
+            key=lambda job: job.finished_at or 0.0,
+        )
+        too_old = self._clock() - max_age
+        excess = max(0, len(self._jobs) - max_jobs)
+        doomed = [job for n, job in enumerate(history) if n < excess or (job.finished_at or 0.0) < too_old]
+        for job in doomed:
+            self.remove_job(job.id)
+        return len(doomed)
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -229,23 +275,28 @@ class Registry:
         )
         content.pop("EstimatedTimeOfArrival", None)
         # A lost job keeps the incarnation that created it, even once a new one holds the URL.
-        self._replace(job, job.server_url, job.incarnation, content)
+        self._replace(job, job.server_url, job.incarnation, content, history_only=True)
 
     def _replace(
-        self, existing: Job | None, server_url: str, incarnation: str, content: dict[str, Any]
+        self,
+        existing: Job | None,
+        server_url: str,
+        incarnation: str,
+        content: dict[str, Any],
+        history_only: bool = False,
     ) -> Job:
-        job_id = str(content["ID"])
-        job = Job(
-            id=job_id,
+        now = self._clock()
+        terminal = content["State"] in TERMINAL_STATES
+        finished_at = None
+        if terminal:
+            finished_at = existing.finished_at if existing is not None and existing.finished_at else now
+        job = Job.from_content(
+            content,
             server_url=server_url,
             incarnation=incarnation,
-            content=content,
-            json_head=orjson.dumps(content)[:-1],
-            state=str(content["State"]),
-            type=str(content.get("Type", "")),
-            order_key=(str(content.get("CreationTime", "")), job_id),
-            timestamp=str(content.get("Timestamp", "")),
-            first_seen=existing.first_seen if existing is not None else self._clock(),
+            first_seen=existing.first_seen if existing is not None else now,
+            finished_at=finished_at,
+            history_only=history_only,
         )
         if existing is not None:
             self._unindex(existing)

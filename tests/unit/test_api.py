@@ -97,7 +97,7 @@ def orthanc() -> FakeOrthanc:
 
 @pytest.fixture
 async def service(orthanc: FakeOrthanc) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(secret=SECRET, max_body_bytes=4096)
+    settings = Settings(secret=SECRET, max_body_bytes=4096, database=":memory:")
     services = build_services(
         settings, client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
     )
@@ -126,7 +126,12 @@ async def test_an_unknown_id_is_looked_up_on_every_server(
     job_id = orthanc.add_job("http://127.0.0.1:8002")
     answer = await service.get(f"/jobs/{job_id}", headers=public())
     assert answer.status_code == 200
-    assert answer.json()["Server"] == {"Name": "orthanc-2", "Url": "http://127.0.0.1:8002", "Status": "alive"}
+    assert answer.json()["Server"] == {
+        "Name": "orthanc-2",
+        "Url": "http://127.0.0.1:8002",
+        "Status": "alive",
+        "HistoryOnly": False,
+    }
     asked = len(orthanc.requests)
     assert (await service.get(f"/jobs/{job_id}", headers=public())).status_code == 200
     assert len(orthanc.requests) == asked  # known now: answered from the registry

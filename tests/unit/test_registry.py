@@ -6,7 +6,7 @@ import pytest
 
 from orthanc_jobs.model import ServerStatus
 from orthanc_jobs.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
-from orthanc_jobs.store import MemoryStore
+from orthanc_jobs.store import SqliteStore
 
 JOB_A = "11111111-1111-1111-1111-111111111111"
 JOB_B = "22222222-2222-2222-2222-222222222222"
@@ -42,7 +42,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def registry(clock: Clock) -> Registry:
-    return Registry(MemoryStore(), not_responding_after=10, stopped_after=60, clock=clock)
+    return Registry(SqliteStore(":memory:"), not_responding_after=10, stopped_after=60, clock=clock)
 
 
 def register(registry: Registry, name: str = "orthanc-1", incarnation: str = "inc-1"):
@@ -137,10 +137,13 @@ def test_a_stopped_server_fails_its_unfinished_jobs(registry: Registry) -> None:
 def test_liveness_follows_silence(registry: Registry, clock: Clock) -> None:
     server = register(registry)
     clock.now += 9.9
+    registry.check_liveness()
     assert registry.server_status(server) is ServerStatus.ALIVE
     clock.now += 0.2
+    registry.check_liveness()
     assert registry.server_status(server) is ServerStatus.NOT_RESPONDING
     clock.now += 50
+    registry.check_liveness()
     assert registry.server_status(server) is ServerStatus.STOPPED
     registry.mark_seen(server)
     assert registry.server_status(server) is ServerStatus.ALIVE
@@ -170,3 +173,88 @@ def test_removed_jobs_leave_every_index(registry: Registry) -> None:
 
 def test_orthanc_timestamps_have_orthancs_format() -> None:
     assert orthanc_timestamp(0) == "19700101T000000.000000"
+
+
+def test_a_silent_server_is_stopped_once_and_loses_its_unfinished_jobs(
+    registry: Registry, clock: Clock
+) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Running"))
+    registry.apply_snapshot(server, job(JOB_B, "Success"))
+    assert registry.check_liveness() == [(server, ServerStatus.ALIVE)]
+    clock.now += 11
+    assert registry.check_liveness() == [(server, ServerStatus.NOT_RESPONDING)]
+    assert registry.get_job(JOB_A).state == "Running"  # not responding is not lost (SIGSTOP, a long GC...)
+    assert registry.check_liveness() == []
+    clock.now += 50
+    assert registry.check_liveness() == [(server, ServerStatus.STOPPED)]
+    lost = registry.get_job(JOB_A)
+    assert lost.state == "Failure"
+    assert "silent for 61 s" in lost.content["ErrorDescription"]
+    assert registry.get_job(JOB_B).state == "Success"
+    registry.mark_seen(server)  # it was only frozen: it comes back
+    assert registry.check_liveness() == [(server, ServerStatus.ALIVE)]
+
+
+def test_forgotten_jobs_stay_as_history(registry: Registry, clock: Clock) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Success"))
+    clock.now += 1
+    registry.reconcile(server, [], clock.now)
+    kept = registry.get_job(JOB_A)
+    assert kept.state == "Success"
+    assert kept.history_only and registry.is_history_only(kept)
+    assert [j.id for j in registry.list_jobs()] == [JOB_A]
+
+
+def test_history_is_pruned_by_age_and_count_but_not_what_servers_hold(
+    registry: Registry, clock: Clock
+) -> None:
+    server = register(registry)
+    ids = [f"{n:08d}-0000-0000-0000-000000000000" for n in range(5)]
+    for n, job_id in enumerate(ids):
+        registry.apply_snapshot(server, job(job_id, "Success", created=f"20261128T10000{n}.000000"))
+        clock.now += 1
+    registry.apply_snapshot(server, job(JOB_A, "Success", created="20261128T100009.000000"))  # still held
+    registry.reconcile(server, [job(JOB_A, "Success", created="20261128T100009.000000")], clock.now)
+    assert registry.prune_history(max_age=3600, max_jobs=4) == 2  # the two oldest of the history
+    assert sorted(j.id for j in registry.list_jobs()) == sorted([*ids[2:], JOB_A])
+    clock.now += 3601
+    assert registry.prune_history(max_age=3600, max_jobs=100) == 3
+    assert [j.id for j in registry.list_jobs()] == [JOB_A]
+
+
+def test_lost_jobs_can_be_hidden_from_listings_after_a_delay(clock: Clock) -> None:
+    registry = Registry(
+        SqliteStore(":memory:"), not_responding_after=10, stopped_after=60, hide_lost_after=30, clock=clock
+    )
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Running"))
+    registry.mark_server_stopped(server)
+    assert [j.id for j in registry.list_jobs()] == [JOB_A]
+    clock.now += 31
+    assert registry.list_jobs() == []
+    assert registry.get_job(JOB_A).state == "Failure"  # still readable by id
+
+
+def test_the_store_brings_everything_back_after_a_restart(tmp_path, clock: Clock) -> None:
+    path = str(tmp_path / "history.sqlite3")
+    store = SqliteStore(path)
+    registry = Registry(store, not_responding_after=10, stopped_after=60, clock=clock)
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Success", Content={"ArchiveSize": "10"}))
+    registry.apply_snapshot(server, job(JOB_B, "Running"))
+    registry.apply_snapshot(server, job(JOB_C, "Running"))
+    registry.remove_job(JOB_C)
+    registry.reconcile(server, [job(JOB_B, "Running")], clock.now + 1)
+    store.close()
+
+    again = Registry(SqliteStore(path), not_responding_after=10, stopped_after=60, clock=clock)
+    restored = again.server_by_incarnation("inc-1")
+    assert restored is not None and (restored.name, restored.token) == ("orthanc-1", "Bearer t")
+    assert again.server_status(restored) is ServerStatus.ALIVE
+    assert [j.id for j in again.list_jobs()] == [JOB_A, JOB_B]
+    assert again.get_job(JOB_A).content["Content"] == {"ArchiveSize": "10"}
+    assert again.get_job(JOB_A).history_only
+    assert again.get_job(JOB_B).state == "Running"
+    assert again.list_jobs(states=frozenset({"Running"}))[0].id == JOB_B

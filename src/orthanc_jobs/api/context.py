@@ -4,6 +4,7 @@ from fastapi import Request
 
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.config import Settings
+from orthanc_jobs.housekeeping import Housekeeper
 from orthanc_jobs.orthanc import OrthancClient
 from orthanc_jobs.poller import Poller
 from orthanc_jobs.registry import Registry
@@ -19,6 +20,7 @@ class Services:
     poller: Poller
     authenticator: ClusterAuthenticator
     plugin_secret: PluginSecret
+    housekeeper: Housekeeper
 
 
 def services(request: Request) -> Services:

@@ -30,11 +30,17 @@ _MAX_ERROR_BODY = 64 * 1024
 _STATE_NAMES = {state.lower(): state for state in JobState}
 
 
-def server_field(registry: Registry, url: str) -> bytes:
-    server = registry.server_by_url(url)
-    if server is None:
-        return orjson.dumps({"Name": None, "Url": url, "Status": "unknown"})
-    return orjson.dumps({"Name": server.name, "Url": server.url, "Status": registry.server_status(server)})
+def server_field(registry: Registry, job: Job) -> bytes:
+    """The ``Server`` field of a job: its owner, the owner's status, and whether the owner still has it."""
+    server = registry.server_by_url(job.server_url)
+    return orjson.dumps(
+        {
+            "Name": server.name if server is not None else None,
+            "Url": job.server_url,
+            "Status": registry.server_status(server) if server is not None else "unknown",
+            "HistoryOnly": registry.is_history_only(job),
+        }
+    )
 
 
 def job_json(job: Job, server_json: bytes) -> bytes:
@@ -43,12 +49,13 @@ def job_json(job: Job, server_json: bytes) -> bytes:
 
 
 def expanded_jobs(registry: Registry, jobs: Iterable[Job]) -> bytes:
-    fields: dict[str, bytes] = {}
+    fields: dict[tuple[str, str, bool], bytes] = {}
     parts = []
     for job in jobs:
-        field = fields.get(job.server_url)
+        key = (job.server_url, job.incarnation, job.history_only)
+        field = fields.get(key)
         if field is None:
-            field = fields[job.server_url] = server_field(registry, job.server_url)
+            field = fields[key] = server_field(registry, job)
         parts.append(job_json(job, field))
     return b"[" + b",".join(parts) + b"]"
 
@@ -149,7 +156,7 @@ async def _forward(request: Request, cluster: Services, owner: Server, method: s
 @router.get("/jobs/{job_id}", summary="One job, from whichever server owns it")
 async def get_job(job_id: str, cluster: Cluster) -> Response:
     job = await find_job(cluster, job_id)
-    return raw_json(job_json(job, server_field(cluster.registry, job.server_url)))
+    return raw_json(job_json(job, server_field(cluster.registry, job)))
 
 
 @router.post("/jobs/{job_id}/{action}", summary="cancel, pause, resume or resubmit, on the owner")

@@ -323,7 +323,8 @@ def _start_postgresql(state: ClusterState, root: Path, binaries: Binaries, say: 
 
 
 def _start_service(state: ClusterState, port: int, secret: str, settings: dict[str, str], say: Any) -> None:
-    env = {f"ORTHANC_JOBS_{key.upper()}": value for key, value in settings.items()}
+    env = {"ORTHANC_JOBS_DATABASE": str(Path(state.directory) / "job-service.sqlite3")}
+    env.update({f"ORTHANC_JOBS_{key.upper()}": value for key, value in settings.items()})
     env["ORTHANC_JOBS_SECRET"] = secret
     process = processes.spawn(
         "job-service",
@@ -445,6 +446,36 @@ def down(directory: Path, say: Any = print) -> None:
     if forced:
         raise ClusterError("could not stop: " + ", ".join(f"{p.name} ({p.pid})" for p in forced))
     say(f"stopped {len(running)} process(es) of the cluster in {state.directory}")
+
+
+def _find_process(state: ClusterState, name: str) -> OwnedProcess:
+    for process in state.processes:
+        if process.name == name:
+            return process
+    names = ", ".join(p.name for p in state.processes)
+    raise ClusterError(f"no process named {name!r} in this cluster (there are: {names})")
+
+
+def stop_process(directory: Path, name: str) -> None:
+    """Stop one process of the cluster (e.g. to see how the others cope)."""
+    state = ClusterState.load(directory.resolve())
+    processes.stop([_find_process(state, name)])
+
+
+def start_process(directory: Path, name: str) -> OwnedProcess:
+    """Start again one process of the cluster that was stopped (or killed), and wait until it is ready."""
+    state = ClusterState.load(directory.resolve())
+    process = _find_process(state, name)
+    if process.is_running():
+        raise ClusterError(f"{name} is running already (pid {process.pid})")
+    started = processes.respawn(process)
+    state.processes[state.processes.index(process)] = started
+    state.save()
+    if started.role == "orthanc":
+        _wait_orthanc(state, name, started)
+    elif started.role == "job-service":
+        _wait_until("the job-service", lambda: _http_ok(f"{state.service_url}/healthz"), 30, started)
+    return started
 
 
 def describe(state: ClusterState) -> str:

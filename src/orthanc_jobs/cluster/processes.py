@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -19,6 +19,11 @@ class OwnedProcess:
     #: The executable's file name, checked before signalling so that a reused pid is never hit.
     executable: str
     log: str
+    #: How it was started, to start it again (``cluster start NAME``).
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    cwd: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -84,7 +89,30 @@ def spawn(
             user=user,
             cwd=cwd,
         )
-    return OwnedProcess(role, name, process.pid, os.path.basename(argv[0]), str(log_path))
+    return OwnedProcess(
+        role,
+        name,
+        process.pid,
+        os.path.basename(argv[0]),
+        str(log_path),
+        argv=list(argv),
+        env=dict(env or {}),
+        user=user,
+        cwd=str(cwd) if cwd is not None else None,
+    )
+
+
+def respawn(process: OwnedProcess) -> OwnedProcess:
+    """Start a stopped process again, exactly as it was started."""
+    return spawn(
+        process.role,
+        process.name,
+        process.argv,
+        Path(process.log),
+        env=process.env,
+        user=process.user,
+        cwd=Path(process.cwd) if process.cwd else None,
+    )
 
 
 def run(argv: Sequence[str], *, user: str | None = None, log_path: Path | None = None) -> None:

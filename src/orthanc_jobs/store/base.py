@@ -4,7 +4,11 @@ from orthanc_jobs.model import Job, Server
 
 
 class Store(Protocol):
-    """Persistence of the registry. The registry keeps its own indexes in memory and writes through."""
+    """Persistence of the registry. The registry keeps its own indexes in memory and writes through.
+
+    ``save_*`` and ``delete_job`` only note a change (they are called on the event loop, on every job
+    event); ``take_pending`` hands the noted changes over and ``write`` stores them, from a worker thread.
+    """
 
     def load(self) -> tuple[list[Server], list[Job]]: ...
 
@@ -13,3 +17,9 @@ class Store(Protocol):
     def save_job(self, job: Job) -> None: ...
 
     def delete_job(self, job_id: str) -> None: ...
+
+    def take_pending(self) -> tuple[dict[str, Job | None], dict[str, Server]]: ...
+
+    def write(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None: ...
+
+    def close(self) -> None: ...

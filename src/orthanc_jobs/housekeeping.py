@@ -1,0 +1,74 @@
+"""Background upkeep of the registry: liveness of servers, writing to the store, pruning the history."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from orthanc_jobs.model import ServerStatus
+from orthanc_jobs.registry import Registry
+from orthanc_jobs.store import Store
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.2
+PRUNE_INTERVAL = 60.0
+
+
+class Housekeeper:
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        *,
+        liveness_interval: float,
+        history_max_age: float,
+        history_max_jobs: int,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._liveness_interval = liveness_interval
+        self._history_max_age = history_max_age
+        self._history_max_jobs = history_max_jobs
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(self._liveness_interval, self.check_liveness)),
+            loop.create_task(self._every(FLUSH_INTERVAL, self.flush)),
+            loop.create_task(self._every(PRUNE_INTERVAL, self.prune)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
+        self._store.close()
+
+    async def check_liveness(self) -> None:
+        for server, status in self._registry.check_liveness():
+            level = logging.INFO if status is ServerStatus.ALIVE else logging.WARNING
+            log.log(level, "Orthanc server %s (%s) is %s", server.name, server.url, status)
+
+    async def flush(self) -> None:
+        jobs, servers = self._store.take_pending()
+        if jobs or servers:
+            await asyncio.to_thread(self._store.write, jobs, servers)
+
+    async def prune(self) -> None:
+        pruned = self._registry.prune_history(self._history_max_age, self._history_max_jobs)
+        if pruned:
+            log.info("history: %d old job(s) forgotten", pruned)
+
+    @staticmethod
+    async def _every(interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await step()
+            except Exception:  # a loop that dies silently would stop the upkeep for good
+                log.exception("housekeeping step failed")
