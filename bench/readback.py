@@ -38,7 +38,7 @@ def measure(jobs: int) -> dict[str, object]:
     state = up(directory, lb_port=0, orthanc_overrides={"MediaArchiveSize": jobs}, say=lambda *_: None)
     try:
         lb = httpx.Client(base_url=state.orthanc_lb_url, auth=DEMO_USER, timeout=30)
-        study = create_study(lb, 1)
+        study, _ = create_study(lb, "READBACK")
         immediate: Counter[int] = Counter()
         owners: Counter[str] = Counter()
         created = []

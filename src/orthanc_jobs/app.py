@@ -14,7 +14,7 @@ from orthanc_jobs.api import internal, public, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.limits import BodySizeLimit
-from orthanc_jobs.api.responses import error_body, error_response, raw_json
+from orthanc_jobs.api.responses import describe_problems, error_response, status_error
 from orthanc_jobs.config import Settings
 from orthanc_jobs.errors import OrthancJobsError
 from orthanc_jobs.housekeeping import Housekeeper
@@ -80,9 +80,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version=__version__,
         description="The jobs of a cluster of Orthanc servers, answered like one Orthanc.",
         lifespan=lifespan,
-        docs_url="/orthanc-jobs/docs",
+        # The description is served under the cluster's credentials (api/service.py); no page that would
+        # fetch its scripts from the internet.
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/orthanc-jobs/openapi.json",
+        openapi_url=None,
+        redirect_slashes=False,
     )
     app.state.services = services
     app.include_router(public.router)
@@ -96,13 +99,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, error: RequestValidationError) -> Response:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
-        return raw_json(error_body(request, 400, f"invalid request: {problems}", "Bad request", 8), 400)
+        return status_error(request, 400, f"invalid request: {describe_problems(error.errors())}")
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, error: HTTPException) -> Response:
-        body = error_body(request, error.status_code, str(error.detail), "Unknown resource", 17)
-        return raw_json(body, error.status_code, dict(error.headers or {}))
+        return status_error(request, error.status_code, str(error.detail), dict(error.headers or {}))
 
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
     return app

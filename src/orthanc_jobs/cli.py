@@ -4,12 +4,14 @@ import json
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from orthanc_jobs.cluster.launcher import (
+    STATE_FILE,
     ClusterError,
     ClusterState,
     describe,
@@ -61,27 +63,24 @@ def serve(
     )
 
 
-def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+def _parse_pairs(pairs: list[str], example: str) -> dict[str, str]:
+    parsed = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE (VALUE in JSON, e.g. ConcurrentJobs=1)")
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE, e.g. {example}")
+        parsed[key] = value
+    return parsed
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for key, value in _parse_pairs(pairs, "ConcurrentJobs=1").items():
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
-            raise typer.BadParameter(f"{pair!r}: the value is not JSON (strings need quotes)") from None
+            raise typer.BadParameter(f"{key}={value}: the value is not JSON (strings need quotes)") from None
     return overrides
-
-
-def _parse_settings(pairs: list[str]) -> dict[str, str]:
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{pair!r}: expected NAME=VALUE, e.g. poll_interval=0.5")
-        settings[key] = value
-    return settings
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -89,11 +88,31 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+def _stop_on_signals() -> None:
+    """Ctrl-C, kill and a closed terminal all end in KeyboardInterrupt, so that ``finally`` stops the
+    cluster, even while it is starting (its processes have sessions of their own and would stay)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
+def _run_until_interrupted(directory: Path, body: Callable[[], None]) -> None:
+    """Run ``body`` (start, then wait) and stop the cluster whatever ends it."""
+    _stop_on_signals()
+    try:
+        body()
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    except ClusterError as error:
+        _fail(str(error))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if (directory / STATE_FILE).exists():
+            down(directory)
 
 
 @cluster_app.command("up")
@@ -113,8 +132,9 @@ def cluster_up(
 ) -> None:
     """Start the local cluster; in the foreground, Ctrl-C stops everything."""
     overrides = _parse_overrides(orthanc_config or [])
-    settings = _parse_settings(service_setting or [])
-    try:
+    settings = _parse_pairs(service_setting or [], "poll_interval=0.5")
+
+    def start() -> None:
         state = up(
             directory,
             instances=instances,
@@ -122,18 +142,18 @@ def cluster_up(
             orthanc_overrides=overrides,
             service_settings=settings,
         )
+        typer.echo("\n" + describe(state))
+        if not detach:
+            typer.echo("\nPress Ctrl-C to stop the cluster.")
+
+    if not detach:
+        _run_until_interrupted(directory, start)
+        return
+    try:
+        start()
     except ClusterError as error:
         _fail(str(error))
-        return
-    typer.echo("\n" + describe(state))
-    if detach:
-        typer.echo(f"\nRunning in the background. Stop it with: orthanc-jobs cluster down --dir {directory}")
-        return
-    typer.echo("\nPress Ctrl-C to stop the cluster.")
-    try:
-        _wait_for_signal()
-    finally:
-        down(directory)
+    typer.echo(f"\nRunning in the background. Stop it with: orthanc-jobs cluster down --dir {directory}")
 
 
 @cluster_app.command("down")
@@ -209,18 +229,13 @@ def demo(
     """Start the local cluster in the foreground with sample studies and jobs on every server."""
     from orthanc_jobs.cluster.demo import seed
 
-    try:
+    def start() -> None:
         state = up(directory, instances=instances, lb_port=lb_port)
-    except ClusterError as error:
-        _fail(str(error))
-        return
-    try:
         typer.echo("\nCreating sample studies and jobs through the load balancer...")
         typer.echo(seed(state))
         typer.echo("\n" + describe(state) + "\n\nPress Ctrl-C to stop the cluster.")
-        _wait_for_signal()
-    finally:
-        down(directory)
+
+    _run_until_interrupted(directory, start)
 
 
 @app.command("plugin-path")

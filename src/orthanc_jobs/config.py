@@ -49,6 +49,9 @@ class Settings(BaseSettings):
         description="Seconds after which finished jobs of a stopped or restarted server leave the listings "
         "(still readable by id). Unset: they stay listed, flagged.",
     )
-    max_body_bytes: int = Field(
-        default=16 * 1024 * 1024, gt=0, description="Largest request body accepted from a plugin."
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    allowed_server_urls: str = Field(
+        default="",
+        description="Comma-separated URL prefixes a server may register with (empty: any). Callers' "
+        "credentials are sent to registered servers: list them where the plugin secret could leak.",
     )

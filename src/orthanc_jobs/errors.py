@@ -42,8 +42,8 @@ class UnknownJob(OrthancJobsError):
 
 class MethodNotAllowed(OrthancJobsError):
     status_code = 405
-    orthanc_error = "Method not allowed"
-    orthanc_status = 1000
+    orthanc_error = "Bad request"
+    orthanc_status = 8
 
     def __init__(self, message: str, allowed: str) -> None:
         super().__init__(message)
@@ -66,6 +66,22 @@ class ServerUnavailable(OrthancJobsError):
     status_code = 503
     orthanc_error = "Network protocol error"
     orthanc_status = 11
+
+
+def orthanc_error_for(status_code: int) -> tuple[str, int]:
+    """Orthanc's error name and code for an HTTP status (for answers that came without them)."""
+    for error in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        UnknownJob,
+        MethodNotAllowed,
+        Conflict,
+        PayloadTooLarge,
+    ):
+        if error.status_code == status_code:
+            return error.orthanc_error, error.orthanc_status
+    return OrthancJobsError.orthanc_error, OrthancJobsError.orthanc_status
 
 
 def http_error_name(status_code: int) -> str:

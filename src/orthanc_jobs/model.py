@@ -64,6 +64,8 @@ class Server:
     last_seen: float
     stopped: bool = False
     orthanc_version: str = ""
+    #: When its jobs were last read in full (None: not yet since it registered).
+    last_resync: float | None = None
     #: Decided by the registry (heartbeats, polls, silence); not stored.
     status: ServerStatus = ServerStatus.ALIVE
     #: The status last announced (logs, event stream), to report each change once.

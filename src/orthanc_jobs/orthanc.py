@@ -4,12 +4,13 @@ Paths are built only from validated job ids, actions and output keys: nothing a 
 Orthanc server unchecked.
 """
 
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
 import orjson
 
-from orthanc_jobs.model import JobAction, Server, is_job_id, is_output_key
+from orthanc_jobs.model import Server, is_job_id, is_output_key
 
 
 class OrthancUnreachable(Exception):
@@ -28,6 +29,8 @@ class OrthancClient:
             timeout=timeout,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             transport=transport,
+            # One client serves every caller: a cookie set for one must never be sent for another.
+            cookies=httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))),
         )
 
     async def aclose(self) -> None:
@@ -47,7 +50,10 @@ class OrthancClient:
             return None
         if response.status_code != 200:
             raise OrthancUnreachable(f"{server.url}{path} answered {response.status_code}")
-        return orjson.loads(response.content)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError as error:
+            raise OrthancUnreachable(f"{server.url}{path} answered something else than JSON") from error
 
     async def get_job(
         self, server: Server, job_id: str, timeout: float | None = None
@@ -62,16 +68,15 @@ class OrthancClient:
         return [job for job in content if isinstance(job, dict)]
 
     async def credentials_accepted(self, server: Server, authorization: str | None) -> bool:
-        """Would this Orthanc accept a request carrying these credentials?"""
-        headers = {"Authorization": authorization} if authorization else {}
+        """Would this Orthanc let a caller with these credentials list its jobs?"""
         try:
-            response = await self._http.get(server.url + "/system", headers=headers)
+            response = await self._http.get(server.url + "/jobs", headers=_caller_headers(authorization))
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
         if response.status_code in (401, 403):
             return False
         if response.status_code != 200:
-            raise OrthancUnreachable(f"{server.url}/system answered {response.status_code}")
+            raise OrthancUnreachable(f"{server.url}/jobs answered {response.status_code}")
         return True
 
     async def send(
@@ -84,15 +89,14 @@ class OrthancClient:
         stream: bool = False,
     ) -> httpx.Response:
         """Forward a caller's request to the owner, with the caller's own credentials."""
-        headers = {"Accept-Encoding": "identity"}
-        if authorization:
-            headers["Authorization"] = authorization
+        headers = {b"Accept-Encoding": b"identity", **_caller_headers(authorization)}
         request = self._http.build_request(method, server.url + path, headers=headers, content=body)
         try:
             return await self._http.send(request, stream=stream)
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
 
-    @staticmethod
-    def action_path(job_id: str, action: JobAction) -> str:
-        return job_path(job_id, str(action))
+
+def _caller_headers(authorization: str | None) -> dict[bytes, bytes]:
+    # HTTP headers are Latin-1: a caller's header goes on byte for byte, whatever it holds.
+    return {b"Authorization": authorization.encode("latin-1")} if authorization else {}

@@ -68,7 +68,7 @@ class Poller:
             log.debug("resync of %s failed: %s", server.name, error)
             return False
         if self._registry.server_by_url(server.url) is server:
-            self._registry.mark_seen(server)
+            self._registry.mark_resynchronised(server)
             self._registry.reconcile(server, contents, started_at)
         return True
 

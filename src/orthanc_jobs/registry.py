@@ -1,10 +1,11 @@
 """The one place where job and server state changes.
 
-Plugin events, polls and resynchronisations all end here; the API only reads from it. The registry runs on
-one asyncio event loop and needs no lock.
+Plugin events, polls, resynchronisations and the API's own actions (a forwarded DELETE) all end here. The
+registry runs on one asyncio event loop and needs no lock.
 """
 
 import bisect
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -14,8 +15,14 @@ from typing import Any
 from orthanc_jobs.model import TERMINAL_STATES, Job, JobState, Server, ServerStatus, is_job_id
 from orthanc_jobs.store import Store
 
+log = logging.getLogger(__name__)
+
 # Orthanc's ErrorCode for an internal error, used for jobs whose owner lost them.
 LOST_JOB_ERROR_CODE = -1
+
+
+def _same_but_timestamp(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return len(old) == len(new) and all(k == "Timestamp" or old.get(k) == v for k, v in new.items())
 
 
 def orthanc_timestamp(epoch: float) -> str:
@@ -64,6 +71,14 @@ class Registry:
         now = self._clock()
         previous = self._servers.get(url)
         if previous is not None and previous.incarnation != incarnation:
+            if previous.name != name and previous.status is ServerStatus.ALIVE:
+                log.warning(
+                    "Orthanc %s registers at %s, where %s was alive: two servers share one URL? "
+                    "Give each its own OrthancJobs.ServerUrl",
+                    name,
+                    url,
+                    previous.name,
+                )
             self._by_incarnation.pop(previous.incarnation, None)
             self._fail_unfinished_jobs(
                 previous,
@@ -90,13 +105,23 @@ class Registry:
         return self._servers.get(url)
 
     def mark_seen(self, server: Server) -> None:
+        """A heartbeat or a poll answered. A process that said it stopped does not come back."""
+        if server.stopped:
+            return
         server.last_seen = self._clock()
-        server.stopped = False
         server.status = ServerStatus.ALIVE
         self._store.save_server(server)
 
+    def mark_resynchronised(self, server: Server) -> None:
+        server.last_resync = self._clock()
+        self.mark_seen(server)
+
     def mark_server_stopped(self, server: Server, why: str = "stopped") -> None:
+        """The process said it stops (ORTHANC_STOPPED): for good. Silence alone only sets the status."""
         server.stopped = True
+        self._stop(server, why)
+
+    def _stop(self, server: Server, why: str) -> None:
         server.status = ServerStatus.STOPPED
         self._store.save_server(server)
         self._fail_unfinished_jobs(
@@ -114,7 +139,7 @@ class Registry:
         for server in list(self._servers.values()):
             silence = now - server.last_seen
             if server.status is not ServerStatus.STOPPED and silence >= self._stopped_after:
-                self.mark_server_stopped(server, f"stopped answering (silent for {silence:.0f} s)")
+                self._stop(server, f"stopped answering (silent for {silence:.0f} s)")
             elif server.status is ServerStatus.ALIVE and silence >= self._not_responding_after:
                 server.status = ServerStatus.NOT_RESPONDING
             if server.status is not server.reported_status:
@@ -147,7 +172,7 @@ class Registry:
     def owner(self, job: Job) -> Server | None:
         """The live process that holds the job, if it is still the one that created it."""
         server = self._by_incarnation.get(job.incarnation)
-        if server is None or server.stopped:
+        if server is None or server.status is ServerStatus.STOPPED:
             return None
         return server
 
@@ -159,14 +184,19 @@ class Registry:
         state = content.get("State")
         if state not in JobState.__members__.values():
             return None
+        if self._by_incarnation.get(server.incarnation) is not server:
+            return self._jobs.get(job_id)  # a late answer of a process replaced since
         timestamp = str(content.get("Timestamp", ""))
         existing = self._jobs.get(job_id)
         if existing is not None:
             if existing.server_url != server.url:
                 # A job id never moves between servers; a snapshot claiming so is ignored.
                 return existing
-            if existing.incarnation == server.incarnation and timestamp < existing.timestamp:
-                return existing
+            if existing.incarnation == server.incarnation:
+                if timestamp < existing.timestamp:
+                    return existing
+                if not existing.history_only and _same_but_timestamp(existing.content, content):
+                    return existing  # a poll that found nothing new: no work
         return self._replace(existing, server.url, server.incarnation, content)
 
     def apply_terminal_event(self, server: Server, job_id: str, state: JobState) -> Job | None:
@@ -298,22 +328,26 @@ class Registry:
             finished_at=finished_at,
             history_only=history_only,
         )
+        # The creation time does not change: the job keeps its place in the order (no O(n) list update).
+        same_place = existing is not None and existing.order_key == job.order_key
         if existing is not None:
-            self._unindex(existing)
-        self._index(job)
+            self._unindex(existing, keep_order=same_place)
+        self._index(job, ordered=same_place)
         self._store.save_job(job)
         return job
 
-    def _index(self, job: Job) -> None:
+    def _index(self, job: Job, ordered: bool = False) -> None:
         self._jobs[job.id] = job
-        bisect.insort(self._order, job.order_key)
+        if not ordered:
+            bisect.insort(self._order, job.order_key)
         self._by_state[job.state].add(job.id)
         self._by_server[job.server_url].add(job.id)
 
-    def _unindex(self, job: Job) -> None:
+    def _unindex(self, job: Job, keep_order: bool = False) -> None:
         del self._jobs[job.id]
-        position = bisect.bisect_left(self._order, job.order_key)
-        if position < len(self._order) and self._order[position] == job.order_key:
-            del self._order[position]
+        if not keep_order:
+            position = bisect.bisect_left(self._order, job.order_key)
+            if position < len(self._order) and self._order[position] == job.order_key:
+                del self._order[position]
         self._by_state[job.state].discard(job.id)
         self._by_server[job.server_url].discard(job.id)

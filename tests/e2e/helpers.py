@@ -8,30 +8,12 @@ from typing import Any
 
 import httpx
 
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+from orthanc_jobs.cluster.demo import create_instance, create_study
+from orthanc_jobs.cluster.launcher import free_port
+
+__all__ = ["create_instance", "create_study", "free_port"]
+
 TERMINAL = {"Success", "Failure"}
-
-
-def create_instance(client: httpx.Client, tags: dict[str, str], parent: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"Tags": {"SOPClassUID": SECONDARY_CAPTURE, **tags}}
-    if parent is None:
-        body["Tags"].setdefault("Modality", "OT")
-    else:  # the series-level tags are inherited from the parent
-        body["Parent"] = parent
-    answer = client.post("/tools/create-dicom", json=body)
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
-
-
-def create_study(client: httpx.Client, label: str, instances: int = 1) -> tuple[str, list[str]]:
-    """A study of ``instances`` instances in one series; returns the study id and the instance ids."""
-    first = create_instance(
-        client, {"PatientName": f"TEST^{label}", "PatientID": label, "StudyDescription": label}
-    )
-    created = [first["ID"]]
-    for _ in range(instances - 1):
-        created.append(create_instance(client, {}, parent=first["ParentSeries"])["ID"])
-    return first["ParentStudy"], created
 
 
 def create_async_job(client: httpx.Client, kind: str, study: str) -> str:
@@ -101,9 +83,3 @@ class SilentModality:
         self._server.close()
         for connection in self._connections:
             connection.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -93,7 +93,7 @@ class Unfinished:
         assert client.put("/modalities/silent", json=modality).status_code == 200
         store = client.post("/modalities/silent/store", json={"Resources": [study], "Asynchronous": True})
         self.running = store.json()["ID"]
-        wait_job_state(client, self.running, {"Running"})
+        wait_job_state(lb, self.running, {"Running"})  # as the job-service sees it
         self.pending = create_async_job(client, "archive", study)
         self.paused = create_async_job(client, "archive", study)
         assert lb.post(f"/jobs/{self.paused}/pause").status_code == 200

@@ -56,6 +56,12 @@ def user_cluster() -> Iterator[ClusterState]:
 
 
 def test_events_flow_through_the_users_callback(user_cluster: ClusterState) -> None:
+    def resynchronised() -> bool:
+        servers = httpx.get(f"{user_cluster.lb_url}/orthanc-jobs/servers", auth=DEMO_USER).json()
+        return all(s["LastResync"] for s in servers)
+
+    # The one resynchronisation after registration is over: from now on only events bring jobs.
+    wait_for(resynchronised, timeout=10, what="the first resynchronisation")
     with httpx.Client(base_url=f"{user_cluster.lb_url}/orthanc-1", auth=DEMO_USER, timeout=30) as direct:
         study, _ = create_study(direct, "USERSCRIPT")
         job_id = create_async_job(direct, "archive", study)

@@ -7,7 +7,6 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -15,76 +14,10 @@ import pytest
 from orthanc_jobs.app import build_services, create_app
 from orthanc_jobs.config import Settings
 from orthanc_jobs.orthanc import OrthancClient
+from tests.unit.fake_orthanc import GOOD, FakeOrthanc
 
 SECRET = "unit-test-secret"
-GOOD = "Basic " + base64.b64encode(b"demo:demo").decode()
 PLUGIN = {"Authorization": f"Bearer {SECRET}"}
-
-
-class Chunks(httpx.AsyncByteStream):
-    """A body that arrives in pieces, as from a socket (a bytes body would count as read already)."""
-
-    def __init__(self, *chunks: bytes) -> None:
-        self.chunks = chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-
-class FakeOrthanc:
-    """Just enough of Orthanc's REST API, per server URL, recording what it is asked."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, dict[str, Any]]] = {}
-        self.requests: list[httpx.Request] = []
-        self.down: set[str] = set()
-
-    def add_server(self, url: str) -> None:
-        self.jobs[url] = {}
-
-    def add_job(self, url: str, state: str = "Pending", created: str = "20261128T100000.000000") -> str:
-        job_id = str(uuid.uuid4())
-        self.jobs[url][job_id] = {
-            "ID": job_id,
-            "Type": "Archive",
-            "State": state,
-            "Progress": 0,
-            "CreationTime": created,
-            "Timestamp": created,
-            "ErrorCode": 0,
-        }
-        return job_id
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        url = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
-        if url in self.down:
-            raise httpx.ConnectError("refused", request=request)
-        jobs = self.jobs[url]
-        path = request.url.path
-        auth = request.headers.get("authorization", "")
-        if auth not in (GOOD, "Bearer token"):
-            return httpx.Response(401)
-        if path == "/system":
-            return httpx.Response(200, json={"Version": "1.10.1"})
-        if path == "/jobs":
-            return httpx.Response(200, json=list(jobs.values()))
-        parts = path.split("/")[2:]
-        job = jobs.get(parts[0])
-        if job is None:
-            return httpx.Response(404 if request.method == "GET" else 400)
-        if len(parts) == 1:
-            return httpx.Response(200, json=job)
-        if request.method == "POST" and parts[1] == "pause":
-            job.update(State="Paused", Timestamp="20261128T110000.000000")
-            return httpx.Response(200, json={})
-        if request.method == "POST" and parts[1] == "resume":
-            return httpx.Response(400)  # as Orthanc: empty body
-        if request.method == "GET" and parts[1] == "archive":
-            headers = {"Content-Type": "application/zip", "Content-Disposition": "filename=a.zip"}
-            return httpx.Response(200, stream=Chunks(b"PK", b"x" * 50_000, b"x" * 50_000), headers=headers)
-        return httpx.Response(404, json={"HttpStatus": 404, "Message": "Job has no such output"})
 
 
 @pytest.fixture
@@ -151,7 +84,7 @@ async def test_credentials_are_checked_once_then_cached(
     assert bad.headers["WWW-Authenticate"].startswith("Basic")
     for _ in range(3):
         assert (await service.get("/jobs", headers=public())).status_code == 200
-    checks = [r for r in orthanc.requests if r.url.path == "/system"]
+    checks = [r for r in orthanc.requests if r.url.path == "/jobs"]
     assert len([r for r in checks if r.headers.get("authorization") == GOOD]) == 1
 
 
@@ -281,3 +214,46 @@ async def test_servers_list_and_a_graceful_stop(service: httpx.AsyncClient, orth
 
 async def test_health_needs_no_credentials(service: httpx.AsyncClient) -> None:
     assert (await service.get("/healthz")).json() == {"Status": "ok"}
+
+
+async def test_delete_is_forwarded_and_forgets_the_job(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001", "Success")
+    await service.get(f"/jobs/{job_id}", headers=public())
+    assert (await service.delete(f"/jobs/{job_id}", headers=public())).json() == {}
+    assert [r.method for r in orthanc.requests if r.url.path == f"/jobs/{job_id}"][-1] == "DELETE"
+    assert job_id not in (await service.get("/jobs", headers=public())).json()
+    assert (await service.get(f"/jobs/{job_id}", headers=public())).status_code == 404
+
+
+async def test_orthanc_forms_of_the_listing(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001", "Success")
+    await service.get(f"/jobs/{job_id}", headers=public())
+    assert (await service.get("/jobs/", headers=public())).json() == [job_id]  # a trailing slash
+    assert (await service.get("/jobs?status=", headers=public())).json() == [job_id]  # an empty filter
+    assert (await service.get("/jobs?type=&server=", headers=public())).json() == [job_id]
+
+
+async def test_a_header_that_is_not_ascii_is_refused_not_a_crash(service: httpx.AsyncClient) -> None:
+    answer = await service.get("/jobs", headers={"Authorization": "Basic \u00e9t\u00e9".encode()})
+    assert answer.status_code == 401
+
+
+async def test_the_openapi_description_needs_credentials(service: httpx.AsyncClient) -> None:
+    assert (await service.get("/orthanc-jobs/openapi.json")).status_code == 401
+    described = (await service.get("/orthanc-jobs/openapi.json", headers=public())).json()
+    assert "/jobs/{job_id}" in described["paths"]
+
+
+async def test_servers_can_be_limited_to_allowed_urls(orthanc: FakeOrthanc) -> None:
+    settings = Settings(secret=SECRET, database=":memory:", allowed_server_urls="http://10.0.0.")
+    app = create_app(services=build_services(settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        body = {"Name": "x", "Url": "http://127.0.0.1:8001", "Incarnation": "inc-x", "Token": "Bearer token"}
+        refused = await client.post("/orthanc-jobs/internal/register", json=body, headers=PLUGIN)
+        assert refused.status_code == 403
+        body["Url"] = "http://10.0.0.7:8042"
+        assert (
+            await client.post("/orthanc-jobs/internal/register", json=body, headers=PLUGIN)
+        ).status_code == 200

@@ -30,7 +30,7 @@ def test_orthanc_configuration_shares_the_index_and_storage(tmp_path: Path) -> N
         service_url="http://127.0.0.1:8050",
         secret="s",
         binaries=binaries,
-        overrides={"ConcurrentJobs": 1, "SaveJobs": False},
+        overrides={"ConcurrentJobs": 1},
     )
     assert configuration["StorageDirectory"] == str(tmp_path / "storage")
     assert configuration["PostgreSQL"]["Lock"] is False

@@ -14,12 +14,15 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from orthanc_jobs.cluster.launcher import free_port
 
 PLUGIN_PATH = (
     Path(__file__).resolve().parents[2] / "src" / "orthanc_jobs" / "plugin" / "orthanc_jobs_reporter.py"
@@ -51,13 +54,6 @@ def wait_until(predicate, timeout: float = 3.0, interval: float = 0.01) -> bool:
     return bool(predicate())
 
 
-def free_port() -> int:
-    """A port with nothing listening on it (bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # ---- the job-service stand-ins ----
 
 
@@ -85,6 +81,8 @@ class ServiceStub:
         self.requests: list[Received] = []
         self.known: set[str] = set()
         self.planned: dict[str, collections.deque[int]] = collections.defaultdict(collections.deque)
+        #: ``refuse(route, body)`` may return a status to answer instead (e.g. 413 for large batches).
+        self.refuse: Callable[[str, Any], int | None] | None = None
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -127,6 +125,8 @@ class ServiceStub:
         with self.lock:
             if authorization != "Bearer " + self.secret:
                 return 403
+            if self.refuse is not None and (status := self.refuse(route, body)):
+                return status
             if self.planned[route]:
                 return self.planned[route].popleft()
             if route == "/register":
@@ -876,3 +876,53 @@ def test_inside_orthanc_as_the_python_script_it_registers_and_reports(servers, c
     finally:
         if reporter is not None:
             reporter.stop(budget=0.2)
+
+
+def test_a_batch_refused_as_too_large_is_split(servers, make_reporter):
+    stub = servers.stub()
+    stub.refuse = lambda route, body: 413 if route == "/events" and len(body["Events"]) > 10 else None
+    harness = make_reporter(stub.url, start=False)
+    for i in range(25):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    harness.reporter.start()
+
+    assert wait_until(lambda: len(stub.delivered()) >= 25)
+    assert job_ids(stub.delivered()) == [f"job-{i}" for i in range(25)]
+    assert all(len(r.body["Events"]) <= 10 for r in stub.received("/events", 200))
+
+
+def test_an_event_refused_with_its_json_is_sent_without_it(servers, make_reporter):
+    stub = servers.stub()
+
+    def refuse(route, body):
+        poisoned = any(e["JobId"] == "poison" and "Job" in e for e in (body or {}).get("Events", []))
+        return 400 if route == "/events" and poisoned else None
+
+    stub.refuse = refuse
+    harness = make_reporter(stub.url)
+    for job_id in ("before", "poison", "after"):
+        harness.reporter.on_change(JOB_SUCCESS, 0, job_id)
+
+    assert wait_until(lambda: len(stub.delivered()) >= 3)
+    delivered = stub.delivered()
+    assert job_ids(delivered) == ["before", "poison", "after"]
+    assert "Job" not in delivered[1] and "Job" in delivered[2]
+
+
+def test_an_event_always_refused_is_dropped_with_a_log_line_not_retried_forever(servers, make_reporter):
+    stub = servers.stub()
+
+    def refuse(route, body):
+        poisoned = any(e["JobId"] == "poison" for e in (body or {}).get("Events", []))
+        return 400 if route == "/events" and poisoned else None
+
+    stub.refuse = refuse
+    harness = make_reporter(stub.url)
+    for job_id in ("before", "poison", "after"):
+        harness.reporter.on_change(JOB_SUCCESS, 0, job_id)
+    harness.reporter.on_change(JOB_SUCCESS, 0, "later")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 3)
+    assert job_ids(stub.delivered()) == ["before", "after", "later"]
+    assert wait_until(lambda: harness.logged("refused an event"))
+    assert len(stub.received("/register")) == 1  # a 400 is not a reason to register again

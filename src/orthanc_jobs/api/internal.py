@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from orthanc_jobs import INTERNAL_PREFIX
 from orthanc_jobs.api.context import Services, require_plugin_secret
-from orthanc_jobs.api.responses import raw_json
-from orthanc_jobs.errors import BadRequest, UnknownJob
+from orthanc_jobs.api.responses import describe_problems, raw_json
+from orthanc_jobs.errors import BadRequest, Forbidden, UnknownJob
 from orthanc_jobs.model import JobState, Server, is_job_id
 
 router = APIRouter(prefix=INTERNAL_PREFIX, tags=["Reporter plugin (internal)"])
@@ -31,6 +31,7 @@ class Registration(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
     Token: str = Field(min_length=1, max_length=1024)
     OrthancVersion: str = Field(default="", max_length=64)
+    PluginVersion: str = Field(default="", max_length=64)
 
 
 class Heartbeat(BaseModel):
@@ -64,8 +65,7 @@ async def _parse(request: Request, model: type[Model]) -> Model:
     except orjson.JSONDecodeError as error:
         raise BadRequest(f"the body is not JSON: {error}") from None
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
-        raise BadRequest(f"invalid {model.__name__}: {problems}") from None
+        raise BadRequest(f"invalid {model.__name__}: {describe_problems(error.errors())}") from None
 
 
 def _known_server(services: Services, incarnation: str) -> Server:
@@ -78,9 +78,15 @@ def _known_server(services: Services, incarnation: str) -> Server:
 @router.post("/register", summary="A server (re)starts: it is resynchronised at once")
 async def register(request: Request, services: Plugin) -> Response:
     registration = await _parse(request, Registration)
+    url = registration.Url.rstrip("/")
+    allowed = [
+        prefix.strip() for prefix in services.settings.allowed_server_urls.split(",") if prefix.strip()
+    ]
+    if allowed and not any(url.startswith(prefix) for prefix in allowed):
+        raise Forbidden(f"{url} is not among the allowed server URLs (ORTHANC_JOBS_ALLOWED_SERVER_URLS)")
     server = services.registry.register_server(
         name=registration.Name,
-        url=registration.Url.rstrip("/"),
+        url=url,
         incarnation=registration.Incarnation,
         token=registration.Token,
         orthanc_version=registration.OrthancVersion,

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from orthanc_jobs.api.context import Services, require_cluster_credentials
-from orthanc_jobs.api.responses import error_body, raw_json
+from orthanc_jobs.api.responses import raw_json, status_error
 from orthanc_jobs.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
 from orthanc_jobs.orthanc import OrthancUnreachable, job_path
@@ -65,10 +65,11 @@ def _split_values(values: list[str]) -> list[str]:
 
 
 def _parse_states(values: list[str]) -> frozenset[str] | None:
-    if not values:
+    names = _split_values(values)
+    if not names:
         return None
     states = set()
-    for value in _split_values(values):
+    for value in names:
         state = _STATE_NAMES.get(value.lower())
         if state is None:
             raise BadRequest(f"unknown job state {value!r}; expected one of {', '.join(JobState)}")
@@ -77,9 +78,9 @@ def _parse_states(values: list[str]) -> frozenset[str] | None:
 
 
 def _server_urls(registry: Registry, values: list[str]) -> frozenset[str] | None:
-    if not values:
-        return None
     wanted = set(_split_values(values))
+    if not wanted:
+        return None
     return frozenset(s.url for s in registry.servers() if s.name in wanted or s.url in wanted)
 
 
@@ -89,6 +90,7 @@ def _expand_requested(request: Request) -> bool:
 
 
 @router.get("/jobs", summary="List the cluster's jobs (ids, or objects with ?expand)")
+@router.get("/jobs/", include_in_schema=False)  # Orthanc ignores a trailing slash
 async def list_jobs(
     request: Request,
     cluster: Cluster,
@@ -100,7 +102,7 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Response:
     registry = cluster.registry
-    types = frozenset(_split_values(type)) if type else None
+    types = frozenset(_split_values(type)) or None
     jobs = registry.list_jobs(
         states=_parse_states(status), types=types, server_urls=_server_urls(registry, server)
     )
@@ -136,8 +138,7 @@ def _error_from_owner(request: Request, status_code: int, body: bytes) -> Respon
             return raw_json(body, status_code)
     except orjson.JSONDecodeError:
         pass
-    message = f"the Orthanc server that owns this job answered {status_code}"
-    return raw_json(error_body(request, status_code, message, "Bad request", 8), status_code)
+    return status_error(request, status_code, f"the Orthanc server that owns this job answered {status_code}")
 
 
 async def _forward(request: Request, cluster: Services, owner: Server, method: str, path: str) -> Response:

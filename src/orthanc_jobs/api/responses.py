@@ -1,12 +1,13 @@
 """JSON answers, written the way Orthanc writes its own (errors included)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from orthanc_jobs.errors import MethodNotAllowed, OrthancJobsError, http_error_name
+from orthanc_jobs.errors import MethodNotAllowed, OrthancJobsError, http_error_name, orthanc_error_for
 
 
 class OrjsonResponse(Response):
@@ -14,6 +15,11 @@ class OrjsonResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def describe_problems(errors: Sequence[Any]) -> str:
+    """Pydantic's validation errors, in one line."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in list(errors)[:5])
 
 
 def raw_json(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -34,6 +40,14 @@ def error_body(
             "Uri": request.url.path,
         }
     )
+
+
+def status_error(
+    request: Request, status_code: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """An error answer for a bare HTTP status (an unknown route, an owner's empty answer)."""
+    name, code = orthanc_error_for(status_code)
+    return raw_json(error_body(request, status_code, message, name, code), status_code, headers)
 
 
 def error_response(request: Request, error: OrthancJobsError) -> Response:

@@ -1,6 +1,6 @@
 """The job-service's own routes, under its prefix: the cluster's servers, health."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from orthanc_jobs import SERVICE_PREFIX, __version__
@@ -25,6 +25,7 @@ async def list_servers(cluster: Cluster) -> Response:
                 "OrthancVersion": server.orthanc_version,
                 "RegisteredAt": orthanc_timestamp(server.registered_at),
                 "LastSeen": orthanc_timestamp(server.last_seen),
+                "LastResync": orthanc_timestamp(server.last_resync) if server.last_resync else None,
                 "Jobs": registry.job_counts(server),
             }
             for server in registry.servers()
@@ -35,6 +36,11 @@ async def list_servers(cluster: Cluster) -> Response:
 @router.get("/", summary="What this service is")
 async def about(cluster: Cluster) -> Response:
     return OrjsonResponse({"Service": "orthanc-jobs", "Version": __version__, "Jobs": len(cluster.registry)})
+
+
+@router.get("/openapi.json", summary="The OpenAPI description of this service")
+async def openapi(request: Request, cluster: Cluster) -> Response:
+    return OrjsonResponse(request.app.openapi())
 
 
 @health_router.get("/healthz", summary="Liveness, without credentials and without job data")

@@ -2,6 +2,7 @@
 
 from collections import Counter
 from itertools import cycle
+from typing import Any
 
 import httpx
 
@@ -11,22 +12,26 @@ from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 SOP_CLASS_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
-def create_study(client: httpx.Client, number: int) -> str:
-    """Make a one-instance study with /tools/create-dicom; returns the study's Orthanc id."""
-    answer = client.post(
-        "/tools/create-dicom",
-        json={
-            "Tags": {
-                "PatientName": f"DEMO^PATIENT{number}",
-                "PatientID": f"DEMO{number:03d}",
-                "StudyDescription": f"Demo study {number}",
-                "Modality": "OT",
-                "SOPClassUID": SOP_CLASS_SECONDARY_CAPTURE,
-            }
-        },
-    )
+def create_instance(client: httpx.Client, tags: dict[str, str], parent: str | None = None) -> dict[str, Any]:
+    """One DICOM instance made by Orthanc itself (/tools/create-dicom), no file needed."""
+    body: dict[str, Any] = {"Tags": {"SOPClassUID": SOP_CLASS_SECONDARY_CAPTURE, **tags}}
+    if parent is None:
+        body["Tags"].setdefault("Modality", "OT")
+    else:  # the series-level tags are inherited from the parent
+        body["Parent"] = parent
+    answer = client.post("/tools/create-dicom", json=body)
     answer.raise_for_status()
-    return str(answer.json()["ParentStudy"])
+    return dict(answer.json())
+
+
+def create_study(client: httpx.Client, label: str, instances: int = 1) -> tuple[str, list[str]]:
+    """A study of ``instances`` instances in one series; returns the study's id and the instances' ids."""
+    tags = {"PatientName": f"DEMO^{label}", "PatientID": label, "StudyDescription": f"Study {label}"}
+    first = create_instance(client, tags)
+    created = [first["ID"]]
+    for _ in range(instances - 1):
+        created.append(create_instance(client, {}, parent=first["ParentSeries"])["ID"])
+    return str(first["ParentStudy"]), created
 
 
 JOB_REQUESTS = [
@@ -39,7 +44,7 @@ JOB_REQUESTS = [
 def seed(state: ClusterState, studies: int = 3, jobs_per_server: int = 3) -> str:
     servers = len(state.orthanc_urls)
     with httpx.Client(base_url=state.orthanc_lb_url, auth=DEMO_USER, timeout=60) as client:
-        study_ids = [create_study(client, number) for number in range(1, studies + 1)]
+        study_ids = [create_study(client, f"DEMO{number:03d}")[0] for number in range(1, studies + 1)]
         owners: Counter[str] = Counter()
         kinds = cycle(JOB_REQUESTS)
         for attempt in range(servers * jobs_per_server * 10):

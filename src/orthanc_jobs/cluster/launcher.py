@@ -56,9 +56,7 @@ class ClusterState:
             "secret": self.secret,
             "processes": [p.to_json() for p in self.processes],
         }
-        path = Path(self.directory) / STATE_FILE
-        path.write_text(json.dumps(data, indent=2))
-        path.chmod(0o600)
+        processes.write_private(Path(self.directory) / STATE_FILE, json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "ClusterState":
@@ -226,7 +224,7 @@ def up(
             existing = ClusterState.load(root)
         except (ClusterError, ValueError, TypeError):
             existing = None
-        if existing and any(p.is_running() for p in existing.processes):
+        if existing and any(p.is_running() or p.group_alive() for p in existing.processes):
             raise ClusterError(
                 f"a cluster already runs in {root}; stop it first: orthanc-jobs cluster down --dir {root}"
             )
@@ -365,8 +363,7 @@ def _start_orthancs(
             overrides=overrides,
         )
         config_path = root / name / "orthanc.json"
-        config_path.write_text(json.dumps(configuration, indent=2))
-        config_path.chmod(0o600)
+        processes.write_private(config_path, json.dumps(configuration, indent=2))
         process = processes.spawn(
             "orthanc", name, [binaries.orthanc, str(config_path)], root / "logs" / f"{name}.log"
         )
@@ -439,10 +436,10 @@ def down(directory: Path, say: Any = print) -> None:
     # nginx first (no new requests), then Orthanc (their reporters say ORTHANC_STOPPED), service, database.
     order = {"nginx": 0, "orthanc": 1, "job-service": 2, "postgresql": 3}
     ordered = sorted(state.processes, key=lambda p: order.get(p.role, 9))
-    running = [p for p in ordered if p.is_running()]
+    running = [p for p in ordered if p.is_running() or p.group_alive()]
     for group in sorted({order.get(p.role, 9) for p in running}):
         processes.stop([p for p in running if order.get(p.role, 9) == group])
-    forced = [p for p in running if p.is_running()]
+    forced = [p for p in running if p.is_running() or p.group_alive()]
     if forced:
         raise ClusterError("could not stop: " + ", ".join(f"{p.name} ({p.pid})" for p in forced))
     say(f"stopped {len(running)} process(es) of the cluster in {state.directory}")

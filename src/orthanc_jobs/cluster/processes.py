@@ -16,9 +16,12 @@ class OwnedProcess:
     role: str  # postgresql, job-service, orthanc, nginx
     name: str
     pid: int
-    #: The executable's file name, checked before signalling so that a reused pid is never hit.
+    #: The executable's file name, checked before signalling.
     executable: str
     log: str
+    #: When the process started (clock ticks since boot, from /proc): with the pid, its identity, so that
+    #: a pid reused by another process after a reboot is never signalled.
+    start_ticks: int = 0
     #: How it was started, to start it again (``cluster start NAME``).
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -30,6 +33,12 @@ class OwnedProcess:
 
     def group_alive(self) -> bool:
         """Is any process of its session (nginx workers, PostgreSQL backends) still there?"""
+        if (
+            self.start_ticks
+            and (stat := _stat_fields(self.pid)) is not None
+            and int(stat[19]) != self.start_ticks
+        ):
+            return False  # the pid, and so the group id, belongs to someone else now
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
@@ -39,12 +48,14 @@ class OwnedProcess:
         return True
 
     def is_running(self) -> bool:
+        stat = _stat_fields(self.pid)
+        if stat is None or stat[0] in ("Z", "X"):  # gone, or exited and not yet reaped
+            return False
+        if self.start_ticks and int(stat[19]) != self.start_ticks:
+            return False  # another process got the pid
         try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         except OSError:
-            return False
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):  # exited, not yet reaped
             return False
         if not cmdline:  # between fork and exec
             return True
@@ -52,6 +63,28 @@ class OwnedProcess:
         return os.path.basename(argv0) == self.executable or self.executable in cmdline.decode(
             errors="replace"
         )
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: state first, start time at index 19."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def inherited_environment() -> dict[str, str]:
+    """The launcher's environment, less its own settings: each process gets exactly those it is given."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("ORTHANC_JOBS_")}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (configurations hold the shared secret), from its creation on."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 def unprivileged_user() -> str | None:
@@ -84,17 +117,19 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**inherited_environment(), **(env or {})},
             start_new_session=True,
             user=user,
             cwd=cwd,
         )
+    stat = _stat_fields(process.pid)
     return OwnedProcess(
         role,
         name,
         process.pid,
         os.path.basename(argv[0]),
         str(log_path),
+        start_ticks=int(stat[19]) if stat else 0,
         argv=list(argv),
         env=dict(env or {}),
         user=user,

@@ -16,7 +16,6 @@ Configuration, in Orthanc's configuration file (environment variables win):
 """
 
 import collections
-import http.client
 import json
 import logging
 import os
@@ -184,12 +183,27 @@ class Reporter:
         try:
             self._post("/events", payload)
         except ServiceRefused as refused:
-            if refused.status != 404:
+            if refused.status == 404:
+                # The job-service does not know this incarnation (it restarted): register, then send again.
+                self.registered = False
+                self._register()
+                self._post("/events", payload)
+            elif refused.status in (400, 413):
+                self._send_refused(batch, refused)
+            else:
                 raise
-            # The job-service does not know this incarnation (it restarted): register, then send again.
-            self.registered = False
-            self._register()
-            self._post("/events", payload)
+
+    def _send_refused(self, batch, refused):
+        """The job-service refused a batch (too large, or an event it finds invalid): split it, then send
+        the culprit without its job JSON, then drop it; retrying it as it is would block every later event."""
+        if len(batch) > 1:
+            half = len(batch) // 2
+            self._send_events(batch[:half])
+            self._send_events(batch[half:])
+        elif "Job" in batch[0]:
+            self._send_events([{key: value for key, value in batch[0].items() if key != "Job"}])
+        else:
+            self.log(f"orthanc-jobs: the job-service refused an event ({refused}); dropped: {batch[0]}")
 
     def _run(self):
         backoff = 0.2
@@ -214,14 +228,16 @@ class Reporter:
                 elif self.stopping:
                     return
                 backoff = 0.2
-            except (OSError, http.client.HTTPException, ServiceRefused, ValueError) as error:
+            except Exception as error:  # the sender thread must outlive anything the network does
                 if batch:
                     self._give_back(batch)
                 if self.stopping:
                     return
                 if backoff == 0.2:
                     self.log(f"orthanc-jobs: cannot reach the job-service ({error}); retrying")
-                self.registered = self.registered and not isinstance(error, ServiceRefused)
+                # A 404 means the job-service forgot this incarnation: register again.
+                if isinstance(error, ServiceRefused) and error.status == 404:
+                    self.registered = False
                 # New events must not cut the backoff short (that would be one request per event); stop() may.
                 end = time.monotonic() + backoff
                 with self.condition:
@@ -240,7 +256,7 @@ def _settings(configuration):
         "ServerUrl": os.environ.get("ORTHANC_JOBS_SERVER_URL")
         or section.get("ServerUrl", default_server_url),
         "HeartbeatInterval": float(section.get("HeartbeatInterval", 2)),
-        "QueueSize": int(section.get("QueueSize", 10000)),
+        "QueueSize": max(1, int(section.get("QueueSize", 10000))),
         "Timeout": float(section.get("Timeout", 2)),
     }
 
@@ -268,6 +284,7 @@ def _start_in_orthanc():
         "Incarnation": str(uuid.uuid4()),
         "Token": orthanc.GenerateRestApiAuthorizationToken(),
         "OrthancVersion": "",
+        "PluginVersion": REPORTER_VERSION,
     }
     reporter = Reporter(
         settings["Url"],
@@ -295,9 +312,14 @@ def on_change(change_type, level, resource_id):
 
 
 try:
-    import orthanc  # noqa: F401  (present only inside Orthanc)
-
-    _reporter = _start_in_orthanc()
+    import orthanc
 except ImportError:
-    _reporter = None
+    orthanc = None
     logging.getLogger(__name__).debug("not running inside Orthanc: reporter not started")
+
+_reporter = None
+if orthanc is not None:
+    try:
+        _reporter = _start_in_orthanc()
+    except Exception as error:  # a bad setting must not stop Orthanc from starting
+        orthanc.LogError(f"orthanc-jobs: reporter not started: {error!r}")

@@ -1,0 +1,80 @@
+"""Just enough of Orthanc's REST API, played by an httpx mock transport, for unit tests of the service."""
+
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+GOOD = "Basic " + base64.b64encode(b"demo:demo").decode()
+TOKEN = "Bearer token"
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body that arrives in pieces, as from a socket (a bytes body would count as read already)."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+class FakeOrthanc:
+    """Just enough of Orthanc's REST API, per server URL, recording what it is asked."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, dict[str, Any]]] = {}
+        self.requests: list[httpx.Request] = []
+        self.down: set[str] = set()
+
+    def add_server(self, url: str) -> None:
+        self.jobs[url] = {}
+
+    def add_job(self, url: str, state: str = "Pending", created: str = "20261128T100000.000000") -> str:
+        job_id = str(uuid.uuid4())
+        self.jobs[url][job_id] = {
+            "ID": job_id,
+            "Type": "Archive",
+            "State": state,
+            "Progress": 0,
+            "CreationTime": created,
+            "Timestamp": created,
+            "ErrorCode": 0,
+        }
+        return job_id
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        url = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        if url in self.down:
+            raise httpx.ConnectError("refused", request=request)
+        jobs = self.jobs[url]
+        path = request.url.path
+        auth = request.headers.get("authorization", "")
+        if auth not in (GOOD, TOKEN):
+            return httpx.Response(401)
+        if path == "/system":
+            return httpx.Response(200, json={"Version": "1.10.1"})
+        if path == "/jobs":
+            return httpx.Response(200, json=list(jobs.values()))
+        parts = path.split("/")[2:]
+        job = jobs.get(parts[0])
+        if job is None:
+            return httpx.Response(404 if request.method == "GET" else 400)
+        if len(parts) == 1 and request.method == "DELETE":
+            del jobs[parts[0]]
+            return httpx.Response(200, json={})
+        if len(parts) == 1:
+            return httpx.Response(200, json=job)
+        if request.method == "POST" and parts[1] == "pause":
+            job.update(State="Paused", Timestamp="20261128T110000.000000")
+            return httpx.Response(200, json={})
+        if request.method == "POST" and parts[1] == "resume":
+            return httpx.Response(400)  # as Orthanc: empty body
+        if request.method == "GET" and parts[1] == "archive":
+            headers = {"Content-Type": "application/zip", "Content-Disposition": "filename=a.zip"}
+            return httpx.Response(200, stream=Chunks(b"PK", b"x" * 50_000, b"x" * 50_000), headers=headers)
+        return httpx.Response(404, json={"HttpStatus": 404, "Message": "Job has no such output"})

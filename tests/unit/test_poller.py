@@ -1,0 +1,92 @@
+"""Reading servers into the registry: resynchronisations, polls of unfinished jobs, discovery."""
+
+import time
+
+import httpx
+import pytest
+
+from orthanc_jobs.orthanc import OrthancClient
+from orthanc_jobs.poller import EXPAND_THRESHOLD, Poller
+from orthanc_jobs.registry import Registry
+from orthanc_jobs.store import SqliteStore
+from tests.unit.fake_orthanc import TOKEN, FakeOrthanc
+
+URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
+
+
+@pytest.fixture
+def orthanc() -> FakeOrthanc:
+    fake = FakeOrthanc()
+    for url in URLS:
+        fake.add_server(url)
+    return fake
+
+
+@pytest.fixture
+def registry() -> Registry:
+    registry = Registry(SqliteStore(":memory:"), not_responding_after=10, stopped_after=60)
+    for n, url in enumerate(URLS, start=1):
+        registry.register_server(name=f"orthanc-{n}", url=url, incarnation=f"inc-{n}", token=TOKEN)
+    return registry
+
+
+@pytest.fixture
+async def poller(registry: Registry, orthanc: FakeOrthanc):
+    client = OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
+    yield Poller(registry, client, poll_interval=1, resync_interval=30, lookup_timeout=1)
+    await client.aclose()
+
+
+async def test_resync_reads_every_job_with_the_servers_token(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    ids = [orthanc.add_job(URLS[0], "Success") for _ in range(3)]
+    server = registry.server_by_url(URLS[0])
+    assert await poller.resync(server)
+    assert sorted(j.id for j in registry.list_jobs()) == sorted(ids)
+    assert server.last_resync is not None
+    assert {r.headers["authorization"] for r in orthanc.requests} == {TOKEN}
+
+
+async def test_few_unfinished_jobs_are_polled_one_by_one_many_in_one_listing(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    few = [orthanc.add_job(URLS[0], "Running") for _ in range(3)]
+    many = [orthanc.add_job(URLS[1], "Pending") for _ in range(EXPAND_THRESHOLD + 1)]
+    for url in URLS:
+        await poller.resync(registry.server_by_url(url))
+    for job_id in few:
+        orthanc.jobs[URLS[0]][job_id].update(State="Success", Timestamp="20261128T120000.000000")
+    for job_id in many:
+        orthanc.jobs[URLS[1]][job_id].update(State="Running", Timestamp="20261128T120000.000000")
+    orthanc.requests.clear()
+
+    await poller.poll_unfinished()
+    asked = {(r.url.host, r.url.port, r.url.path) for r in orthanc.requests}
+    assert asked == {("127.0.0.1", 8001, f"/jobs/{i}") for i in few} | {("127.0.0.1", 8002, "/jobs")}
+    assert {registry.get_job(i).state for i in few} == {"Success"}
+    assert {registry.get_job(i).state for i in many} == {"Running"}
+
+
+async def test_discovery_answers_even_when_a_server_is_down(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job(URLS[1], "Running")
+    orthanc.down.add(URLS[0])
+    started = time.monotonic()
+    job = await poller.discover_job(job_id)
+    assert job is not None and job.server_url == URLS[1]
+    assert time.monotonic() - started < 1
+    assert await poller.discover_job("00000000-0000-0000-0000-000000000000") is None
+
+
+async def test_a_refresh_of_a_job_its_owner_no_longer_has_keeps_what_is_known(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job(URLS[0], "Success")
+    server = registry.server_by_url(URLS[0])
+    await poller.refresh_job(server, job_id)
+    del orthanc.jobs[URLS[0]][job_id]
+    assert (await poller.refresh_job(server, job_id)).state == "Success"
+    orthanc.down.add(URLS[0])
+    assert (await poller.refresh_job(server, job_id)).state == "Success"
