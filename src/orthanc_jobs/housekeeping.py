@@ -1,10 +1,9 @@
 """Background upkeep of the registry: liveness of servers, writing to the store, pruning the history."""
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
+from orthanc_jobs.background import BackgroundTasks
 from orthanc_jobs.model import ServerStatus
 from orthanc_jobs.registry import Registry
 from orthanc_jobs.store import Store
@@ -30,22 +29,15 @@ class Housekeeper:
         self._liveness_interval = liveness_interval
         self._history_max_age = history_max_age
         self._history_max_jobs = history_max_jobs
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks()
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._every(self._liveness_interval, self.check_liveness)),
-            loop.create_task(self._every(FLUSH_INTERVAL, self.flush)),
-            loop.create_task(self._every(PRUNE_INTERVAL, self.prune)),
-        ]
+        self._tasks.every(self._liveness_interval, self.check_liveness)
+        self._tasks.every(FLUSH_INTERVAL, self.flush)
+        self._tasks.every(PRUNE_INTERVAL, self.prune)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel_all()
         await self.flush()
         self._store.close()
 
@@ -63,12 +55,3 @@ class Housekeeper:
         pruned = self._registry.prune_history(self._history_max_age, self._history_max_jobs)
         if pruned:
             log.info("history: %d old job(s) forgotten", pruned)
-
-    @staticmethod
-    async def _every(interval: float, step: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await step()
-            except Exception:  # a loop that dies silently would stop the upkeep for good
-                log.exception("housekeeping step failed")

@@ -1,12 +1,10 @@
 """Reading jobs from the Orthanc servers into the registry: polls, resynchronisations, discovery."""
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 
+from orthanc_jobs.background import BackgroundTasks
 from orthanc_jobs.model import Job, Server
 from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
 from orthanc_jobs.registry import Registry
@@ -15,8 +13,6 @@ log = logging.getLogger(__name__)
 
 # Above this many unfinished jobs on one server, one /jobs?expand is cheaper than one request per job.
 EXPAND_THRESHOLD = 16
-
-AsyncStep = Callable[[], Awaitable[None]]
 
 
 class Poller:
@@ -34,24 +30,20 @@ class Poller:
         self._poll_interval = poll_interval
         self._resync_interval = resync_interval
         self._lookup_timeout = lookup_timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
 
     def start(self) -> None:
         # Servers known from the store (a restart of the service): catch up with them at once.
-        self._spawn(self.resync_all())
-        self._spawn(self._loop(self._poll_interval, self.poll_unfinished))
-        self._spawn(self._loop(self._resync_interval, self.resync_all))
+        self._tasks.spawn(self.resync_all())
+        self._tasks.every(self._poll_interval, self.poll_unfinished)
+        self._tasks.every(self._resync_interval, self.resync_all)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel_all()
 
     def schedule_resync(self, server: Server) -> None:
         """Resynchronise a server that just registered (its HTTP server may open a moment later)."""
-        self._spawn(self._resync_with_retries(server))
+        self._tasks.spawn(self._resync_with_retries(server))
 
     async def _resync_with_retries(self, server: Server) -> None:
         delay = 0.1
@@ -113,16 +105,3 @@ class Poller:
             await self.resync(server)
         elif unfinished:
             await asyncio.gather(*(self.refresh_job(server, job.id) for job in unfinished))
-
-    async def _loop(self, interval: float, step: AsyncStep) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await step()
-            except Exception:  # a loop that dies silently would freeze the registry
-                log.exception("periodic refresh failed")
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
