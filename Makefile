@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-e2e lint format system-deps venv clean
+.PHONY: demo test test-unit test-e2e bench lint format system-deps venv clean
 
 demo: system-deps $(STAMP)
 	$(BIN)/orthanc-jobs demo
@@ -17,6 +17,9 @@ test-unit: $(STAMP)
 
 test-e2e: system-deps $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+bench: system-deps $(STAMP)
+	$(BIN)/python bench/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

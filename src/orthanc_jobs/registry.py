@@ -17,6 +17,8 @@ from orthanc_jobs.store import Store
 
 log = logging.getLogger(__name__)
 
+_UNFINISHED_STATES = [str(state) for state in JobState if state not in TERMINAL_STATES]
+
 # Orthanc's ErrorCode for an internal error, used for jobs whose owner lost them.
 LOST_JOB_ERROR_CODE = -1
 
@@ -51,6 +53,8 @@ class Registry:
         self._order: list[tuple[str, str]] = []
         self._by_state: dict[str, set[str]] = defaultdict(set)
         self._by_server: dict[str, set[str]] = defaultdict(set)
+        #: Incarnations replaced by another at their URL: one that registers again shares its URL.
+        self._replaced: dict[str, str] = {}
         servers, jobs = store.load()
         for server in servers:
             self._servers[server.url] = server
@@ -70,15 +74,15 @@ class Registry:
         """Record a server's (re)start. A new incarnation at a known URL means the old process is gone."""
         now = self._clock()
         previous = self._servers.get(url)
+        if self._replaced.get(incarnation) == url:
+            log.error(
+                "two Orthanc processes register at %s (%s among them) and evict each other: give each server "
+                "its own OrthancJobs.ServerUrl (ORTHANC_JOBS_SERVER_URL), where the job-service reaches it",
+                url,
+                name,
+            )
         if previous is not None and previous.incarnation != incarnation:
-            if previous.name != name and previous.status is ServerStatus.ALIVE:
-                log.warning(
-                    "Orthanc %s registers at %s, where %s was alive: two servers share one URL? "
-                    "Give each its own OrthancJobs.ServerUrl",
-                    name,
-                    url,
-                    previous.name,
-                )
+            self._replaced[previous.incarnation] = url
             self._by_incarnation.pop(previous.incarnation, None)
             self._fail_unfinished_jobs(
                 previous,
@@ -233,10 +237,12 @@ class Registry:
             self._store.delete_job(job_id)
 
     def unfinished_jobs(self, server: Server) -> list[Job]:
+        # From the (small) sets of unfinished states, not from all the server's jobs: this runs every poll.
         return [
             job
-            for job_id in self._by_server.get(server.url, ())
-            if not (job := self._jobs[job_id]).is_terminal and job.incarnation == server.incarnation
+            for state in _UNFINISHED_STATES
+            for job_id in self._by_state.get(state, ())
+            if (job := self._jobs[job_id]).server_url == server.url and job.incarnation == server.incarnation
         ]
 
     def list_jobs(
@@ -246,7 +252,8 @@ class Registry:
         types: frozenset[str] | None = None,
         server_urls: frozenset[str] | None = None,
     ) -> list[Job]:
-        """Jobs in creation order, filtered; filters are sets of accepted values (None: any)."""
+        """Jobs in creation order, filtered; filters are sets of accepted values (None: any), job types in
+        lower case."""
         keys: Iterable[tuple[str, str]] = self._order
         if states is not None:
             keys = sorted(self._jobs[i].order_key for s in states for i in self._by_state.get(s, ()))
@@ -259,7 +266,8 @@ class Registry:
         return [
             job
             for job in candidates
-            if (types is None or job.type in types) and (server_urls is None or job.server_url in server_urls)
+            if (types is None or job.type.lower() in types)
+            and (server_urls is None or job.server_url in server_urls)
         ]
 
     def _is_hidden(self, job: Job, hidden_before: float) -> bool:

@@ -256,6 +256,7 @@ def test_orthanc_does_not_wait_for_a_stopped_job_service(faulty: ClusterState, l
 
     cli(faulty, "stop", "job-service")
     try:
+        assert lb.get("/jobs").status_code == 502  # nginx's answer while the job-service is away
         with direct(faulty, "orthanc-2") as client:
             latency_down = _median_create_ms(client, study)
         with direct(faulty, "orthanc-1") as client:

@@ -233,6 +233,7 @@ async def test_orthanc_forms_of_the_listing(service: httpx.AsyncClient, orthanc:
     assert (await service.get("/jobs/", headers=public())).json() == [job_id]  # a trailing slash
     assert (await service.get("/jobs?status=", headers=public())).json() == [job_id]  # an empty filter
     assert (await service.get("/jobs?type=&server=", headers=public())).json() == [job_id]
+    assert (await service.get("/jobs?type=archive", headers=public())).json() == [job_id]  # any case
 
 
 async def test_a_header_that_is_not_ascii_is_refused_not_a_crash(service: httpx.AsyncClient) -> None:
@@ -257,3 +258,12 @@ async def test_servers_can_be_limited_to_allowed_urls(orthanc: FakeOrthanc) -> N
         assert (
             await client.post("/orthanc-jobs/internal/register", json=body, headers=PLUGIN)
         ).status_code == 200
+
+
+async def test_the_orthanc_version_can_come_with_a_heartbeat(service: httpx.AsyncClient) -> None:
+    beat = {"Incarnation": "inc-1", "OrthancVersion": "1.10.1"}
+    assert (
+        await service.post("/orthanc-jobs/internal/heartbeat", json=beat, headers=PLUGIN)
+    ).status_code == 200
+    servers = (await service.get("/orthanc-jobs/servers", headers=public())).json()
+    assert [s["OrthancVersion"] for s in servers] == ["1.10.1", ""]

@@ -159,7 +159,10 @@ def test_nginx_balances_the_rest_over_the_three_orthanc(nginx_conf: str) -> None
     ]
     assert any(line.startswith("keepalive ") for line in upstream)
     for name in ORTHANC_SERVICES:
-        assert _route(locations, f"/{name}/system") == [f"proxy_pass http://{name}:8042/"]
+        assert _route(locations, f"/{name}/system") == [
+            f"proxy_pass http://{name}:8042/",
+            "proxy_buffering off",
+        ]
     text = " ".join(_directives(_without_comments(nginx_conf)))
     for directive in ("client_max_body_size 0", "proxy_http_version 1.1", 'proxy_set_header Connection ""'):
         assert directive in text

@@ -91,7 +91,7 @@ def test_filters_combine(registry: Registry) -> None:
     registry.apply_snapshot(second, job(JOB_C, "Running", Type="ResourceModification"))
     ids = lambda **f: sorted(j.id for j in registry.list_jobs(**f))  # noqa: E731
     assert ids(states=frozenset({"Running"})) == [JOB_A, JOB_C]
-    assert ids(types=frozenset({"ResourceModification"})) == [JOB_B, JOB_C]
+    assert ids(types=frozenset({"resourcemodification"})) == [JOB_B, JOB_C]
     assert ids(server_urls=frozenset({first.url})) == [JOB_A, JOB_B]
     assert ids(states=frozenset({"Running"}), server_urls=frozenset({second.url})) == [JOB_C]
     assert registry.job_counts(first)["Running"] == 1
@@ -258,3 +258,13 @@ def test_the_store_brings_everything_back_after_a_restart(tmp_path, clock: Clock
     assert again.get_job(JOB_A).history_only
     assert again.get_job(JOB_B).state == "Running"
     assert again.list_jobs(states=frozenset({"Running"}))[0].id == JOB_B
+
+
+def test_two_processes_sharing_one_url_are_reported(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    register(registry, "orthanc-1", "inc-a")
+    register(registry, "orthanc-1", "inc-b")  # a restart, as far as anyone can tell
+    assert "evict each other" not in caplog.text
+    register(registry, "orthanc-1", "inc-a")  # the first one is still there: they share the URL
+    assert "evict each other" in caplog.text

@@ -440,7 +440,10 @@ def test_heartbeats_keep_coming(servers, make_reporter):
     # About 12 at one per 0.05 s: they keep coming, and they are paced by the interval.
     assert 4 <= len(heartbeats) <= 16
     assert all(r.status == 200 for r in heartbeats)
-    assert all(r.body == {"Incarnation": harness.identity["Incarnation"]} for r in heartbeats)
+    assert all(
+        r.body == {"Incarnation": harness.identity["Incarnation"], "OrthancVersion": ORTHANC_VERSION}
+        for r in heartbeats
+    )
     assert all(r.authorization == "Bearer " + SECRET for r in heartbeats)
     count = len(heartbeats)
     assert wait_until(lambda: len(stub.received("/heartbeat")) >= count + 3, timeout=1)

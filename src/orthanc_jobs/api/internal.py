@@ -36,6 +36,8 @@ class Registration(BaseModel):
 
 class Heartbeat(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
+    #: Orthanc's REST API may not answer yet when the plugin registers: the version can come later.
+    OrthancVersion: str = Field(default="", max_length=64)
 
 
 class Event(BaseModel):
@@ -98,7 +100,10 @@ async def register(request: Request, services: Plugin) -> Response:
 @router.post("/heartbeat", summary="A server is alive; 404 asks it to register again")
 async def heartbeat(request: Request, services: Plugin) -> Response:
     beat = await _parse(request, Heartbeat)
-    services.registry.mark_seen(_known_server(services, beat.Incarnation))
+    server = _known_server(services, beat.Incarnation)
+    if beat.OrthancVersion:
+        server.orthanc_version = beat.OrthancVersion
+    services.registry.mark_seen(server)
     return raw_json(_OK)
 
 

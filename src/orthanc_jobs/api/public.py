@@ -102,7 +102,7 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Response:
     registry = cluster.registry
-    types = frozenset(_split_values(type)) or None
+    types = frozenset(value.lower() for value in _split_values(type)) or None
     jobs = registry.list_jobs(
         states=_parse_states(status), types=types, server_urls=_server_urls(registry, server)
     )

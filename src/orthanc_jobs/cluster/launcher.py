@@ -394,7 +394,10 @@ def _start_nginx(
         f"        server {url.removeprefix('http://')};" for url in state.orthanc_urls.values()
     )
     per_server = "\n".join(
-        f"        location ^~ /{name}/ {{\n            proxy_pass {url}/;\n        }}"
+        f"        location ^~ /{name}/ {{\n"
+        f"            proxy_pass {url}/;\n"
+        "            proxy_buffering off;\n"
+        "        }"
         for name, url in state.orthanc_urls.items()
     )
     configuration = _render(
@@ -482,7 +485,7 @@ def describe(state: ClusterState) -> str:
         f"  Cluster jobs:           {state.orthanc_lb_url}/jobs?expand",
         f"  Servers of the cluster: {state.lb_url}{SERVICE_PREFIX}/servers",
         f"Job-service (direct):     {state.service_url}",
-        f"  API documentation:      {state.service_url}{SERVICE_PREFIX}/docs",
+        f"  OpenAPI description:    {state.lb_url}{SERVICE_PREFIX}/openapi.json",
     ]
     for name, url in state.orthanc_urls.items():
         lines.append(f"{name}: {url}  (through nginx: {state.lb_url}/{name}/)")

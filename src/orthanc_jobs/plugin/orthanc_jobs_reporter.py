@@ -145,9 +145,14 @@ class Reporter:
         except urllib.error.HTTPError as error:
             raise ServiceRefused(error.code) from None
 
-    def _register(self):
+    def _orthanc_version(self):
+        # Orthanc's REST API may not answer yet at the first registration: asked again until it does.
         if not self.identity.get("OrthancVersion"):
             self.identity["OrthancVersion"] = (self.rest_get("/system") or {}).get("Version", "")
+        return self.identity["OrthancVersion"]
+
+    def _register(self):
+        self._orthanc_version()
         self._post("/register", self.identity)
         if not self.registered:
             self.log(f"orthanc-jobs: registered with the job-service at {self.service_url}")
@@ -220,7 +225,11 @@ class Reporter:
                 now = time.monotonic()
                 if now >= next_heartbeat and not self.stopping:
                     # A 404 means the job-service forgot this incarnation: registering again follows.
-                    self._post("/heartbeat", {"Incarnation": self.identity["Incarnation"]})
+                    beat = {
+                        "Incarnation": self.identity["Incarnation"],
+                        "OrthancVersion": self._orthanc_version(),
+                    }
+                    self._post("/heartbeat", beat)
                     next_heartbeat = now + self.heartbeat_interval
                 batch = self._take_batch(max(0.0, next_heartbeat - time.monotonic()))
                 if batch:

@@ -1,0 +1,41 @@
+"""The benchmark suite in its quick form: it runs, measures every figure, and every job is listed.
+
+No timing is asserted here (these machines are noisy): `make bench` reports the figures and their targets.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+FIGURES = {
+    "expand_listing",
+    "expand_listing_growth",
+    "get_job",
+    "filtered_listing",
+    "freshness_terminal_ms",
+    "idle",
+    "archive_download",
+    "event_ingestion",
+    "memory_per_job",
+}
+
+
+def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "bench/run.py", "--quick", "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    measured = json.loads(output.read_text())
+    assert measured["cores"] >= 1 and measured["versions"]["orthanc"]
+    figures = measured["figures"]
+    assert set(figures) == FIGURES
+    for listing in figures["expand_listing"]:
+        assert (listing["listed"], listing["missing"]) == (listing["jobs"], 0)
+    assert figures["filtered_listing"]["running"] == 2
+    assert figures["archive_download"]["same_size"]
+    assert "GET /jobs?expand" in result.stdout  # the table
