@@ -3,7 +3,9 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -14,10 +16,14 @@ from orthanc_jobs.api import internal, public, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.limits import BodySizeLimit
+from orthanc_jobs.api.public import job_json, server_field
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
+from orthanc_jobs.api.service import server_entry
 from orthanc_jobs.config import Settings
 from orthanc_jobs.errors import OrthancJobsError
+from orthanc_jobs.events import EventLog
 from orthanc_jobs.housekeeping import Housekeeper
+from orthanc_jobs.metrics import Metrics
 from orthanc_jobs.orthanc import OrthancClient
 from orthanc_jobs.poller import Poller
 from orthanc_jobs.registry import Registry
@@ -37,13 +43,17 @@ def build_services(
         hide_lost_after=settings.hide_lost_after,
     )
     client = client or OrthancClient(timeout=settings.request_timeout)
+    metrics = Metrics(registry)
     poller = Poller(
         registry,
         client,
         poll_interval=settings.poll_interval,
         resync_interval=settings.resync_interval,
         lookup_timeout=settings.lookup_timeout,
+        poll_duration=metrics.poll_duration,
     )
+    events = EventLog()
+    registry.listeners.append(lambda kind, subject: publish(events, registry, kind, subject))
     return Services(
         settings=settings,
         registry=registry,
@@ -58,7 +68,19 @@ def build_services(
             history_max_age=settings.history_max_age,
             history_max_jobs=settings.history_max_jobs,
         ),
+        events=events,
+        metrics=metrics,
     )
+
+
+def publish(events: EventLog, registry: Registry, kind: str, subject: Any) -> None:
+    """A registry change, as the event stream tells it: in the same JSON as the API's answers."""
+    if kind == "job":
+        events.publish("job", job_json(subject, server_field(registry, subject)))
+    elif kind == "server":
+        events.publish("server", orjson.dumps(server_entry(registry, subject)))
+    elif kind == "removed":
+        events.publish("removed", orjson.dumps({"ID": subject}))
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -68,9 +90,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.poller.start()
         services.housekeeper.start()
+        app.state.ready = True
         try:
             yield
         finally:
+            app.state.ready = False
+            services.events.close_all()
             await services.poller.stop()
             await services.housekeeper.stop()
             await services.client.aclose()

@@ -1,8 +1,12 @@
 """Reading jobs from the Orthanc servers into the registry: polls, resynchronisations, discovery."""
 
 import asyncio
+import contextlib
 import logging
 import time
+from contextlib import AbstractContextManager
+
+from prometheus_client import Histogram
 
 from orthanc_jobs.background import BackgroundTasks
 from orthanc_jobs.model import Job, Server
@@ -24,12 +28,14 @@ class Poller:
         poll_interval: float,
         resync_interval: float,
         lookup_timeout: float,
+        poll_duration: Histogram | None = None,
     ) -> None:
         self._registry = registry
         self._client = client
         self._poll_interval = poll_interval
         self._resync_interval = resync_interval
         self._lookup_timeout = lookup_timeout
+        self._poll_duration = poll_duration
         self._tasks = BackgroundTasks()
 
     def start(self) -> None:
@@ -65,10 +71,15 @@ class Poller:
         return True
 
     async def resync_all(self) -> None:
-        await asyncio.gather(*(self.resync(s) for s in self._registry.live_servers()))
+        with self._timed("resync"):
+            await asyncio.gather(*(self.resync(s) for s in self._registry.live_servers()))
 
     async def poll_unfinished(self) -> None:
-        await asyncio.gather(*(self._poll_server(s) for s in self._registry.live_servers()))
+        with self._timed("poll"):
+            await asyncio.gather(*(self._poll_server(s) for s in self._registry.live_servers()))
+
+    def _timed(self, kind: str) -> AbstractContextManager[None]:
+        return self._poll_duration.labels(kind).time() if self._poll_duration else contextlib.nullcontext()
 
     async def refresh_job(self, server: Server, job_id: str) -> Job | None:
         """Read one job back from its owner (after an action, which Orthanc reports by no event)."""

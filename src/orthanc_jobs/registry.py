@@ -55,6 +55,8 @@ class Registry:
         self._by_server: dict[str, set[str]] = defaultdict(set)
         #: Incarnations replaced by another at their URL: one that registers again shares its URL.
         self._replaced: dict[str, str] = {}
+        #: Called with ("job", Job), ("removed", job id) or ("server", Server) after each change.
+        self.listeners: list[Callable[[str, Any], None]] = []
         servers, jobs = store.load()
         for server in servers:
             self._servers[server.url] = server
@@ -100,6 +102,7 @@ class Registry:
         self._servers[url] = server
         self._by_incarnation[incarnation] = server
         self._store.save_server(server)
+        self._notify("server", server)
         return server
 
     def server_by_incarnation(self, incarnation: str) -> Server | None:
@@ -113,7 +116,7 @@ class Registry:
         if server.stopped:
             return
         server.last_seen = self._clock()
-        server.status = ServerStatus.ALIVE
+        self._set_status(server, ServerStatus.ALIVE)
         self._store.save_server(server)
 
     def mark_resynchronised(self, server: Server) -> None:
@@ -125,8 +128,17 @@ class Registry:
         server.stopped = True
         self._stop(server, why)
 
+    def _set_status(self, server: Server, status: ServerStatus) -> None:
+        if server.status is not status:
+            server.status = status
+            self._notify("server", server)
+
+    def _notify(self, kind: str, subject: Any) -> None:
+        for listener in self.listeners:
+            listener(kind, subject)
+
     def _stop(self, server: Server, why: str) -> None:
-        server.status = ServerStatus.STOPPED
+        self._set_status(server, ServerStatus.STOPPED)
         self._store.save_server(server)
         self._fail_unfinished_jobs(
             server, f"Orthanc server {server.name} ({server.url}) {why}; the job was lost with its process"
@@ -145,7 +157,7 @@ class Registry:
             if server.status is not ServerStatus.STOPPED and silence >= self._stopped_after:
                 self._stop(server, f"stopped answering (silent for {silence:.0f} s)")
             elif server.status is ServerStatus.ALIVE and silence >= self._not_responding_after:
-                server.status = ServerStatus.NOT_RESPONDING
+                self._set_status(server, ServerStatus.NOT_RESPONDING)
             if server.status is not server.reported_status:
                 server.reported_status = server.status
                 changes.append((server, server.status))
@@ -235,6 +247,7 @@ class Registry:
         if job is not None:
             self._unindex(job)
             self._store.delete_job(job_id)
+            self._notify("removed", job_id)
 
     def unfinished_jobs(self, server: Server) -> list[Job]:
         # From the (small) sets of unfinished states, not from all the server's jobs: this runs every poll.
@@ -292,6 +305,18 @@ class Registry:
             self.remove_job(job.id)
         return len(doomed)
 
+    def finished_since(self, since: float) -> list[Job]:
+        """Jobs that finished (as far as the job-service saw) at ``since`` or later."""
+        return [
+            job
+            for state in TERMINAL_STATES
+            for job_id in self._by_state.get(str(state), ())
+            if ((job := self._jobs[job_id]).finished_at or 0.0) >= since
+        ]
+
+    def all_jobs(self) -> Iterable[Job]:
+        return self._jobs.values()
+
     def __len__(self) -> int:
         return len(self._jobs)
 
@@ -342,6 +367,7 @@ class Registry:
             self._unindex(existing, keep_order=same_place)
         self._index(job, ordered=same_place)
         self._store.save_job(job)
+        self._notify("job", job)
         return job
 
     def _index(self, job: Job, ordered: bool = False) -> None:

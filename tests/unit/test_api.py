@@ -5,6 +5,7 @@ These are unit tests of the service's own logic; the end-to-end tests (tests/e2e
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -267,3 +268,45 @@ async def test_the_orthanc_version_can_come_with_a_heartbeat(service: httpx.Asyn
     ).status_code == 200
     servers = (await service.get("/orthanc-jobs/servers", headers=public())).json()
     assert [s["OrthancVersion"] for s in servers] == ["1.10.1", ""]
+
+
+async def test_metrics_health_and_readiness_need_no_credentials(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001", "Running")
+    await service.get(f"/jobs/{job_id}", headers=public())
+    event = {"Type": "JOB_SUBMITTED", "JobId": job_id, "Time": time.time() - 0.01}
+    body = {"Incarnation": "inc-1", "Events": [event]}
+    assert (await service.post("/orthanc-jobs/internal/events", json=body, headers=PLUGIN)).status_code == 200
+    text = (await service.get("/metrics")).text
+    assert 'orthanc_jobs_jobs{server="orthanc-1",state="Running",type="Archive"} 1.0' in text
+    assert 'orthanc_jobs_server_up{server="orthanc-2"} 1.0' in text
+    assert 'orthanc_jobs_events_received_total{type="JOB_SUBMITTED"} 1.0' in text
+    assert "orthanc_jobs_event_lag_seconds_count 1.0" in text
+    assert job_id not in text  # no job data
+    assert (await service.get("/healthz")).status_code == 200
+    assert (await service.get("/readyz")).status_code == 503  # the lifespan has not run in this test
+
+
+async def test_stats_count_finished_jobs_per_server(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
+    for state in ("Success", "Success", "Failure"):
+        job_id = orthanc.add_job("http://127.0.0.1:8002", state)
+        await service.get(f"/jobs/{job_id}", headers=public())
+    stats = (await service.get("/orthanc-jobs/stats?bucket=60&window=600", headers=public())).json()
+    assert stats["Bucket"] == 60
+    assert set(stats["Servers"]) == {"orthanc-1", "orthanc-2"}
+    totals = {
+        name: (sum(b["Success"] for b in series), sum(b["Failure"] for b in series))
+        for name, series in stats["Servers"].items()
+    }
+    assert totals == {"orthanc-1": (0, 0), "orthanc-2": (2, 1)}
+    assert (await service.get("/orthanc-jobs/stats?bucket=1", headers=public())).status_code == 400
+
+
+async def test_the_dashboard_is_served_with_credentials_only(service: httpx.AsyncClient) -> None:
+    assert (await service.get("/orthanc-jobs/ui/")).status_code == 401
+    page = await service.get("/orthanc-jobs/ui/", headers=public())
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert (await service.get("/orthanc-jobs/ui/app.js", headers=public())).status_code == 200
+    assert (await service.get("/orthanc-jobs/ui/../config.py", headers=public())).status_code == 404
+    assert (await service.get("/orthanc-jobs/ui/secret.txt", headers=public())).status_code == 404

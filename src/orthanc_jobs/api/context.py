@@ -4,7 +4,9 @@ from fastapi import Request
 
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.config import Settings
+from orthanc_jobs.events import EventLog
 from orthanc_jobs.housekeeping import Housekeeper
+from orthanc_jobs.metrics import Metrics
 from orthanc_jobs.orthanc import OrthancClient
 from orthanc_jobs.poller import Poller
 from orthanc_jobs.registry import Registry
@@ -21,6 +23,8 @@ class Services:
     authenticator: ClusterAuthenticator
     plugin_secret: PluginSecret
     housekeeper: Housekeeper
+    events: EventLog
+    metrics: Metrics
 
 
 def services(request: Request) -> Services:

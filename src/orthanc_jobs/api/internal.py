@@ -1,5 +1,6 @@
 """The reporter plugin's API: registration, heartbeats and job events. Needs the shared secret."""
 
+import time
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -44,6 +45,8 @@ class Event(BaseModel):
     Type: Literal["JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE", "ORTHANC_STOPPED"]
     JobId: str | None = Field(default=None, max_length=64)
     Job: dict[str, Any] | None = None
+    #: When Orthanc emitted it (the plugin's clock, seconds since the epoch), for the lag metric.
+    Time: float | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Event":
@@ -116,11 +119,17 @@ async def events(request: Request, services: Plugin) -> Response:
     server = _known_server(services, batch.Incarnation)
     registry = services.registry
     registry.mark_seen(server)
+    metrics = services.metrics
     for event in batch.Events:
+        metrics.events_received.labels(event.Type).inc()
         if event.Type == "ORTHANC_STOPPED":
             registry.mark_server_stopped(server)
         elif event.Job is not None:
             registry.apply_snapshot(server, event.Job)
         elif event.Type in _TERMINAL_EVENTS and event.JobId is not None:
             registry.apply_terminal_event(server, event.JobId, _TERMINAL_EVENTS[event.Type])
+    now = time.time()
+    for event in batch.Events:
+        if event.Time is not None and 0 <= now - event.Time < 3600:
+            metrics.event_lag.observe(now - event.Time)
     return raw_json(orjson.dumps({"Accepted": len(batch.Events)}))

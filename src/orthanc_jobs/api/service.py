@@ -1,36 +1,56 @@
-"""The job-service's own routes, under its prefix: the cluster's servers, health."""
+"""The job-service's own routes, under its prefix: servers, event stream, statistics, dashboard; and the
+orchestrator's routes at the root: health, readiness, metrics."""
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orthanc_jobs import SERVICE_PREFIX, __version__
+from orthanc_jobs.api.context import services
 from orthanc_jobs.api.public import Cluster
 from orthanc_jobs.api.responses import OrjsonResponse
-from orthanc_jobs.registry import orthanc_timestamp
+from orthanc_jobs.errors import UnknownJob
+from orthanc_jobs.events import Event
+from orthanc_jobs.model import Server
+from orthanc_jobs.registry import Registry, orthanc_timestamp
 
 router = APIRouter(prefix=SERVICE_PREFIX, tags=["Job-service"])
 health_router = APIRouter(tags=["Health"])
+
+KEEPALIVE_SECONDS = 15.0
+_UI = Path(__file__).parent.parent / "ui"
+_UI_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+
+def server_entry(registry: Registry, server: Server) -> dict[str, Any]:
+    return {
+        "Name": server.name,
+        "Url": server.url,
+        "Status": registry.server_status(server),
+        "Incarnation": server.incarnation,
+        "OrthancVersion": server.orthanc_version,
+        "RegisteredAt": orthanc_timestamp(server.registered_at),
+        "LastSeen": orthanc_timestamp(server.last_seen),
+        "LastResync": orthanc_timestamp(server.last_resync) if server.last_resync else None,
+        "Jobs": registry.job_counts(server),
+    }
 
 
 @router.get("/servers", summary="The Orthanc servers of the cluster, their status and job counts")
 async def list_servers(cluster: Cluster) -> Response:
     registry = cluster.registry
-    return OrjsonResponse(
-        [
-            {
-                "Name": server.name,
-                "Url": server.url,
-                "Status": registry.server_status(server),
-                "Incarnation": server.incarnation,
-                "OrthancVersion": server.orthanc_version,
-                "RegisteredAt": orthanc_timestamp(server.registered_at),
-                "LastSeen": orthanc_timestamp(server.last_seen),
-                "LastResync": orthanc_timestamp(server.last_resync) if server.last_resync else None,
-                "Jobs": registry.job_counts(server),
-            }
-            for server in registry.servers()
-        ]
-    )
+    return OrjsonResponse([server_entry(registry, server) for server in registry.servers()])
 
 
 @router.get("/", summary="What this service is")
@@ -43,6 +63,107 @@ async def openapi(request: Request, cluster: Cluster) -> Response:
     return OrjsonResponse(request.app.openapi())
 
 
+@router.get(
+    "/events",
+    summary="Server-Sent Events: every job change (job, removed) and server change (server)",
+    response_class=StreamingResponse,
+)
+async def event_stream(
+    cluster: Cluster,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    since: Annotated[int | None, Query(ge=0, description="Same as the Last-Event-ID header")] = None,
+) -> StreamingResponse:
+    events = cluster.events
+    queue = events.subscribe()  # before reading the backlog, so that nothing falls in between
+    resume_from = last_event_id if last_event_id is not None else since
+    backlog = events.since(resume_from) if resume_from is not None else []
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            last_sent = events.last_id if resume_from is None else resume_from
+            if backlog is None:
+                yield b"event: reset\ndata: {}\n\n"
+                last_sent = events.last_id
+            for missed in backlog or []:
+                last_sent = missed.id
+                yield missed.encode()
+            yield b": connected\n\n"
+            while True:
+                try:
+                    event: Event | None = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                if event is None:  # this client fell too far behind, or the service stops
+                    return
+                if event.id > last_sent:
+                    last_sent = event.id
+                    yield event.encode()
+        finally:
+            events.unsubscribe(queue)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/stats", summary="Jobs completed and failed per server, over time")
+async def completion_stats(
+    cluster: Cluster,
+    bucket: Annotated[int, Query(ge=10, le=86_400, description="Seconds per bucket")] = 60,
+    window: Annotated[int, Query(ge=60, le=7 * 86_400, description="Seconds back from now")] = 3600,
+) -> Response:
+    registry = cluster.registry
+    now = datetime.now(UTC).timestamp()
+    first = int((now - window) // bucket) * bucket
+    names = {server.url: server.name for server in registry.servers()}
+    counts: dict[str, dict[int, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: {"Success": 0, "Failure": 0})
+    )
+    for job in registry.finished_since(first):
+        start = int((job.finished_at or now) // bucket) * bucket
+        counts[names.get(job.server_url, job.server_url)][start][job.state] += 1
+    series = {
+        name: [
+            {"Time": datetime.fromtimestamp(start, UTC).isoformat(), **counts[name][start]}
+            for start in range(first, int(now) + 1, bucket)
+        ]
+        for name in sorted(set(names.values()) | set(counts))
+    }
+    return OrjsonResponse(
+        {
+            "Bucket": bucket,
+            "Window": window,
+            "Servers": series,
+        }
+    )
+
+
+@router.get("/ui", include_in_schema=False)
+async def dashboard_root(cluster: Cluster) -> Response:
+    return RedirectResponse(f"{SERVICE_PREFIX}/ui/", status_code=308)
+
+
+@router.get("/ui/", summary="The dashboard")
+@router.get("/ui/{name}", include_in_schema=False)
+async def dashboard(cluster: Cluster, name: str = "index.html") -> Response:
+    media_type = _UI_FILES.get(name)
+    if media_type is None:
+        raise UnknownJob(f"no file {name!r} in the dashboard")
+    return Response((_UI / name).read_bytes(), media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
 @health_router.get("/healthz", summary="Liveness, without credentials and without job data")
 async def healthz() -> Response:
     return OrjsonResponse({"Status": "ok"})
+
+
+@health_router.get("/readyz", summary="Ready once the registry is loaded and the service runs")
+async def readyz(request: Request) -> Response:
+    if not getattr(request.app.state, "ready", False):
+        return OrjsonResponse({"Status": "starting"}, status_code=503)
+    return OrjsonResponse({"Status": "ready", "Servers": len(services(request).registry.servers())})
+
+
+@health_router.get("/metrics", summary="Prometheus metrics (no job data)")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(services(request).metrics.collectors), media_type=CONTENT_TYPE_LATEST)

@@ -161,8 +161,9 @@ def run(argv: Sequence[str], *, user: str | None = None, log_path: Path | None =
         raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {output}")
 
 
-# How each role is asked to stop: PostgreSQL's fast shutdown is SIGINT; nginx's graceful stop is SIGQUIT.
-_STOP_SIGNALS = {"postgresql": signal.SIGINT, "nginx": signal.SIGQUIT}
+# How each role is asked to stop: PostgreSQL's fast shutdown is SIGINT. nginx gets SIGTERM (fast): a graceful
+# SIGQUIT would wait for open event streams (a dashboard left open) to end.
+_STOP_SIGNALS = {"postgresql": signal.SIGINT}
 
 
 def stop(processes: Sequence[OwnedProcess], timeout: float = 20.0) -> list[OwnedProcess]:

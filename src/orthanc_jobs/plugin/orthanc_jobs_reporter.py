@@ -86,7 +86,7 @@ class Reporter:
 
     def on_change(self, change_type, level, resource_id):
         if change_type in JOB_EVENTS:
-            self._enqueue({"Type": JOB_EVENTS[change_type], "JobId": resource_id})
+            self._enqueue({"Type": JOB_EVENTS[change_type], "JobId": resource_id, "Time": time.time()})
         elif change_type == ORTHANC_STOPPED_CHANGE:
             self.stop()
 

@@ -1,0 +1,73 @@
+"""The event stream: every job and server change, numbered, kept for a while so clients can resume.
+
+The registry says what changed; this keeps the last changes in a bounded window and hands them to every
+subscriber (the SSE route). A client that reconnects with ``Last-Event-ID`` gets what it missed, if it is
+still in the window, or a ``reset`` (reload) if it is not.
+"""
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+# Changes kept for clients that reconnect; beyond, they are told to reload.
+WINDOW = 10_000
+# Changes a subscriber may have waiting; a client that slow is dropped (it reconnects and resumes).
+SUBSCRIBER_BACKLOG = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    kind: str  # job, server, removed, reset
+    data: bytes
+
+    def encode(self) -> bytes:
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.id, self.kind.encode(), self.data)
+
+
+class EventLog:
+    def __init__(self, window: int = WINDOW) -> None:
+        self._recent: deque[Event] = deque(maxlen=window)
+        self._next_id = 1
+        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+
+    @property
+    def last_id(self) -> int:
+        return self._next_id - 1
+
+    def publish(self, kind: str, data: bytes) -> None:
+        event = Event(self._next_id, kind, data)
+        self._next_id += 1
+        self._recent.append(event)
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._subscribers.discard(queue)
+                queue.get_nowait()  # room for the end mark: the client reconnects and resumes
+                queue.put_nowait(None)
+
+    def subscribe(self) -> "asyncio.Queue[Event | None]":
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(SUBSCRIBER_BACKLOG)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: "asyncio.Queue[Event | None]") -> None:
+        self._subscribers.discard(queue)
+
+    def since(self, last_id: int) -> list[Event] | None:
+        """The events after ``last_id``; None if some of them already left the window."""
+        if last_id >= self.last_id:
+            return []
+        oldest = self._recent[0].id if self._recent else self._next_id
+        if last_id < oldest - 1:
+            return None
+        return [event for event in self._recent if event.id > last_id]
+
+    def close_all(self) -> None:
+        """End every stream (the service stops)."""
+        for queue in list(self._subscribers):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+        self._subscribers.clear()

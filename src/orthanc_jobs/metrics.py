@@ -1,0 +1,71 @@
+"""Prometheus metrics: jobs by state, type and server, servers up, events, polls, event lag."""
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as CounterMetric
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from orthanc_jobs.model import ServerStatus
+from orthanc_jobs.registry import Registry
+
+
+class RegistryCollector(Collector):
+    """Reads the registry at each scrape: nothing to keep in step."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        names = {server.url: server.name for server in self._registry.servers()}
+        jobs = GaugeMetricFamily(
+            "orthanc_jobs_jobs", "Jobs known to the job-service", labels=["state", "type", "server"]
+        )
+        counts = Counter(
+            (job.state, job.type, names.get(job.server_url, job.server_url))
+            for job in self._registry.all_jobs()
+        )
+        for (state, job_type, name), count in sorted(counts.items()):
+            jobs.add_metric([state, job_type, name], count)
+        yield jobs
+        up = GaugeMetricFamily(
+            "orthanc_jobs_server_up", "1 if the Orthanc server is alive", labels=["server"]
+        )
+        status = GaugeMetricFamily(
+            "orthanc_jobs_server_status",
+            "Status of each Orthanc server (1 for its status)",
+            labels=["server", "status"],
+        )
+        for server in self._registry.servers():
+            current = self._registry.server_status(server)
+            up.add_metric([server.name], 1.0 if current is ServerStatus.ALIVE else 0.0)
+            for candidate in ServerStatus:
+                status.add_metric([server.name, str(candidate)], 1.0 if candidate is current else 0.0)
+        yield up
+        yield status
+
+
+class Metrics:
+    def __init__(self, registry: Registry) -> None:
+        self.collectors = CollectorRegistry()
+        self.collectors.register(RegistryCollector(registry))
+        self.events_received = CounterMetric(
+            "orthanc_jobs_events_received",
+            "Events received from the reporter plugins",
+            ["type"],
+            registry=self.collectors,
+        )
+        self.poll_duration = Histogram(
+            "orthanc_jobs_poll_duration_seconds",
+            "Duration of one round of polls (unfinished jobs) or resynchronisations",
+            ["kind"],
+            registry=self.collectors,
+        )
+        self.event_lag = Histogram(
+            "orthanc_jobs_event_lag_seconds",
+            "From Orthanc's change (the plugin's clock) to the change being visible in the API",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.collectors,
+        )

@@ -1,0 +1,52 @@
+"""The event stream's window: resuming from Last-Event-ID, slow subscribers, the end of the service."""
+
+import asyncio
+
+import orjson
+
+from orthanc_jobs.events import SUBSCRIBER_BACKLOG, EventLog
+
+
+def test_events_are_numbered_and_encoded_as_server_sent_events() -> None:
+    log = EventLog()
+    log.publish("job", b'{"ID":"x"}')
+    log.publish("server", b'{"Name":"orthanc-1"}')
+    assert log.last_id == 2
+    assert [e.encode() for e in log.since(0)] == [
+        b'id: 1\nevent: job\ndata: {"ID":"x"}\n\n',
+        b'id: 2\nevent: server\ndata: {"Name":"orthanc-1"}\n\n',
+    ]
+
+
+def test_resuming_inside_the_window_gets_what_was_missed_and_outside_it_a_reset() -> None:
+    log = EventLog(window=5)
+    for n in range(8):
+        log.publish("job", orjson.dumps({"n": n}))
+    assert [e.id for e in log.since(5)] == [6, 7, 8]
+    assert [e.id for e in log.since(3)] == [4, 5, 6, 7, 8]  # the oldest kept is 4
+    assert log.since(2) is None  # 3 is gone: the client must reload
+    assert log.since(8) == []
+    assert log.since(100) == []
+
+
+async def test_subscribers_get_every_event_and_a_slow_one_is_dropped_not_waited_for() -> None:
+    log = EventLog()
+    fast = log.subscribe()
+    slow = log.subscribe()
+    for n in range(SUBSCRIBER_BACKLOG + 1):
+        log.publish("job", b"{}")
+        if n % 100 == 0:
+            while not fast.empty():
+                fast.get_nowait()
+    items = [slow.get_nowait() for _ in range(slow.qsize())]
+    assert items[-1] is None  # the end mark: this client reconnects and resumes from its last id
+    log.publish("job", b"{}")
+    assert slow.empty()  # no longer subscribed
+    assert fast.get_nowait() is not None
+
+
+async def test_closing_ends_every_stream() -> None:
+    log = EventLog()
+    queue = log.subscribe()
+    log.close_all()
+    assert await asyncio.wait_for(queue.get(), 1) is None
