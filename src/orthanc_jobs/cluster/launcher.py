@@ -483,9 +483,11 @@ def describe(state: ClusterState) -> str:
         f"Load balancer (Orthanc API, user demo / password demo): {state.orthanc_lb_url}/",
         f"  Orthanc Explorer:       {state.orthanc_lb_url}/app/explorer.html",
         f"  Cluster jobs:           {state.orthanc_lb_url}/jobs?expand",
+        f"  Dashboard:              {state.lb_url}{SERVICE_PREFIX}/ui/",
         f"  Servers of the cluster: {state.lb_url}{SERVICE_PREFIX}/servers",
         f"Job-service (direct):     {state.service_url}",
         f"  OpenAPI description:    {state.lb_url}{SERVICE_PREFIX}/openapi.json",
+        f"  Metrics (Prometheus):   {state.service_url}/metrics",
     ]
     for name, url in state.orthanc_urls.items():
         lines.append(f"{name}: {url}  (through nginx: {state.lb_url}/{name}/)")
