@@ -1,15 +1,49 @@
-"""The ``orthanc-jobs`` command: the job-service, the local cluster and the demo."""
+"""The ``orthanc-jobs`` command: the job-service, the local cluster, the demo, and the cluster's jobs
+through the public API (list, show, actions, download, servers, watch)."""
 
+import functools
+import inspect
 import json
 import logging
+import os
+import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
+from rich import box, filesize
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
+from orthanc_jobs.client import (
+    DEFAULT_ORTHANC_PATH,
+    DEFAULT_URL,
+    ApiError,
+    BadCredentials,
+    ClientError,
+    JobFilter,
+    JobsClient,
+    LiveJobs,
+    ServerSentEvent,
+    Unreachable,
+)
 from orthanc_jobs.cluster.launcher import (
     STATE_FILE,
     ClusterError,
@@ -60,6 +94,8 @@ def serve(
         log_level=log_level,
         access_log=False,
         server_header=False,
+        # Event streams stay open: on stop, they are closed after this long rather than awaited.
+        timeout_graceful_shutdown=3,
     )
 
 
@@ -244,6 +280,492 @@ def plugin_path() -> None:
     from orthanc_jobs.cluster.launcher import REPORTER_PATH
 
     typer.echo(str(REPORTER_PATH))
+
+
+# ---- the cluster's jobs, through the public API ---------------------------------------------------------
+
+EXIT_API_ERROR = 1
+EXIT_UNREACHABLE = 3
+EXIT_BAD_CREDENTIALS = 4
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 the API answered an error (unknown job, refused action...); 2 usage error; "
+    "3 the job-service is unreachable; 4 the cluster refused the credentials."
+)
+_CREDENTIALS_HINT = "use --user/--password or ORTHANC_JOBS_CLI_USER/ORTHANC_JOBS_CLI_PASSWORD"
+_STATE_STYLES = {
+    "Success": "green",
+    "Failure": "red",
+    "Running": "cyan",
+    "Pending": "blue",
+    "Paused": "yellow",
+    "Retry": "magenta",
+}
+_SERVER_STYLES = {"alive": "green", "not-responding": "yellow", "stopped": "red"}
+
+
+def _check_url(value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as error:
+        raise typer.BadParameter(f"{value!r}: {error}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise typer.BadParameter(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+_CONNECTION_PANEL = "Connection"
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="ORTHANC_JOBS_CLI_URL",
+        callback=_check_url,
+        rich_help_panel=_CONNECTION_PANEL,
+        help="The load balancer's root URL.",
+    ),
+]
+# Read here rather than by click, which takes an empty variable for an unset one: "" means the root.
+_ORTHANC_PATH_VARIABLE = "ORTHANC_JOBS_CLI_ORTHANC_PATH"
+OrthancPathOption = Annotated[
+    str | None,
+    typer.Option(
+        "--orthanc-path",
+        show_default=False,
+        rich_help_panel=_CONNECTION_PANEL,
+        help=f'Where Orthanc\'s REST API is under the URL, "" or / when at the root. '
+        f"(env var: {_ORTHANC_PATH_VARIABLE}; default: {DEFAULT_ORTHANC_PATH})",
+    ),
+]
+UserOption = Annotated[
+    str | None,
+    typer.Option("--user", envvar="ORTHANC_JOBS_CLI_USER", rich_help_panel=_CONNECTION_PANEL),
+]
+PasswordOption = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        envvar="ORTHANC_JOBS_CLI_PASSWORD",
+        show_default=False,
+        rich_help_panel=_CONNECTION_PANEL,
+    ),
+]
+_CONNECTION_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, default, annotation in (
+        ("url", DEFAULT_URL, UrlOption),
+        ("orthanc_path", None, OrthancPathOption),
+        ("user", None, UserOption),
+        ("password", None, PasswordOption),
+    )
+]
+
+JobIdArgument = Annotated[str, typer.Argument(metavar="ID", help="The job's id.", show_default=False)]
+StatusOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--status",
+        metavar="STATE",
+        help="Only jobs in this state (Pending, Running, Success, Failure, Paused, Retry); repeatable.",
+    ),
+]
+TypeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--type",
+        metavar="TYPE",
+        help="Only jobs of this type (Archive, ResourceModification, ...); repeatable.",
+    ),
+]
+ServerOption = Annotated[
+    list[str] | None,
+    typer.Option("--server", metavar="SERVER", help="Only jobs of this server (Name or Url); repeatable."),
+]
+LimitOption = Annotated[int, typer.Option(min=0, max=1_000_000, help="Most jobs shown.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+
+
+def _client_command(command: Callable[..., None]) -> Callable[..., None]:
+    """A command of the public API: ``command(client, ...)`` gets the connection options (--url,
+    --orthanc-path, --user, --password) as a :class:`JobsClient`, and its errors become one line on stderr
+    with the exit code of ``EXIT_CODES``."""
+    parameters = [p for p in inspect.signature(command).parameters.values() if p.name != "client"]
+
+    @functools.wraps(command)
+    def run(
+        *, url: str, orthanc_path: str | None, user: str | None, password: str | None, **options: Any
+    ) -> None:
+        if password and not user:
+            raise typer.BadParameter("a password needs a user (--user)", param_hint="'--password'")
+        if orthanc_path is None:
+            orthanc_path = os.environ.get(_ORTHANC_PATH_VARIABLE, DEFAULT_ORTHANC_PATH)
+        with JobsClient(url, orthanc_path, user, password) as client:
+            try:
+                command(client, **options)
+            except ClientError as error:
+                if isinstance(error, BadCredentials):
+                    refused = "refused these" if client.has_credentials else "needs"
+                    _fail(f"the cluster {refused} credentials ({_CREDENTIALS_HINT})", EXIT_BAD_CREDENTIALS)
+                _fail(error.message, EXIT_UNREACHABLE if isinstance(error, Unreachable) else EXIT_API_ERROR)
+
+    run.__signature__ = inspect.Signature(parameters + _CONNECTION_PARAMETERS)  # type: ignore[attr-defined]
+    return run
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich output; without a terminal (a pipe, a file), as wide as tables need rather than 80 columns."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=250)
+    return console
+
+
+def _print_json(data: Any) -> None:
+    console = _console()
+    if console.is_terminal:
+        console.print_json(data=data)
+    else:
+        typer.echo(json.dumps(data, indent=2))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A time as Orthanc writes it (UTC ``YYYYMMDDTHHMMSS.ffffff``)."""
+    for layout in ("%Y%m%dT%H%M%S.%f", "%Y%m%dT%H%M%S"):
+        try:
+            return datetime.strptime(str(value), layout).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def _local_time(value: Any) -> str:
+    moment = _parse_time(value)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else str(value or "")
+
+
+def _ago(value: Any) -> str:
+    moment = _parse_time(value)
+    if moment is None:
+        return str(value or "")
+    seconds = max(0, int((datetime.now(UTC) - moment).total_seconds()))
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return f"{seconds} s ago"
+
+
+def _state_text(state: Any) -> Text:
+    return Text(str(state), style=_STATE_STYLES.get(str(state), ""))
+
+
+def _server_text(job: dict[str, Any], servers: dict[str, dict[str, Any]]) -> Text:
+    """The owner's name, with its status when it is not alive (the latest known, from ``servers``)."""
+    owner = job.get("Server") or {}
+    status = (servers.get(str(owner.get("Url"))) or owner).get("Status", "")
+    text = Text(str(owner.get("Name") or owner.get("Url") or ""))
+    if status and status != "alive":
+        text.append(f" ({status})", style=_SERVER_STYLES.get(status, "red"))
+    if owner.get("HistoryOnly"):
+        text.append(" history", style="dim")
+    return text
+
+
+def _progress(job: dict[str, Any], bar: bool) -> RenderableType:
+    value = int(job.get("Progress") or 0)
+    if not bar:
+        return f"{value}%"
+    grid = Table.grid(padding=(0, 1))
+    style = "red" if job.get("State") == "Failure" else "bar.complete"
+    grid.add_row(ProgressBar(total=100, completed=value, width=20, complete_style=style), f"{value:3d}%")
+    return grid
+
+
+def _jobs_table(
+    jobs: list[dict[str, Any]], servers: dict[str, dict[str, Any]] | None = None, bars: bool = False
+) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True, min_width=36)
+    table.add_column("Type")
+    table.add_column("State")
+    table.add_column("Progress", justify="left" if bars else "right", no_wrap=True)
+    table.add_column("Server")
+    table.add_column("CreationTime", no_wrap=True)
+    for job in jobs:
+        table.add_row(
+            str(job.get("ID", "")),
+            str(job.get("Type", "")),
+            _state_text(job.get("State", "")),
+            _progress(job, bars),
+            _server_text(job, servers or {}),
+            _local_time(job.get("CreationTime")),
+        )
+    return table
+
+
+def _job_summary(job: dict[str, Any]) -> Table:
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_row("Job", f"{job.get('Type', '')} {job.get('ID', '')}")
+    summary.add_row("State", _state_text(job.get("State", "")).append(f", {job.get('Progress', 0)}%"))
+    server = _server_text(job, {})
+    if (job.get("Server") or {}).get("HistoryOnly"):
+        server.append(" (its server no longer holds it: no outputs)", style="dim")
+    summary.add_row("Server", server)
+    times = f"created {_local_time(job.get('CreationTime'))}"
+    if job.get("CompletionTime"):
+        times += f", completed {_local_time(job.get('CompletionTime'))}"
+    summary.add_row("Time", times)
+    if job.get("State") == "Failure":
+        error = f"{job.get('ErrorDescription', '')} (code {job.get('ErrorCode')})"
+        if job.get("ErrorDetails"):
+            error += f": {job['ErrorDetails']}"
+        summary.add_row("Error", Text(error, style="red"))
+    return summary
+
+
+@app.command("list", epilog=EXIT_CODES)
+@_client_command
+def list_jobs(
+    client: JobsClient,
+    status: StatusOption = None,
+    job_type: TypeOption = None,
+    server: ServerOption = None,
+    limit: LimitOption = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Jobs to skip (the next page).")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """List the cluster's jobs, oldest first: ID, Type, State, Progress, Server, CreationTime."""
+    page = client.list_jobs(
+        JobFilter.of(status or [], job_type or [], server or []), limit=limit, offset=offset
+    )
+    if as_json:
+        _print_json(page.jobs)
+        return
+    console = _console()
+    if page.jobs:
+        console.print(_jobs_table(page.jobs))
+    total = page.total if page.total is not None else offset + len(page.jobs)
+    if not page.jobs:
+        footer = f"no jobs (of {total})" if total else "no jobs"
+    else:
+        footer = f"jobs {offset + 1}-{offset + len(page.jobs)} of {total}"
+        if offset + len(page.jobs) < total:
+            footer += f" (next: --offset {offset + len(page.jobs)})"
+    console.print(footer, style="dim")
+
+
+@app.command(epilog=EXIT_CODES)
+@_client_command
+def show(
+    client: JobsClient,
+    job_id: JobIdArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON, without the summary.")] = False,
+) -> None:
+    """Show one job: its JSON (as GET /jobs/ID answers it) and a short summary."""
+    job = client.get_job(job_id)
+    _print_json(job)
+    if not as_json:
+        console = _console()
+        console.print()
+        console.print(_job_summary(job))
+
+
+def _act(client: JobsClient, job_id: str, action: str) -> None:
+    job = client.act(job_id, action)
+    _console().print(Text.assemble(f"job {job_id}: ", _state_text(job.get("State", ""))))
+
+
+@app.command(epilog=EXIT_CODES)
+@_client_command
+def pause(client: JobsClient, job_id: JobIdArgument) -> None:
+    """Pause a job (Pending or Running), then print its state."""
+    _act(client, job_id, "pause")
+
+
+@app.command(epilog=EXIT_CODES)
+@_client_command
+def resume(client: JobsClient, job_id: JobIdArgument) -> None:
+    """Resume a paused job, then print its state."""
+    _act(client, job_id, "resume")
+
+
+@app.command(epilog=EXIT_CODES)
+@_client_command
+def cancel(client: JobsClient, job_id: JobIdArgument) -> None:
+    """Cancel a job (it ends as Failure), then print its state."""
+    _act(client, job_id, "cancel")
+
+
+@app.command(epilog=EXIT_CODES)
+@_client_command
+def resubmit(client: JobsClient, job_id: JobIdArgument) -> None:
+    """Submit a failed job again, then print its state."""
+    _act(client, job_id, "resubmit")
+
+
+@app.command(epilog=EXIT_CODES)
+@_client_command
+def download(
+    client: JobsClient,
+    job_id: JobIdArgument,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", dir_okay=False, help="The file to write (replaced if it exists)."),
+    ],
+    key: Annotated[str, typer.Option(help="The output to download.")] = "archive",
+) -> None:
+    """Download an output of a job (the ZIP of an asynchronous archive) to a file, with a progress bar."""
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    # Transient, and shown only once the answer is there: an error stays the only output.
+    bar = Progress(*columns, TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+    task = bar.add_task(output.name, total=None, start=False)
+
+    def progress(received: int, total: int | None) -> None:
+        if not bar.live.is_started:
+            bar.start()
+            bar.start_task(task)
+        bar.update(task, completed=received, total=total)
+
+    try:
+        size = client.download(job_id, output, key, progress)
+    except OSError as error:
+        _fail(f"cannot write {output}: {error.strerror or error}")
+        return
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    _console().print(f"saved {filesize.decimal(size)} to {output}")
+
+
+@app.command("servers", epilog=EXIT_CODES)
+@_client_command
+def list_servers(client: JobsClient, as_json: JsonOption = False) -> None:
+    """List the cluster's Orthanc servers: Name, Status, Url, LastSeen, and their jobs by state."""
+    servers = client.servers()
+    if as_json:
+        _print_json(servers)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+    for column in ("Name", "Status", "Url", "LastSeen", "Jobs"):
+        table.add_column(column)
+    for server in servers:
+        counts = server.get("Jobs") or {}
+        jobs = ", ".join(f"{count} {state}" for state, count in counts.items() if count) or "none"
+        status = str(server.get("Status", ""))
+        last_seen = server.get("LastSeen")
+        table.add_row(
+            str(server.get("Name", "")),
+            Text(status, style=_SERVER_STYLES.get(status, "red")),
+            str(server.get("Url", "")),
+            f"{_local_time(last_seen)} ({_ago(last_seen)})",
+            jobs,
+        )
+    _console().print(table)
+
+
+class _WatchView:
+    """What ``watch`` shows: the live jobs, the servers' statuses and the stream's; shared by the thread that
+    follows the events and the display's refresh thread."""
+
+    def __init__(self, jobs: LiveJobs, source: str, note: Callable[[str], None] | None) -> None:
+        self.jobs = jobs
+        self.source = source
+        self.status = "connecting"
+        self.stale = False  # a reload failed: retried at the next event
+        self.loaded = threading.Event()  # set once the first jobs are there
+        self._note = note
+        self._lock = threading.Lock()
+
+    def reload(self, client: JobsClient) -> None:
+        page = client.latest_jobs(self.jobs.where, self.jobs.limit)
+        servers = client.servers()
+        with self._lock:
+            self.jobs.load(page.jobs, servers)
+            self.status, self.stale = "live", False
+        self.loaded.set()
+        if self._note is not None:
+            self._note(f"watching {len(page.jobs)} jobs, following {client.service_url}/events")
+
+    def apply(self, event: ServerSentEvent) -> bool:
+        with self._lock:
+            return self.jobs.apply(event)
+
+    def disconnected(self, error: ClientError) -> None:
+        self.status = f"reconnecting ({error.message})"
+        if self._note is not None:
+            self._note(self.status)
+
+    def __rich__(self) -> RenderableType:
+        with self._lock:
+            rows = self.jobs.rows()
+            servers = dict(self.jobs.servers)
+        footer = Text(f"{len(rows)} newest jobs at {self.source}", style="dim")
+        for server in servers.values():
+            status = str(server.get("Status", ""))
+            footer.append(f"  {server.get('Name')} ").append(status, style=_SERVER_STYLES.get(status, "red"))
+        live = self.status == "live"
+        footer.append(f"  · {self.status}", style="green" if live else "yellow").append(" · Ctrl-C quits")
+        return Group(_jobs_table(rows, servers, bars=True), footer)
+
+
+def _follow(client: JobsClient, view: _WatchView, failures: "queue.Queue[BaseException]") -> None:
+    """The thread of ``watch``: the current jobs at each connection, then the events; what ends it goes
+    to ``failures``."""
+    try:
+        for event in client.events(on_connect=lambda: view.reload(client), on_disconnect=view.disconnected):
+            if view.apply(event) or view.stale:
+                try:
+                    view.reload(client)
+                except (Unreachable, ApiError) as error:
+                    view.stale = True
+                    view.disconnected(error)
+    except BaseException as error:
+        failures.put(error)
+
+
+def _raise_failure(failures: "queue.Queue[BaseException]", timeout: float) -> None:
+    """Wait at most ``timeout`` seconds for the follower's failure, and raise it."""
+    try:
+        error = failures.get(timeout=timeout)
+    except queue.Empty:
+        return
+    raise error
+
+
+@app.command(epilog=EXIT_CODES)
+@_client_command
+def watch(
+    client: JobsClient,
+    status: StatusOption = None,
+    job_type: TypeOption = None,
+    server: ServerOption = None,
+    limit: LimitOption = 50,
+    exit_after: Annotated[
+        float | None, typer.Option(min=0, metavar="SECONDS", help="Stop after this many seconds.")
+    ] = None,
+) -> None:
+    """Follow the newest jobs live, with progress bars, from the event stream; Ctrl-C quits.
+
+    Without a terminal (a pipe, a file), the table is printed once, when watch stops.
+    """
+    deadline = float("inf") if exit_after is None else time.monotonic() + exit_after
+    console = _console()
+    note = None if console.is_terminal else functools.partial(typer.echo, err=True)
+    where = JobFilter.of(status or [], job_type or [], server or [])
+    view = _WatchView(LiveJobs(where, limit), client.url, note)
+    failures: queue.Queue[BaseException] = queue.Queue()
+    threading.Thread(target=_follow, args=(client, view, failures), daemon=True).start()
+    try:
+        # The first jobs before the display, so that an error (refused credentials...) is the only output.
+        while not view.loaded.is_set() and time.monotonic() < deadline:
+            _raise_failure(failures, 0.1)
+        with Live(view, console=console, refresh_per_second=4):
+            while time.monotonic() < deadline:
+                _raise_failure(failures, 0.2)
+    except KeyboardInterrupt:
+        pass
+    if not console.is_terminal:
+        console.line()  # the display's last line (a terminal gets it from Live)
 
 
 def main() -> None:

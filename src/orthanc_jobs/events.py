@@ -6,6 +6,7 @@ still in the window, or a ``reset`` (reload) if it is not.
 """
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,9 +27,11 @@ class Event:
 
 
 class EventLog:
-    def __init__(self, window: int = WINDOW) -> None:
+    def __init__(self, window: int = WINDOW, first_id: int | None = None) -> None:
         self._recent: deque[Event] = deque(maxlen=window)
-        self._next_id = 1
+        # Ids go on growing across restarts of the service (a thousand a millisecond since the epoch), so
+        # that a client resuming after a restart is never told "nothing new" for ids it already had.
+        self._next_id = first_id if first_id is not None else time.time_ns() // 1000
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
 
     @property
@@ -57,7 +60,9 @@ class EventLog:
 
     def since(self, last_id: int) -> list[Event] | None:
         """The events after ``last_id``; None if some of them already left the window."""
-        if last_id >= self.last_id:
+        if last_id > self.last_id:
+            return None  # an id from the future: the service restarted with another clock; reload
+        if last_id == self.last_id:
             return []
         oldest = self._recent[0].id if self._recent else self._next_id
         if last_id < oldest - 1:

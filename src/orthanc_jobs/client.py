@@ -1,0 +1,575 @@
+"""A small synchronous client of the job-service's public API, for the ``orthanc-jobs`` command line.
+
+The jobs routes are Orthanc's, under the load balancer's Orthanc path (``<url>/orthanc/jobs...``); the
+service's own routes are under ``<url>/orthanc-jobs/``. Every failure is a :class:`ClientError`:
+:class:`Unreachable` (no answer), :class:`BadCredentials` (401), :class:`NotFound` (404) or
+:class:`ApiError` (any other error answer, with the API's ``Message``).
+"""
+
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from orthanc_jobs import SERVICE_PREFIX, __version__
+
+DEFAULT_URL = "http://127.0.0.1:8042"
+DEFAULT_ORTHANC_PATH = "/orthanc"
+ACTIONS = ("pause", "resume", "cancel", "resubmit")
+TERMINAL_STATES = frozenset({"Success", "Failure"})
+
+# When an action has had its effect, as seen in the job's state (Orthanc applies some a moment later).
+_SETTLED: dict[str, Callable[[str], bool]] = {
+    "pause": lambda state: state == "Paused" or state in TERMINAL_STATES,
+    "cancel": lambda state: state in TERMINAL_STATES,
+    "resume": lambda state: state != "Paused",
+    "resubmit": lambda state: state != "Failure",
+}
+# The event stream sends a keepalive every 15 s: this much silence means the connection is dead.
+_EVENTS_READ_TIMEOUT = 45.0
+# Longest line accepted from the event stream (a job's JSON is a few kB).
+_MAX_SSE_LINE = 16 * 1024 * 1024
+_EOL = re.compile(rb"\r\n|\r|\n")
+_ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+class ClientError(Exception):
+    """Base of every failure of a request to the job-service."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unreachable(ClientError):
+    """No answer: connection refused, timeout, a broken connection, or a load balancer without service."""
+
+
+class BadCredentials(ClientError):
+    """The cluster refused the credentials (401)."""
+
+
+class NotFound(ClientError):
+    """An unknown job, a missing output, or a route that is not there (404)."""
+
+
+class ApiError(ClientError):
+    """Any other error answer (or an answer that is not what the API sends)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of ``GET /jobs``: the jobs (objects, or ids without expand) and ``X-Total-Count``."""
+
+    jobs: list[Any]
+    total: int | None
+    offset: int = 0
+
+
+def _split(values: Iterable[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """The filters of ``GET /jobs`` (states, types, servers), also applied locally to streamed jobs.
+
+    States and types match in any case; servers by exact ``Name`` or ``Url``, as the API matches them.
+    """
+
+    states: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls, states: Iterable[str] = (), types: Iterable[str] = (), servers: Iterable[str] = ()
+    ) -> "JobFilter":
+        """From command-line values, repeated or comma-separated."""
+        return cls(tuple(_split(states)), tuple(_split(types)), tuple(_split(servers)))
+
+    def params(self) -> list[tuple[str, str]]:
+        return (
+            [("status", value) for value in self.states]
+            + [("type", value) for value in self.types]
+            + [("server", value) for value in self.servers]
+        )
+
+    def matches(self, job: dict[str, Any]) -> bool:
+        if self.states and str(job.get("State", "")).lower() not in {s.lower() for s in self.states}:
+            return False
+        if self.types and str(job.get("Type", "")).lower() not in {t.lower() for t in self.types}:
+            return False
+        if self.servers:
+            server = job.get("Server") or {}
+            return server.get("Name") in self.servers or server.get("Url") in self.servers
+        return True
+
+
+# ---- Server-Sent Events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One event of an event stream; ``id`` is the last event id seen when it was dispatched."""
+
+    event: str = "message"
+    data: str = ""
+    id: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def sse_lines(chunks: Iterable[bytes], max_line: int = _MAX_SSE_LINE) -> Iterator[str]:
+    """The lines of an event stream, ended by CRLF, LF or CR only (a JSON string may hold U+2028, which
+    ``str.splitlines`` would take for a line end). A last line without its end is dropped, as the
+    standard says."""
+    pending = b""
+    skip_lf = False  # the previous chunk ended with CR: a LF that starts this one belongs to it
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        skip_lf = False
+        pending += chunk
+        position = 0
+        for match in _EOL.finditer(pending):
+            yield pending[position : match.start()].decode("utf-8", "replace")
+            position = match.end()
+            skip_lf = match.group() == b"\r" and position == len(pending)
+        pending = pending[position:]
+        if len(pending) > max_line:
+            raise ApiError(f"the event stream sent a line longer than {max_line} bytes")
+
+
+class SseDecoder:
+    """Server-Sent Events from lines, as the HTML standard interprets an event stream.
+
+    ``feed`` takes one line at a time and returns an event when a blank line ends one (with data).
+    ``last_event_id`` is what to send back as ``Last-Event-ID`` when reconnecting; ``retry`` the
+    reconnection delay the server asked for, in milliseconds.
+    """
+
+    def __init__(self, last_event_id: str = "") -> None:
+        self.last_event_id = last_event_id
+        self.retry: int | None = None
+        self._event = ""
+        self._data: list[str] = []
+        self._first = True
+
+    def feed(self, line: str) -> ServerSentEvent | None:
+        if self._first:
+            self._first = False
+            line = line.removeprefix("\ufeff")
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):  # a comment, e.g. ": keepalive"
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id":
+            if "\0" not in value:
+                self.last_event_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        event, data = self._event or "message", self._data
+        self._event, self._data = "", []
+        if not data:
+            return None
+        return ServerSentEvent(event, "\n".join(data), self.last_event_id)
+
+
+def parse_sse(chunks: Iterable[bytes]) -> Iterator[ServerSentEvent]:
+    """Every event of a whole event stream (bytes as they arrive)."""
+    decoder = SseDecoder()
+    for line in sse_lines(chunks):
+        event = decoder.feed(line)
+        if event is not None:
+            yield event
+
+
+# ---- the client ---------------------------------------------------------------------------------------
+
+
+def _api_message(response: httpx.Response) -> str | None:
+    """The ``Message`` of an error answer in Orthanc's shape (with Orthanc's ``Details`` when present)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("Message"), str):
+        return None
+    message, details = body["Message"], body.get("Details")
+    if isinstance(details, str) and details and details != message:
+        message = f"{message}: {details}"
+    return " ".join(message.split()) or None
+
+
+def _segment(value: str) -> str | None:
+    """``value`` as one path segment, or None if it cannot be one: the load balancer decodes ``%2F`` and
+    resolves ``..`` before routing, so such an id would reach another Orthanc route with the caller's
+    credentials."""
+    if not value or "/" in value or "\\" in value or set(value) == {"."}:
+        return None
+    return quote(value, safe="")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class JobsClient:
+    """The cluster's jobs through the load balancer (``url``), with the cluster's credentials."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        orthanc_path: str = DEFAULT_ORTHANC_PATH,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        path = orthanc_path.strip("/")
+        self.jobs_url = f"{self.url}/{path}/jobs" if path else f"{self.url}/jobs"
+        self.service_url = self.url + SERVICE_PREFIX
+        self.has_credentials = bool(user)
+        self._timeout = timeout
+        self._http = httpx.Client(
+            auth=httpx.BasicAuth(user, password or "") if user else None,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"User-Agent": f"orthanc-jobs-cli/{__version__}"},
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "JobsClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- jobs -----------------------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        where: JobFilter = JobFilter(),
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        expand: bool = True,
+    ) -> JobPage:
+        """``GET /jobs`` with the service's filters and paging, in creation order."""
+        params: list[tuple[str, str | int]] = [("expand", "")] if expand else []
+        params += where.params()
+        if limit is not None:
+            params.append(("limit", limit))
+        if offset:
+            params.append(("offset", offset))
+        response = self._request("GET", self.jobs_url, params=params)
+        jobs = self._json(response)
+        if not isinstance(jobs, list):
+            raise ApiError(f"{self.jobs_url} answered something else than a list of jobs")
+        total = response.headers.get("x-total-count")
+        return JobPage(jobs, int(total) if total and total.isdigit() else None, offset)
+
+    def latest_jobs(self, where: JobFilter = JobFilter(), limit: int = 50) -> JobPage:
+        """The newest ``limit`` jobs that match (the last page of the listing)."""
+        total = self.list_jobs(where, limit=0).total or 0
+        return self.list_jobs(where, limit=limit, offset=max(0, total - limit))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/{id}``: the job as Orthanc describes it, plus its ``Server``."""
+        return self._job_object(self._request("GET", self._job_url(job_id), job_id=job_id))
+
+    def act(self, job_id: str, action: str, settle: float = 3.0) -> dict[str, Any]:
+        """``POST /jobs/{id}/{action}`` (pause, resume, cancel, resubmit), then the job as it is after the
+        action: read back until the action shows (at most ``settle`` seconds; Orthanc cancels a running job
+        when its current step ends)."""
+        try:
+            self._request("POST", self._job_url(job_id, action), job_id=job_id, json={})
+        except ApiError as error:
+            raise ApiError(f"cannot {action} job {job_id}: {error.message}", error.status_code) from None
+        deadline = time.monotonic() + settle
+        settled = _SETTLED.get(action, lambda state: True)
+        while True:
+            job = self.get_job(job_id)
+            if settled(str(job.get("State"))) or time.monotonic() >= deadline:
+                return job
+            time.sleep(0.2)
+
+    def download(
+        self,
+        job_id: str,
+        destination: Path,
+        key: str = "archive",
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> int:
+        """Stream the output ``key`` of a job to ``destination`` and return its size.
+
+        ``progress(received, total)`` is called as bytes arrive (``total`` from Content-Length, or None).
+        The file appears only once complete: the bytes go to a temporary file next to it, renamed at the end.
+        """
+        segment = _segment(key)
+        if segment is None:
+            raise NotFound(f"job {job_id} has no output {key!r}")
+        url = self._job_url(job_id, segment)
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    response.read()
+                    if response.status_code == 404 and _api_message(response) is not None:
+                        raise self._missing_output(job_id, key, _api_message(response))
+                    self._check(response, job_id)
+                    raise ApiError(f"{url} answered {response.status_code} {response.reason_phrase}")
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+                return self._save(response, destination, total, progress)
+        except httpx.RequestError as error:
+            raise self._failure(error) from None
+
+    def _save(
+        self,
+        response: httpx.Response,
+        destination: Path,
+        total: int | None,
+        progress: Callable[[int, int | None], None] | None,
+    ) -> int:
+        directory = destination.parent
+        descriptor, temporary = tempfile.mkstemp(
+            dir=directory, prefix=f".{destination.name}.", suffix=".part"
+        )
+        try:
+            os.fchmod(descriptor, 0o666 & ~_umask())  # as an ordinary new file (mkstemp makes it private)
+            with os.fdopen(descriptor, "wb") as file:
+                if progress is not None:
+                    progress(0, total)
+                for chunk in response.iter_bytes():
+                    file.write(chunk)
+                    if progress is not None:
+                        progress(response.num_bytes_downloaded, total)
+                size = file.tell()
+            if total is not None and response.num_bytes_downloaded != total:
+                raise Unreachable(
+                    f"{self.url} sent {response.num_bytes_downloaded} of {total} bytes and stopped"
+                )
+            os.replace(temporary, destination)
+            return size
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _missing_output(self, job_id: str, key: str, message: str | None) -> NotFound:
+        job = self.get_job(job_id)  # NotFound("no job ...") if the job itself is unknown
+        why = f"state {job.get('State')}"
+        if (job.get("Server") or {}).get("HistoryOnly"):
+            why += ", and its Orthanc server no longer holds it"
+        return NotFound(f"job {job_id} has no output {key!r} ({why}): {message}")
+
+    # ---- the service's own routes ---------------------------------------------------------------------
+
+    def servers(self) -> list[dict[str, Any]]:
+        """``GET /orthanc-jobs/servers``: every Orthanc server, its status and its job counts."""
+        url = f"{self.service_url}/servers"
+        servers = self._json(self._request("GET", url))
+        if not isinstance(servers, list):
+            raise ApiError(f"{url} answered something else than a list of servers")
+        return servers
+
+    def events(
+        self,
+        last_event_id: str = "",
+        *,
+        on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[ClientError], None] | None = None,
+        read_timeout: float = _EVENTS_READ_TIMEOUT,
+        max_delay: float = 30.0,
+    ) -> Iterator[ServerSentEvent]:
+        """The event stream (``GET /orthanc-jobs/events``), for ever.
+
+        Errors of the first connection are raised. Once connected, a lost connection (or one silent for
+        ``read_timeout`` seconds, which keepalives prevent) is reported to ``on_disconnect`` and opened
+        again with ``Last-Event-ID``, after the delay the server asked for (``retry``, else 1 s), doubled at
+        each failure up to ``max_delay``. ``on_connect`` runs each time the stream is open, before its
+        first event: the moment to (re)load the state that the events then update.
+        """
+        url = f"{self.service_url}/events"
+        delay = 1.0
+        failures = 0
+        connected = False
+        while True:
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            timeout = httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0), read=read_timeout)
+            try:
+                with self._http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        if response.status_code == 404 and not connected:
+                            raise NotFound(f"{url} answered 404: this job-service has no event stream")
+                        self._check(response)
+                        raise ApiError(f"{url} answered {response.status_code} instead of an event stream")
+                    content_type = response.headers.get("content-type", "")
+                    if not content_type.startswith("text/event-stream"):
+                        raise ApiError(f"{url} answered {content_type or 'no content type'}, not events")
+                    connected, failures = True, 0
+                    if on_connect is not None:
+                        on_connect()
+                    decoder = SseDecoder(last_event_id)
+                    for line in sse_lines(response.iter_bytes()):
+                        event = decoder.feed(line)
+                        if decoder.retry is not None:
+                            delay = decoder.retry / 1000
+                        last_event_id = decoder.last_event_id
+                        if event is not None:
+                            yield event
+                lost: ClientError = Unreachable(f"{self.url} closed the event stream")
+            except httpx.RequestError as error:
+                lost = self._failure(error)
+            except (Unreachable, ApiError) as error:
+                transient = isinstance(error, Unreachable) or error.status_code == 503
+                if not (connected and transient):
+                    raise
+                lost = error
+            if not connected:
+                raise lost
+            if on_disconnect is not None:
+                on_disconnect(lost)
+            time.sleep(min(delay * 2**failures, max_delay))
+            failures += 1
+
+    # ---- plumbing -------------------------------------------------------------------------------------
+
+    def _job_url(self, job_id: str, *rest: str) -> str:
+        segment = _segment(job_id)
+        if segment is None:
+            raise NotFound(f"no job {job_id}")
+        return "/".join((self.jobs_url, segment, *rest))
+
+    def _request(self, method: str, url: str, job_id: str | None = None, **options: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **options)
+        except httpx.RequestError as error:
+            raise self._failure(error) from None
+        self._check(response, job_id)
+        return response
+
+    def _check(self, response: httpx.Response, job_id: str | None = None) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        message = _api_message(response)
+        where = f"{response.request.method} {response.request.url}"
+        if status == 401:
+            raise BadCredentials(message or f"{where} answered 401")
+        if status == 404:
+            if job_id is not None and message is not None:
+                raise NotFound(f"no job {job_id}")
+            if message is None and str(response.request.url).startswith(self.jobs_url):
+                message = f"{where} answered 404: no jobs API there (check the URL and the Orthanc path)"
+            raise NotFound(message or f"{where} answered 404 (is the job-service behind {self.url}?)")
+        if status in (502, 504) and message is None:
+            raise Unreachable(f"{self.url} answered {status}: the job-service behind it does not answer")
+        raise ApiError(message or f"{where} answered {status} {response.reason_phrase}", status)
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(f"{response.request.url} answered something else than JSON") from None
+
+    def _job_object(self, response: httpx.Response) -> dict[str, Any]:
+        job = self._json(response)
+        if not isinstance(job, dict):
+            raise ApiError(f"{response.request.url} answered something else than a job")
+        return job
+
+    def _failure(self, error: httpx.RequestError) -> ClientError:
+        if not isinstance(error, httpx.TransportError):  # an undecodable body, too many redirects
+            return ApiError(f"{error.request.url}: {error}")
+        if isinstance(error, httpx.TimeoutException):
+            reason = "no answer in time"
+        else:
+            reason = _ERRNO.sub("", str(error)) or type(error).__name__
+        return Unreachable(f"cannot reach the job-service at {self.url}: {reason}")
+
+
+# ---- a live view of jobs ------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveJobs:
+    """The newest ``limit`` jobs that match a filter, kept up to date by the event stream."""
+
+    where: JobFilter = field(default_factory=JobFilter)
+    limit: int = 50
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The cluster's servers by ``Url`` (the latest of /orthanc-jobs/servers and ``server`` events).
+    servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def load(self, jobs: Sequence[dict[str, Any]], servers: Sequence[dict[str, Any]] | None = None) -> None:
+        self.jobs = {str(job["ID"]): job for job in jobs if isinstance(job, dict) and "ID" in job}
+        if servers is not None:
+            self.servers = {str(server.get("Url")): server for server in servers}
+        self._trim()
+
+    def apply(self, event: ServerSentEvent) -> bool:
+        """Apply one event; True when the whole state must be loaded again (``reset``)."""
+        if event.event == "reset":
+            return True
+        try:
+            data = event.json()
+        except ValueError:
+            return False
+        if not isinstance(data, dict):
+            return False
+        if event.event == "job" and "ID" in data:
+            job_id = str(data["ID"])
+            if self.where.matches(data):
+                self.jobs[job_id] = data
+                self._trim()
+            else:
+                self.jobs.pop(job_id, None)
+        elif event.event == "removed":
+            self.jobs.pop(str(data.get("ID")), None)
+        elif event.event == "server" and "Url" in data:
+            self.servers[str(data["Url"])] = data
+        return False
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The jobs in the listing's order: creation time, then id."""
+        return sorted(self.jobs.values(), key=lambda job: (str(job.get("CreationTime", "")), str(job["ID"])))
+
+    def _trim(self) -> None:
+        if len(self.jobs) > self.limit:
+            for job in self.rows()[: len(self.jobs) - self.limit]:
+                del self.jobs[str(job["ID"])]
