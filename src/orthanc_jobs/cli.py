@@ -476,7 +476,7 @@ def _progress(job: dict[str, Any], bar: bool) -> RenderableType:
         return f"{value}%"
     grid = Table.grid(padding=(0, 1))
     style = "red" if job.get("State") == "Failure" else "bar.complete"
-    grid.add_row(ProgressBar(total=100, completed=value, width=20, complete_style=style), f"{value:3d}%")
+    grid.add_row(ProgressBar(total=100, completed=value, width=12, complete_style=style), f"{value:3d}%")
     return grid
 
 
@@ -485,10 +485,10 @@ def _jobs_table(
 ) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
     table.add_column("ID", no_wrap=True, min_width=36)
-    table.add_column("Type")
-    table.add_column("State")
+    table.add_column("Type", no_wrap=True, min_width=20)
+    table.add_column("State", no_wrap=True, min_width=7)
     table.add_column("Progress", justify="left" if bars else "right", no_wrap=True)
-    table.add_column("Server")
+    table.add_column("Server", no_wrap=True, min_width=9)
     table.add_column("CreationTime", no_wrap=True)
     for job in jobs:
         table.add_row(
