@@ -271,5 +271,7 @@ def test_orthanc_does_not_wait_for_a_stopped_job_service(faulty: ClusterState, l
         f"Orthanc stop {stop_down:.2f} s (reference, service up: {reference_stop:.2f} s)"
     )
     assert latency_down <= latency_up * 2 + 10
-    assert stop_down <= reference_stop + 1.0
+    # The plugin gives up within 0.9 s (tests/unit/test_reporter.py measures it alone); Orthanc's own
+    # shutdown varies by about half a second from one stop to the next on this kind of machine.
+    assert stop_down <= reference_stop + 1.5
     wait_for(lambda: set(while_down) <= set(lb.get("/jobs").json()), timeout=10, what="jobs made while down")
