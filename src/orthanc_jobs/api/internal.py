@@ -128,6 +128,7 @@ async def events(request: Request, services: Plugin) -> Response:
             registry.apply_snapshot(server, event.Job)
         elif event.Type in _TERMINAL_EVENTS and event.JobId is not None:
             registry.apply_terminal_event(server, event.JobId, _TERMINAL_EVENTS[event.Type])
+    # Lag to visibility: measured once the whole batch is applied, which is when the API answers it.
     now = time.time()
     for event in batch.Events:
         if event.Time is not None and 0 <= now - event.Time < 3600:
