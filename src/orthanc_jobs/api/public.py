@@ -7,6 +7,7 @@ expanded jobs) are additions a plain Orthanc client never sees unless it asks.
 from collections.abc import Iterable
 from typing import Annotated
 
+import httpx
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -141,12 +142,27 @@ def _error_from_owner(request: Request, status_code: int, body: bytes) -> Respon
     return status_error(request, status_code, f"the Orthanc server that owns this job answered {status_code}")
 
 
-async def _forward(request: Request, cluster: Services, owner: Server, method: str, path: str) -> Response:
+def checked_output_key(key: str) -> str:
+    if not is_output_key(key):
+        raise BadRequest(f"{key!r} is not an output key")
+    return key
+
+
+async def _send_to_owner(
+    request: Request, cluster: Services, owner: Server, method: str, path: str, stream: bool = False
+) -> httpx.Response:
+    """The caller's request, with the caller's credentials, to the job's owner."""
     body = await request.body() if method == "POST" else b""
     try:
-        answer = await cluster.client.send(owner, method, path, request.headers.get("authorization"), body)
+        return await cluster.client.send(
+            owner, method, path, request.headers.get("authorization"), body, stream=stream
+        )
     except OrthancUnreachable as error:
         raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
+
+
+async def _forward(request: Request, cluster: Services, owner: Server, method: str, path: str) -> Response:
+    answer = await _send_to_owner(request, cluster, owner, method, path)
     if answer.status_code >= 400:
         return _error_from_owner(request, answer.status_code, answer.content[:_MAX_ERROR_BODY])
     return Response(
@@ -179,18 +195,12 @@ async def act_on_job(request: Request, job_id: str, action: str, cluster: Cluste
 
 @router.get("/jobs/{job_id}/{key}", summary="An output of a job (e.g. archive), streamed from its owner")
 async def get_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
-    if not is_output_key(key):
-        raise BadRequest(f"{key!r} is not an output key")
+    checked_output_key(key)
     job = await find_job(cluster, job_id)
     owner = cluster.registry.owner(job)
     if owner is None:
         raise UnknownJob(f"the output {key} of job {job.id} went with the Orthanc process that owned it")
-    try:
-        answer = await cluster.client.send(
-            owner, "GET", job_path(job.id, key), request.headers.get("authorization"), stream=True
-        )
-    except OrthancUnreachable as error:
-        raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
+    answer = await _send_to_owner(request, cluster, owner, "GET", job_path(job.id, key), stream=True)
     if answer.status_code != 200:
         try:
             body = await answer.aread()  # an error answer of Orthanc's: small
@@ -214,7 +224,6 @@ async def delete_job(request: Request, job_id: str, cluster: Cluster) -> Respons
 
 @router.delete("/jobs/{job_id}/{key}", summary="Delete an output of a job (Orthanc >= 1.12.1)")
 async def delete_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
-    if not is_output_key(key):
-        raise BadRequest(f"{key!r} is not an output key")
+    checked_output_key(key)
     job = await find_job(cluster, job_id)
     return await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job.id, key))
