@@ -37,6 +37,7 @@ class Poller:
         self._lookup_timeout = lookup_timeout
         self._poll_duration = poll_duration
         self._tasks = BackgroundTasks()
+        self._lookups: dict[str, asyncio.Future[Job | None]] = {}
 
     def start(self) -> None:
         # Servers known from the store (a restart of the service): catch up with them at once.
@@ -93,7 +94,19 @@ class Poller:
         return self._registry.apply_snapshot(server, content)
 
     async def discover_job(self, job_id: str) -> Job | None:
-        """Ask every live server at once for a job id the registry does not know yet."""
+        """Ask every live server at once for a job id the registry does not know yet.
+
+        Callers asking for the same id meanwhile share one lookup: a new job polled by many clients at
+        once must not become many times as many requests (which then time out, and answer 404).
+        """
+        lookup = self._lookups.get(job_id)
+        if lookup is None:
+            lookup = self._lookups[job_id] = asyncio.ensure_future(self._ask_every_server(job_id))
+            lookup.add_done_callback(lambda _: self._lookups.pop(job_id, None))
+        # Shielded: a caller that goes away does not cancel the lookup the others wait for.
+        return await asyncio.shield(lookup)
+
+    async def _ask_every_server(self, job_id: str) -> Job | None:
         servers = self._registry.live_servers()
         if not servers:
             return None

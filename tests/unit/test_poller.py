@@ -1,5 +1,6 @@
 """Reading servers into the registry: resynchronisations, polls of unfinished jobs, discovery."""
 
+import asyncio
 import time
 
 import httpx
@@ -90,3 +91,13 @@ async def test_a_refresh_of_a_job_its_owner_no_longer_has_keeps_what_is_known(
     assert (await poller.refresh_job(server, job_id)).state == "Success"
     orthanc.down.add(URLS[0])
     assert (await poller.refresh_job(server, job_id)).state == "Success"
+
+
+async def test_concurrent_lookups_of_one_id_share_one_round_of_requests(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job(URLS[1], "Running")
+    found = await asyncio.gather(*(poller.discover_job(job_id) for _ in range(50)))
+    assert {job.server_url for job in found if job is not None} == {URLS[1]}
+    asked = [r for r in orthanc.requests if r.url.path == f"/jobs/{job_id}"]
+    assert len(asked) == len(URLS)  # once per server, not once per caller
