@@ -3,20 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Orthanc 1.12 from Debian 13, in a folder of its own (scripts/install-orthanc-root.sh): the tests run the
+# plugin's safety and no-loss scenarios on it as well as on the system's Orthanc (1.10.1 on Debian 12).
+ORTHANC_112_ROOT := .cache/orthanc-1.12
 
-.PHONY: demo test test-unit test-e2e bench lint format system-deps venv clean
+.PHONY: demo test test-unit test-e2e bench lint format system-deps orthanc-1.12 venv clean
 
 demo: system-deps $(STAMP)
 	$(BIN)/orthanc-jobs demo
 
-test: system-deps $(STAMP)
-	$(BIN)/pytest
+test: system-deps orthanc-1.12 $(STAMP)
+	ORTHANC_JOBS_TEST_ORTHANC_112_ROOT=$(ORTHANC_112_ROOT) $(BIN)/pytest
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test-e2e: system-deps $(STAMP)
-	$(BIN)/pytest tests/e2e
+test-e2e: system-deps orthanc-1.12 $(STAMP)
+	ORTHANC_JOBS_TEST_ORTHANC_112_ROOT=$(ORTHANC_112_ROOT) $(BIN)/pytest tests/e2e
 
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/run.py
@@ -33,6 +36,9 @@ format: $(STAMP)
 system-deps:
 	./scripts/install-system-deps.sh
 
+orthanc-1.12:
+	./scripts/install-orthanc-root.sh $(ORTHANC_112_ROOT)
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -43,4 +49,4 @@ $(STAMP): pyproject.toml
 
 clean:
 	-test -f .cluster/cluster.json && $(BIN)/orthanc-jobs cluster down --dir .cluster
-	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cluster .pytest_cache .mypy_cache .ruff_cache $(ORTHANC_112_ROOT)

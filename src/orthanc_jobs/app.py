@@ -43,7 +43,8 @@ def build_services(
         hide_lost_after=settings.hide_lost_after,
     )
     client = client or OrthancClient(timeout=settings.request_timeout)
-    metrics = Metrics(registry)
+    moved_aside = getattr(store, "moved_aside", None)
+    metrics = Metrics(registry, history_moved_aside=moved_aside is not None)
     poller = Poller(
         registry,
         client,
@@ -70,6 +71,7 @@ def build_services(
         ),
         events=events,
         metrics=metrics,
+        history_moved_aside=moved_aside,
     )
 
 

@@ -165,6 +165,13 @@ def cluster_up(
         list[str] | None,
         typer.Option(help="NAME=VALUE setting of the job-service (e.g. poll_interval=0.5); repeatable."),
     ] = None,
+    orthanc_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run Orthanc from this Debian root instead of the system's "
+            "(scripts/install-orthanc-root.sh makes one with Orthanc 1.12)."
+        ),
+    ] = None,
 ) -> None:
     """Start the local cluster; in the foreground, Ctrl-C stops everything."""
     overrides = _parse_overrides(orthanc_config or [])
@@ -177,6 +184,7 @@ def cluster_up(
             lb_port=lb_port,
             orthanc_overrides=overrides,
             service_settings=settings,
+            orthanc_root=orthanc_root,
         )
         typer.echo("\n" + describe(state))
         if not detach:

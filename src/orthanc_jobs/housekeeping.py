@@ -30,6 +30,8 @@ class Housekeeper:
         self._history_max_age = history_max_age
         self._history_max_jobs = history_max_jobs
         self._tasks = BackgroundTasks()
+        # One write at a time, in the order the changes were taken: an older write must never land last.
+        self._writing = asyncio.Lock()
 
     def start(self) -> None:
         self._tasks.every(self._liveness_interval, self.check_liveness)
@@ -47,9 +49,12 @@ class Housekeeper:
             log.log(level, "Orthanc server %s (%s) is %s", server.name, server.url, status)
 
     async def flush(self) -> None:
-        jobs, servers = self._store.take_pending()
-        if jobs or servers:
-            await asyncio.to_thread(self._store.write, jobs, servers)
+        """Write every change noted so far; returns once they are in the store (a route that acknowledges
+        plugin events awaits it)."""
+        async with self._writing:
+            jobs, servers = self._store.take_pending()
+            if jobs or servers:
+                await asyncio.to_thread(self._store.write, jobs, servers)
 
     async def prune(self) -> None:
         pruned = self._registry.prune_history(self._history_max_age, self._history_max_jobs)

@@ -3,7 +3,7 @@
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -38,19 +38,34 @@ class RegistryCollector(Collector):
             "Status of each Orthanc server (1 for its status)",
             labels=["server", "status"],
         )
+        dropped = GaugeMetricFamily(
+            "orthanc_jobs_plugin_dropped_events",
+            "Job events (and job JSON) a server's plugin let go while the job-service was unreachable",
+            labels=["server", "what"],
+        )
         for server in self._registry.servers():
             current = self._registry.server_status(server)
             up.add_metric([server.name], 1.0 if current is ServerStatus.ALIVE else 0.0)
             for candidate in ServerStatus:
                 status.add_metric([server.name, str(candidate)], 1.0 if candidate is current else 0.0)
+            gap = server.gap or {}
+            dropped.add_metric([server.name, "event"], gap.get("DroppedEvents", 0))
+            dropped.add_metric([server.name, "job_json"], gap.get("DroppedJobJson", 0))
         yield up
         yield status
+        yield dropped
 
 
 class Metrics:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, history_moved_aside: bool = False) -> None:
         self.collectors = CollectorRegistry()
         self.collectors.register(RegistryCollector(registry))
+        moved = Gauge(
+            "orthanc_jobs_history_moved_aside",
+            "1 if the history file was damaged at start and moved aside (the service started without it)",
+            registry=self.collectors,
+        )
+        moved.set(1 if history_moved_aside else 0)
         self.events_received = CounterMetric(
             "orthanc_jobs_events_received",
             "Events received from the reporter plugins",

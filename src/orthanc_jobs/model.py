@@ -70,6 +70,8 @@ class Server:
     status: ServerStatus = ServerStatus.ALIVE
     #: The status last announced (logs, event stream), to report each change once.
     reported_status: ServerStatus | None = None
+    #: What its plugin let go while the job-service was unreachable (from its heartbeats; None: nothing).
+    gap: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +95,9 @@ class Job:
     finished_at: float | None = None
     #: The owner no longer holds the job (Orthanc forgot it, or the process is gone): history only.
     history_only: bool = False
+    #: The state is the job-service's presumption (its process is gone or silent, or it no longer knows
+    #: the job), not its owner's word: any later word of the owner's replaces it.
+    presumed: bool = False
 
     @classmethod
     def from_content(
@@ -104,6 +109,7 @@ class Job:
         first_seen: float,
         finished_at: float | None = None,
         history_only: bool = False,
+        presumed: bool = False,
     ) -> "Job":
         job_id = str(content["ID"])
         return cls(
@@ -119,6 +125,7 @@ class Job:
             first_seen=first_seen,
             finished_at=finished_at,
             history_only=history_only,
+            presumed=presumed,
         )
 
     @property

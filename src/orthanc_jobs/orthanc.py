@@ -4,6 +4,8 @@ Paths are built only from validated job ids, actions and output keys: nothing a 
 Orthanc server unchecked.
 """
 
+import asyncio
+from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
@@ -14,7 +16,29 @@ from orthanc_jobs.model import Server, is_job_id, is_output_key
 
 
 class OrthancUnreachable(Exception):
-    """The server did not answer (refused, timed out, broken connection)."""
+    """The server did not answer (refused, timed out, broken connection), or not with what was asked."""
+
+
+class OrthancRefused(OrthancUnreachable):
+    """The server answered with an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class JobListing:
+    """Every job a server holds: the jobs it could write, and the ids of those it could not."""
+
+    jobs: list[dict[str, Any]]
+    #: Jobs Orthanc lists but answers 400 for: it cannot write their JSON (an asynchronous archive of
+    #: nothing, whose progress is NaN, until it ends). They exist all the same.
+    unreadable: frozenset[str] = frozenset()
+
+
+# Reads at once to one server when a listing must be read job by job.
+_ONE_BY_ONE_CONCURRENCY = 8
 
 
 def job_path(job_id: str, tail: str | None = None) -> str:
@@ -49,7 +73,7 @@ class OrthancClient:
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise OrthancUnreachable(f"{server.url}{path} answered {response.status_code}")
+            raise OrthancRefused(f"{server.url}{path} answered {response.status_code}", response.status_code)
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError as error:
@@ -61,11 +85,37 @@ class OrthancClient:
         content = await self._get_json(server, job_path(job_id), timeout)
         return content if isinstance(content, dict) else None
 
-    async def list_jobs(self, server: Server) -> list[dict[str, Any]]:
-        content = await self._get_json(server, "/jobs?expand")
+    async def list_jobs(self, server: Server) -> JobListing:
+        try:
+            content = await self._get_json(server, "/jobs?expand")
+        except OrthancRefused as refused:
+            if refused.status != 400:
+                raise
+            # One job Orthanc cannot write makes the whole listing a 400: read them one by one.
+            return await self._list_one_by_one(server)
         if not isinstance(content, list):
             raise OrthancUnreachable(f"{server.url}/jobs?expand did not answer a list")
-        return [job for job in content if isinstance(job, dict)]
+        return JobListing([job for job in content if isinstance(job, dict)])
+
+    async def _list_one_by_one(self, server: Server) -> JobListing:
+        ids = await self._get_json(server, "/jobs")
+        if not isinstance(ids, list):
+            raise OrthancUnreachable(f"{server.url}/jobs did not answer a list")
+        gate = asyncio.Semaphore(_ONE_BY_ONE_CONCURRENCY)
+        unreadable = set()
+
+        async def read(job_id: str) -> dict[str, Any] | None:
+            async with gate:
+                try:
+                    return await self.get_job(server, job_id)
+                except OrthancRefused as refused:
+                    if refused.status != 400:
+                        raise
+                    unreadable.add(job_id)
+                    return None
+
+        contents = await asyncio.gather(*(read(i) for i in ids if isinstance(i, str) and is_job_id(i)))
+        return JobListing([job for job in contents if job is not None], frozenset(unreadable))
 
     async def credentials_accepted(self, server: Server, authorization: str | None) -> bool:
         """Would this Orthanc let a caller with these credentials list its jobs?"""

@@ -5,18 +5,28 @@ import contextlib
 import logging
 import time
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from prometheus_client import Histogram
 
 from orthanc_jobs.background import BackgroundTasks
 from orthanc_jobs.model import Job, Server
-from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
+from orthanc_jobs.orthanc import OrthancClient, OrthancRefused, OrthancUnreachable
 from orthanc_jobs.registry import Registry
 
 log = logging.getLogger(__name__)
 
 # Above this many unfinished jobs on one server, one /jobs?expand is cheaper than one request per job.
 EXPAND_THRESHOLD = 16
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A job its owner holds but cannot write as JSON (Orthanc answers 400 for it: the progress of an
+    asynchronous archive of nothing is NaN until it runs, for ever if it was cancelled before)."""
+
+    job_id: str
+    owner: Server
 
 
 class Poller:
@@ -37,7 +47,7 @@ class Poller:
         self._lookup_timeout = lookup_timeout
         self._poll_duration = poll_duration
         self._tasks = BackgroundTasks()
-        self._lookups: dict[str, asyncio.Future[Job | None]] = {}
+        self._lookups: dict[str, asyncio.Future[Job | Unreadable | None]] = {}
 
     def start(self) -> None:
         # Servers known from the store (a restart of the service): catch up with them at once.
@@ -62,13 +72,13 @@ class Poller:
         """Read every job of the server and reconcile the registry with it."""
         started_at = time.time()
         try:
-            contents = await self._client.list_jobs(server)
+            listing = await self._client.list_jobs(server)
         except OrthancUnreachable as error:
             log.debug("resync of %s failed: %s", server.name, error)
             return False
         if self._registry.server_by_url(server.url) is server:
             self._registry.mark_resynchronised(server)
-            self._registry.reconcile(server, contents, started_at)
+            self._registry.reconcile(server, listing.jobs, started_at, still_held=listing.unreadable)
         return True
 
     async def resync_all(self) -> None:
@@ -93,7 +103,7 @@ class Poller:
             return self._registry.get_job(job_id)
         return self._registry.apply_snapshot(server, content)
 
-    async def discover_job(self, job_id: str) -> Job | None:
+    async def discover_job(self, job_id: str) -> Job | Unreadable | None:
         """Ask every live server at once for a job id the registry does not know yet.
 
         Callers asking for the same id meanwhile share one lookup: a new job polled by many clients at
@@ -106,22 +116,27 @@ class Poller:
         # Shielded: a caller that goes away does not cancel the lookup the others wait for.
         return await asyncio.shield(lookup)
 
-    async def _ask_every_server(self, job_id: str) -> Job | None:
+    async def _ask_every_server(self, job_id: str) -> Job | Unreadable | None:
         servers = self._registry.live_servers()
         if not servers:
             return None
 
-        async def ask(server: Server) -> tuple[Server, dict[str, object] | None]:
+        async def ask(server: Server) -> tuple[Server, dict[str, object] | Unreadable | None]:
             try:
                 return server, await self._client.get_job(server, job_id, timeout=self._lookup_timeout)
+            except OrthancRefused as refused:
+                return server, Unreadable(job_id, server) if refused.status == 400 else None
             except OrthancUnreachable:
                 return server, None
 
+        unreadable = None
         for answer in asyncio.as_completed([ask(s) for s in servers]):
             server, content = await answer
-            if content is not None:
+            if isinstance(content, Unreadable):
+                unreadable = content
+            elif content is not None:
                 return self._registry.apply_snapshot(server, content)
-        return None
+        return unreadable
 
     async def _poll_server(self, server: Server) -> None:
         unfinished = self._registry.unfinished_jobs(server)

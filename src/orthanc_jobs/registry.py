@@ -27,6 +27,26 @@ def _same_but_timestamp(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return len(old) == len(new) and all(k == "Timestamp" or old.get(k) == v for k, v in new.items())
 
 
+_FAILED_WITHOUT_DETAILS = "The job failed; Orthanc had forgotten its details when they were asked for"
+
+
+def _unknown_job(job_id: str, stamp: str) -> dict[str, Any]:
+    """A job known only by an end event (its JSON was gone before its plugin could read it): Orthanc's
+    fields, with what is known."""
+    return {
+        "ID": job_id,
+        "Type": "",
+        "Priority": 0,
+        "Progress": 0,
+        "CreationTime": stamp,
+        "Timestamp": stamp,
+        "EffectiveRuntime": 0.0,
+        "ErrorDetails": "orthanc-jobs: only the outcome of this job is known (its server's end event); "
+        "Orthanc had forgotten the job (JobsHistorySize) before its JSON could be read",
+        "Content": {},
+    }
+
+
 def orthanc_timestamp(epoch: float) -> str:
     """A time as Orthanc writes it in job JSON: UTC ``YYYYMMDDTHHMMSS.ffffff``."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%S.%f")
@@ -119,6 +139,30 @@ class Registry:
         self._set_status(server, ServerStatus.ALIVE)
         self._store.save_server(server)
 
+    def report_gap(self, server: Server, gap: dict[str, Any]) -> None:
+        """The server's plugin let go of events while the job-service was unreachable (its queue's bounds):
+        jobs of that time may be missing here, and nobody can tell which."""
+        if gap == server.gap:
+            return
+        previous = server.gap or {}
+        if (gap.get("DroppedEvents", 0), gap.get("DroppedJobJson", 0)) != (
+            previous.get("DroppedEvents", 0),
+            previous.get("DroppedJobJson", 0),
+        ):
+            log.error(
+                "Orthanc server %s (%s) dropped %d job event(s) and the JSON of %d job(s) between %s and %s "
+                "while the job-service was unreachable (its plugin's QueueSize/QueueBytes): jobs of that "
+                "time may be missing or incomplete here",
+                server.name,
+                server.url,
+                gap.get("DroppedEvents", 0),
+                gap.get("DroppedJobJson", 0),
+                orthanc_timestamp(gap["First"]),
+                orthanc_timestamp(gap["Last"]),
+            )
+        server.gap = gap
+        self._notify("server", server)
+
     def mark_resynchronised(self, server: Server) -> None:
         server.last_resync = self._clock()
         self.mark_seen(server)
@@ -202,32 +246,59 @@ class Registry:
             return None
         if self._by_incarnation.get(server.incarnation) is not server:
             return self._jobs.get(job_id)  # a late answer of a process replaced since
+        if server.stopped and state not in TERMINAL_STATES:
+            return self._jobs.get(job_id)  # a late answer of a process that said it stopped
         timestamp = str(content.get("Timestamp", ""))
         existing = self._jobs.get(job_id)
         if existing is not None:
             if existing.server_url != server.url:
                 # A job id never moves between servers; a snapshot claiming so is ignored.
                 return existing
-            if existing.incarnation == server.incarnation:
+            if existing.incarnation == server.incarnation and not existing.presumed:
                 if timestamp < existing.timestamp:
                     return existing
                 if not existing.history_only and _same_but_timestamp(existing.content, content):
                     return existing  # a poll that found nothing new: no work
         return self._replace(existing, server.url, server.incarnation, content)
 
-    def apply_terminal_event(self, server: Server, job_id: str, state: JobState) -> Job | None:
-        """A completion event whose JSON could not be read: keep what is known, with the new state."""
+    def apply_terminal_event(
+        self, server: Server, job_id: str, state: JobState, event_time: float | None = None
+    ) -> Job | None:
+        """A completion event whose JSON could not be read (Orthanc forgot the job before its plugin read
+        it): keep what is known, with the outcome; a job not known at all is recorded with its outcome."""
         existing = self._jobs.get(job_id)
-        if existing is None or existing.server_url != server.url:
+        if existing is not None and existing.server_url != server.url:
             return None
-        # Orthanc's own Timestamp is kept: our clock need not agree with the server's.
-        return self._replace(
-            existing, server.url, existing.incarnation, dict(existing.content, State=str(state))
+        if existing is not None and existing.is_terminal and not existing.presumed:
+            return existing  # the owner's own word on how it ended is known already
+        if existing is None and not is_job_id(job_id):
+            return None
+        stamp = orthanc_timestamp(event_time if event_time is not None else self._clock())
+        base = existing.content if existing is not None else _unknown_job(job_id, stamp)
+        content = dict(
+            base,
+            State=str(state),
+            ErrorCode=0 if state is JobState.SUCCESS else LOST_JOB_ERROR_CODE,
+            ErrorDescription="Success" if state is JobState.SUCCESS else _FAILED_WITHOUT_DETAILS,
+            CompletionTime=stamp,
         )
+        if state is JobState.SUCCESS:
+            content["Progress"] = 100
+        content.pop("EstimatedTimeOfArrival", None)
+        # Orthanc's own Timestamp is kept for a known job: our clock need not agree with the server's.
+        incarnation = existing.incarnation if existing is not None else server.incarnation
+        return self._replace(existing, server.url, incarnation, content, history_only=existing is None)
 
-    def reconcile(self, server: Server, contents: Iterable[dict[str, Any]], started_at: float) -> None:
-        """Full resynchronisation: ``contents`` is everything the server listed at ``started_at``."""
-        listed = set()
+    def reconcile(
+        self,
+        server: Server,
+        contents: Iterable[dict[str, Any]],
+        started_at: float,
+        still_held: Iterable[str] = (),
+    ) -> None:
+        """Full resynchronisation: ``contents`` is everything the server listed at ``started_at``, and
+        ``still_held`` the ids of jobs it listed without being able to write them."""
+        listed = set(still_held)
         for content in contents:
             job = self.apply_snapshot(server, content)
             if job is not None:
@@ -240,7 +311,14 @@ class Registry:
                 self._fail_job(job, f"Orthanc server {server.name} ({server.url}) no longer knows this job")
             elif not job.history_only:
                 # Orthanc forgot it (JobsHistorySize): it stays here, as history.
-                self._replace(job, job.server_url, job.incarnation, job.content, history_only=True)
+                self._replace(
+                    job,
+                    job.server_url,
+                    job.incarnation,
+                    job.content,
+                    history_only=True,
+                    presumed=job.presumed,
+                )
 
     def remove_job(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
@@ -338,7 +416,7 @@ class Registry:
         )
         content.pop("EstimatedTimeOfArrival", None)
         # A lost job keeps the incarnation that created it, even once a new one holds the URL.
-        self._replace(job, job.server_url, job.incarnation, content, history_only=True)
+        self._replace(job, job.server_url, job.incarnation, content, history_only=True, presumed=True)
 
     def _replace(
         self,
@@ -347,6 +425,7 @@ class Registry:
         incarnation: str,
         content: dict[str, Any],
         history_only: bool = False,
+        presumed: bool = False,
     ) -> Job:
         now = self._clock()
         terminal = content["State"] in TERMINAL_STATES
@@ -360,6 +439,7 @@ class Registry:
             first_seen=existing.first_seen if existing is not None else now,
             finished_at=finished_at,
             history_only=history_only,
+            presumed=presumed,
         )
         # The creation time does not change: the job keeps its place in the order (no O(n) list update).
         same_place = existing is not None and existing.order_key == job.order_key

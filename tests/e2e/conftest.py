@@ -1,10 +1,12 @@
 """The real local cluster (PostgreSQL, 3 Orthanc, nginx, job-service), started by the project's launcher."""
 
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,14 +24,34 @@ ORTHANC_CONFIG = {
 }
 
 
+# The Orthanc versions the project supports, each with the Debian root it runs from (None: the system's,
+# 1.10.1 on Debian 12). `make test` installs the 1.12 root (scripts/install-orthanc-root.sh).
+ORTHANC_112_ROOT = Path(
+    os.environ.get("ORTHANC_JOBS_TEST_ORTHANC_112_ROOT")
+    or Path(__file__).resolve().parents[2] / ".cache" / "orthanc-1.12"
+)
+ORTHANC_VERSIONS: dict[str, Path | None] = {"1.10": None, "1.12": ORTHANC_112_ROOT}
+
+
+def orthanc_root(version: str) -> Path | None:
+    """The root to run Orthanc ``version`` from; a supported version that is not installed fails the test."""
+    root = ORTHANC_VERSIONS[version]
+    if root is not None and not (root / "usr" / "sbin" / "Orthanc").exists():
+        pytest.fail(f"Orthanc {version} is not installed in {root}: run `make orthanc-1.12` (or `make test`)")
+    return root
+
+
 def start_cluster(
     directory: Path,
     instances: int,
     orthanc_config: dict[str, str],
     service_settings: dict[str, str] | None = None,
+    orthanc_root: Path | None = None,
 ) -> ClusterState:
     command = [sys.executable, "-m", "orthanc_jobs", "cluster", "up", "--detach", "--dir", str(directory)]
     command += ["--lb-port", "0", "--instances", str(instances)]
+    if orthanc_root is not None:
+        command += ["--orthanc-root", str(orthanc_root)]
     for key, value in orthanc_config.items():
         command += ["--orthanc-config", f"{key}={value}"]
     for key, value in (service_settings or {}).items():
@@ -43,6 +65,25 @@ def stop_cluster(directory: Path) -> None:
     command = [sys.executable, "-m", "orthanc_jobs", "cluster", "down", "--dir", str(directory)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, f"cluster down failed:\n{result.stdout}\n{result.stderr}"
+
+
+@contextmanager
+def running_cluster(
+    label: str,
+    orthanc_config: dict[str, str],
+    service_settings: dict[str, str] | None = None,
+    orthanc_root: Path | None = None,
+    instances: int = 3,
+) -> Iterator[ClusterState]:
+    """A cluster of a test module's own, in a folder of its own, stopped and removed at the end."""
+    # Not under pytest's private tmp folder: PostgreSQL runs as another user and must reach it.
+    directory = Path(tempfile.mkdtemp(prefix=f"orthanc-jobs-e2e-{label}-"))
+    state = start_cluster(directory, instances, orthanc_config, service_settings, orthanc_root)
+    try:
+        yield state
+    finally:
+        stop_cluster(directory)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

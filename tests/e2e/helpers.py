@@ -1,17 +1,38 @@
-"""Making studies and jobs on the real cluster, and waiting for them."""
+"""Making studies and jobs on the real cluster, waiting for them, and acting on its processes."""
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from orthanc_jobs.cluster.demo import create_instance, create_study
-from orthanc_jobs.cluster.launcher import free_port
+from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, free_port
 
 __all__ = ["create_instance", "create_study", "free_port"]
+
+
+def direct(cluster: ClusterState, name: str) -> httpx.Client:
+    """One Orthanc server on its own port, around nginx and the job-service."""
+    return httpx.Client(base_url=cluster.orthanc_urls[name], auth=DEMO_USER, timeout=30)
+
+
+def cli(cluster: ClusterState, *args: str) -> None:
+    """``orthanc-jobs cluster ARGS --dir`` on this cluster (stop, start, restart a process)."""
+    command = [sys.executable, "-m", "orthanc_jobs", "cluster", *args, "--dir", cluster.directory]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def pid_of(cluster: ClusterState, name: str) -> int:
+    state = ClusterState.load(Path(cluster.directory))
+    return next(p.pid for p in state.processes if p.name == name)
+
 
 TERMINAL = {"Success", "Failure"}
 

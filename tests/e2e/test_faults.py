@@ -5,22 +5,26 @@ own cluster with short liveness delays (not responding after 2 s, stopped after 
 """
 
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
-from tests.e2e.conftest import ORTHANC_CONFIG, start_cluster, stop_cluster
-from tests.e2e.helpers import SilentModality, create_async_job, create_study, wait_for, wait_job_state
+from tests.e2e.conftest import ORTHANC_CONFIG, running_cluster
+from tests.e2e.helpers import (
+    SilentModality,
+    cli,
+    create_async_job,
+    create_study,
+    direct,
+    pid_of,
+    wait_for,
+    wait_job_state,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -36,13 +40,8 @@ SERVICE_SETTINGS = {
 
 @pytest.fixture(scope="module")
 def faulty() -> Iterator[ClusterState]:
-    directory = Path(tempfile.mkdtemp(prefix="orthanc-jobs-e2e-faults-"))
-    state = start_cluster(directory, 3, ORTHANC_CONFIG, service_settings=SERVICE_SETTINGS)
-    try:
+    with running_cluster("faults", ORTHANC_CONFIG, SERVICE_SETTINGS) as state:
         yield state
-    finally:
-        stop_cluster(directory)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +49,6 @@ def lb(faulty: ClusterState) -> Iterator[httpx.Client]:
     """The jobs API through the load balancer (answered by the job-service, whichever Orthanc is down)."""
     with httpx.Client(base_url=faulty.orthanc_lb_url, auth=DEMO_USER, timeout=30) as client:
         yield client
-
-
-def direct(cluster: ClusterState, name: str) -> httpx.Client:
-    return httpx.Client(base_url=cluster.orthanc_urls[name], auth=DEMO_USER, timeout=30)
-
-
-def cli(cluster: ClusterState, *args: str) -> None:
-    command = [sys.executable, "-m", "orthanc_jobs", "cluster", *args, "--dir", cluster.directory]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def pid_of(cluster: ClusterState, name: str) -> int:
-    state = ClusterState.load(Path(cluster.directory))
-    return next(p.pid for p in state.processes if p.name == name)
 
 
 def status_of(lb: httpx.Client, name: str) -> str:

@@ -91,32 +91,24 @@ def test_forged_plugin_payloads_are_refused(
     incarnation = next(s["Incarnation"] for s in known if s["Name"] == incarnation["Name"])
     job = lb.get(f"/jobs/{finished_job}").json()
     other_id = str(uuid.uuid4())
-    forged = [
-        b"not json",
-        b'{"Incarnation": "unknown-incarnation", "Events": []}',
-        httpx.Request(
-            "POST",
-            "/",
-            json={
-                "Incarnation": incarnation,
-                "Events": [{"Type": "JOB_SUCCESS", "JobId": other_id, "Job": dict(job, State="Failure")}],
-            },
-        ).read(),
-        httpx.Request(
-            "POST",
-            "/",
-            json={"Incarnation": incarnation, "Events": [{"Type": "JOB_EXPLODED", "JobId": finished_job}]},
-        ).read(),
-        httpx.Request(
-            "POST",
-            "/",
-            json={"Incarnation": incarnation, "Events": [{"Type": "JOB_SUCCESS", "JobId": "../../patients"}]},
-        ).read(),
-    ]
-    for body in forged:
+    forged_batches = [b"not json", b'{"Incarnation": "unknown-incarnation", "Events": []}', b"[1, 2]"]
+    for body in forged_batches:
         answer = httpx.post(f"{url}/events", content=body, headers=headers)
         assert 400 <= answer.status_code < 500, (body, answer.status_code)
         assert answer.json()["HttpStatus"] == answer.status_code
+    # Each event is judged on its own: refused with a reason, nothing changes, the batch is answered.
+    forged_events = [
+        {"Type": "JOB_SUCCESS", "JobId": other_id, "Job": dict(job, State="Failure")},
+        {"Type": "JOB_EXPLODED", "JobId": finished_job},
+        {"Type": "JOB_SUCCESS", "JobId": "../../patients"},
+        {"Type": "JOB_FAILURE", "JobId": finished_job, "Job": dict(job, State="Exploded")},
+    ]
+    answer = httpx.post(
+        f"{url}/events", json={"Incarnation": incarnation, "Events": forged_events}, headers=headers
+    )
+    assert answer.status_code == 200
+    assert answer.json()["Accepted"] == 0
+    assert [refused["Index"] for refused in answer.json()["Refused"]] == [0, 1, 2, 3]
     assert lb.get(f"/jobs/{finished_job}").json()["State"] == "Success"
     assert lb.get(f"/jobs/{other_id}").status_code == 404
 

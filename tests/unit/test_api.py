@@ -178,24 +178,34 @@ async def test_the_internal_api_rejects_forged_payloads(
     }
     for status, (headers, body) in cases.items():
         assert (await service.post(url, json=body, headers=headers)).status_code == status
-    mismatched = {"Type": "JOB_FAILURE", "JobId": str(uuid.uuid4()), "Job": snapshot}
-    invalid = [
-        {"Incarnation": "inc-1", "Events": [mismatched]},
-        {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS"}]},
-        {"Incarnation": "inc-1", "Events": [{"Type": "NOPE", "JobId": job_id}]},
-        {"Incarnation": "../x", "Events": []},
-        [1, 2, 3],
-    ]
-    for body in invalid:
+    for body in ({"Incarnation": "../x", "Events": []}, [1, 2, 3], {"Incarnation": "inc-1", "Events": "x"}):
         answer = await service.post(url, json=body, headers=PLUGIN)
         assert answer.status_code == 400, body
         assert answer.json()["HttpStatus"] == 400
     assert (await service.post(url, content=b"{nope", headers=PLUGIN)).status_code == 400
     assert (await service.post(url, content=b"x" * 5000, headers=PLUGIN)).status_code == 413
+
+    # Events are judged one by one: those that cannot be used are refused with a reason, nothing changes.
+    stranger = str(uuid.uuid4())
+    refused = [
+        {"Type": "JOB_FAILURE", "JobId": stranger, "Job": snapshot},  # the JSON is another job's
+        {"Type": "JOB_SUCCESS"},
+        {"Type": "NOPE", "JobId": job_id},
+        {"Type": "JOB_SUCCESS", "JobId": "../../patients"},
+        {"Type": "JOB_SUCCESS", "JobId": job_id, "Job": dict(snapshot, State="Exploded")},
+        "not an event",
+    ]
+    answer = await service.post(url, json={"Incarnation": "inc-1", "Events": refused}, headers=PLUGIN)
+    assert answer.status_code == 200
+    assert answer.json()["Accepted"] == 0
+    assert [r["Index"] for r in answer.json()["Refused"]] == list(range(len(refused)))
+    assert all(r["Reason"] for r in answer.json()["Refused"])
     assert (await service.get(f"/jobs/{job_id}", headers=public())).json()["State"] == "Running"
+    assert (await service.get(f"/jobs/{stranger}", headers=public())).status_code == 404
 
     valid = {"Incarnation": "inc-1", "Events": [{"Type": "JOB_FAILURE", "JobId": job_id, "Job": snapshot}]}
-    assert (await service.post(url, content=json.dumps(valid), headers=PLUGIN)).json() == {"Accepted": 1}
+    answer = await service.post(url, content=json.dumps(valid), headers=PLUGIN)
+    assert answer.json() == {"Accepted": 1, "Refused": []}
     assert (await service.get(f"/jobs/{job_id}", headers=public())).json()["State"] == "Failure"
 
 

@@ -107,7 +107,81 @@ def test_a_completion_event_without_json_keeps_what_is_known(registry: Registry)
     known = registry.get_job(JOB_A)
     assert known.state == "Success"
     assert known.content["Content"] == {"ArchiveSize": "10"}
-    assert registry.apply_terminal_event(server, JOB_B, JobState.SUCCESS) is None
+    assert known.content["Progress"] == 100
+    assert known.timestamp == "20261128T100001.000000"  # Orthanc's own, not the service's clock
+
+
+def test_an_end_event_of_a_job_never_seen_records_its_outcome(registry: Registry, clock: Clock) -> None:
+    """Orthanc forgot the job (JobsHistorySize) before its plugin could read it: the outcome is kept."""
+    from orthanc_jobs.model import JobState
+
+    server = register(registry)
+    event_time = clock.now - 5
+    succeeded = registry.apply_terminal_event(server, JOB_B, JobState.SUCCESS, event_time)
+    failed = registry.apply_terminal_event(server, JOB_C, JobState.FAILURE, event_time)
+
+    assert succeeded is not None and failed is not None
+    assert (succeeded.state, succeeded.content["ErrorCode"], succeeded.content["Progress"]) == (
+        "Success",
+        0,
+        100,
+    )
+    assert (failed.state, failed.content["ErrorCode"]) == ("Failure", LOST_JOB_ERROR_CODE)
+    assert succeeded.content["CompletionTime"] == orthanc_timestamp(event_time)
+    assert "only the outcome" in succeeded.content["ErrorDetails"]
+    assert succeeded.history_only and registry.is_history_only(succeeded)
+    assert {j.id for j in registry.list_jobs()} == {JOB_B, JOB_C}
+    assert registry.apply_terminal_event(server, "../../x", JobState.SUCCESS) is None
+
+
+def test_the_owners_word_replaces_a_presumption_even_if_older(registry: Registry, clock: Clock) -> None:
+    """A job presumed lost (its server no longer listed it) whose real end arrives late, from events the
+    plugin kept while the job-service was away: the owner's JSON wins, whatever its Timestamp."""
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Pending", Timestamp="20261128T100001.000000"))
+    clock.now += 10
+    registry.reconcile(server, [], started_at=clock.now)
+    assert registry.get_job(JOB_A).presumed
+    assert registry.get_job(JOB_A).state == "Failure"
+
+    registry.apply_snapshot(server, job(JOB_A, "Success", Timestamp="20261128T100002.000000"))
+
+    known = registry.get_job(JOB_A)
+    assert (known.state, known.presumed, known.content["ErrorCode"]) == ("Success", False, 0)
+    # Once it is the owner's word again, an older snapshot does not go back.
+    registry.apply_snapshot(server, job(JOB_A, "Running", Timestamp="20261128T100001.500000"))
+    assert registry.get_job(JOB_A).state == "Success"
+
+
+def test_an_end_event_without_json_replaces_a_presumption_cleanly(registry: Registry) -> None:
+    from orthanc_jobs.model import JobState
+
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Running"))
+    registry.reconcile(server, [], started_at=registry._clock() + 1)
+    assert registry.get_job(JOB_A).content["ErrorCode"] == LOST_JOB_ERROR_CODE
+
+    registry.apply_terminal_event(server, JOB_A, JobState.SUCCESS)
+
+    known = registry.get_job(JOB_A)
+    assert (known.state, known.content["ErrorCode"], known.content["ErrorDescription"]) == (
+        "Success",
+        0,
+        "Success",
+    )
+    assert not known.presumed
+
+
+def test_a_server_that_said_it_stopped_cannot_bring_its_jobs_back_to_life(registry: Registry) -> None:
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Running", Timestamp="20261128T100001.000000"))
+    registry.mark_server_stopped(server)
+    assert registry.get_job(JOB_A).state == "Failure"
+
+    # A poll answered during Orthanc's shutdown, after its plugin's ORTHANC_STOPPED:
+    registry.apply_snapshot(server, job(JOB_A, "Running", Timestamp="20261128T100009.000000"))
+
+    assert registry.get_job(JOB_A).state == "Failure"
 
 
 def test_a_restart_fails_the_unfinished_jobs_of_the_old_process(registry: Registry) -> None:

@@ -83,6 +83,8 @@ class ServiceStub:
         self.planned: dict[str, collections.deque[int]] = collections.defaultdict(collections.deque)
         #: ``refuse(route, body)`` may return a status to answer instead (e.g. 413 for large batches).
         self.refuse: Callable[[str, Any], int | None] | None = None
+        #: ``reply(route, body)`` gives the body of a 200 answer (default: ``{}``).
+        self.reply: Callable[[str, Any], bytes] | None = None
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -109,7 +111,7 @@ class ServiceStub:
                             self.path, route, authorization, self.headers.get("Content-Type"), body, status
                         )
                     )
-                data = b"{}"
+                data = stub.reply(route, body) if stub.reply is not None and status == 200 else b"{}"
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -252,10 +254,14 @@ class Harness:
     reporter: Any
     identity: dict
     logs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     rest_calls: list[str] = field(default_factory=list)
 
     def logged(self, text: str) -> bool:
-        return any(text in line for line in list(self.logs))
+        return any(text in line for line in list(self.logs) + list(self.errors))
+
+    def logged_error(self, text: str) -> bool:
+        return any(text in line for line in list(self.errors))
 
 
 @pytest.fixture
@@ -273,6 +279,7 @@ def make_reporter():
         missing_jobs: tuple[str, ...] = (),
         rest_get=None,
         start: bool = True,
+        queue_bytes: int = 64 * 1024 * 1024,
     ) -> Harness:
         identity = {
             "Name": "orthanc-a",
@@ -286,9 +293,9 @@ def make_reporter():
         def default_rest_get(uri):
             harness.rest_calls.append(uri)
             if uri == "/system":
-                return {"Version": ORTHANC_VERSION, "Name": "orthanc-a"}
+                return json.dumps({"Version": ORTHANC_VERSION, "Name": "orthanc-a"}).encode()
             if uri.startswith("/jobs/") and uri.removeprefix("/jobs/") not in missing_jobs:
-                return job_json(uri)
+                return json.dumps(job_json(uri)).encode()
             return None
 
         harness.reporter = plugin.Reporter(
@@ -300,6 +307,8 @@ def make_reporter():
             heartbeat_interval,
             queue_size,
             timeout,
+            queue_bytes,
+            harness.errors.append,
         )
         made.append(harness)
         if start:
@@ -542,8 +551,10 @@ def test_service_down_on_change_never_blocks_queue_drops_oldest_then_delivers(
     elapsed = time.monotonic() - started
 
     assert elapsed < 0.1, f"1000 on_change calls took {elapsed:.3f} s"
+    # Every job's JSON is read meanwhile (the events wait for the job-service with it).
+    assert wait_until(lambda: reporter.dropped == 900 and not reporter.captures)
     assert len(reporter.queue) == 100
-    assert reporter.dropped == 900
+    assert all("Job" in event for event in reporter.queue)
     assert job_ids(list(reporter.queue)) == [f"job-{i}" for i in range(900, 1000)]  # the newest kept
     assert harness.logged("dropped")
     assert harness.logged("cannot reach the job-service")
@@ -565,31 +576,25 @@ def test_events_in_flight_when_the_service_goes_down_are_kept_or_dropped_oldest_
 ):
     stub = servers.stub()
     port = stub.port
-    reading = threading.Event()
-    release = threading.Event()
-
-    def slow_rest_get(uri):
-        if uri == "/jobs/job-0":
-            reading.set()
-            release.wait(3)
-        return job_json(uri) if uri.startswith("/jobs/") else {"Version": ORTHANC_VERSION}
-
-    harness = make_reporter(stub.url, heartbeat_interval=30, queue_size=100, rest_get=slow_rest_get)
+    harness = make_reporter(stub.url, heartbeat_interval=30, queue_size=100, timeout=1.0)
     reporter = harness.reporter
     assert wait_until(lambda: stub.received("/register"))
     stub.stop()
+    silent = servers.raw(port)  # the job-service now accepts connections and never answers
 
     reporter.on_change(JOB_SUBMITTED, 0, "job-0")
-    assert reading.wait(2)  # job-0 is out of the queue, being sent
+    assert wait_until(lambda: silent.connections)  # job-0 is out of the queue, being sent
     for i in range(1, 101):
         reporter.on_change(JOB_SUBMITTED, 0, f"job-{i}")  # fills the queue, nothing dropped yet
+    assert wait_until(lambda: len(reporter.queue) == 100 and not reporter.captures)
     assert reporter.dropped == 0
-    release.set()  # job-0's send fails: it comes back to a full queue and is the one dropped
 
+    # job-0's send times out: it comes back to a full queue, in front, and is the one dropped.
     assert wait_until(lambda: reporter.dropped == 1)
     assert wait_until(lambda: harness.logged("dropped"), timeout=1), harness.logs
-    assert job_ids(list(reporter.queue)) == [f"job-{i}" for i in range(1, 101)]
+    assert job_ids(reporter.queue) == [f"job-{i}" for i in range(1, 101)]
 
+    silent.stop()
     stub = servers.stub(port)
     assert wait_until(lambda: len(stub.delivered()) >= 100)
     time.sleep(0.1)
@@ -746,6 +751,8 @@ def test_settings_defaults(clean_env):
         "HeartbeatInterval": 2.0,
         "QueueSize": 10000,
         "Timeout": 2.0,
+        "LocalUrl": "http://127.0.0.1:8042",
+        "QueueBytes": 64 * 1024 * 1024,
     }
 
 
@@ -758,6 +765,7 @@ def test_settings_from_the_orthancjobs_section(clean_env):
             "ServerUrl": "http://10.0.0.5:8042",
             "HeartbeatInterval": "0.5",
             "QueueSize": "20",
+            "QueueBytes": 1000,
             "Timeout": 3,
         },
     }
@@ -768,6 +776,8 @@ def test_settings_from_the_orthancjobs_section(clean_env):
         "HeartbeatInterval": 0.5,
         "QueueSize": 20,
         "Timeout": 3.0,
+        "LocalUrl": "http://127.0.0.1:9042",
+        "QueueBytes": 1000,
     }
 
 
@@ -815,20 +825,80 @@ def test_default_server_url_derives_from_http_port_and_ssl(clean_env, configurat
 # ---- started by Orthanc (a stand-in `orthanc` module) ----
 
 
+class OrthancHttp:
+    """A real HTTP server playing this Orthanc's REST API for the plugin: ``/system``, ``/jobs/{id}`` of
+    ``jobs`` (``/jobs/nan``: 400, as Orthanc answers for a job it cannot write), 401 without ``token``;
+    kept-alive connections as Orthanc's, or one closed after each answer."""
+
+    def __init__(
+        self, jobs: dict[str, dict] | None = None, token: str | None = None, keep_alive: bool = True
+    ):
+        self.jobs = jobs if jobs is not None else {}
+        self.connections = 0
+        self.reads: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self):
+                server.connections += 1
+                super().setup()
+
+            def do_GET(self):
+                authorization = self.headers.get("Authorization")
+                server.reads.append((self.path, authorization))
+                job_id = self.path.removeprefix("/jobs/")
+                status, body = 404, b""
+                if token is not None and authorization != token:
+                    status = 401
+                elif self.path == "/system":
+                    status, body = 200, json.dumps({"Version": ORTHANC_VERSION}).encode()
+                elif self.path == "/jobs/nan":
+                    status, body = 400, b'{"Details": "Presumably an error while parsing the JSON body"}'
+                elif job_id in server.jobs:
+                    status, body = 200, json.dumps(server.jobs[job_id]).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class FakeOrthanc:
-    def __init__(self, configuration: dict):
+    """The ``orthanc`` module as the Python plugin gives it; its REST API is a real HTTP server (the plugin
+    reads jobs over HTTP with its token), and its in-process reads are recorded as the faults they are."""
+
+    def __init__(self, configuration: dict, jobs: dict[str, dict] | None = None):
         self.configuration = configuration
         self.callbacks: list = []
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        self.in_process_reads: list[str] = []
+        self.http = OrthancHttp(jobs, token="Bearer generated-token")
+        self.http_port = self.http.port
+
+    def close(self):
+        self.http.close()
 
     def GetConfiguration(self):
         return json.dumps(self.configuration)
 
     def RestApiGet(self, uri):
-        if uri == "/system":
-            return json.dumps({"Version": ORTHANC_VERSION})
-        raise ValueError("no such resource")  # like orthanc.OrthancException for a missing job
+        # Orthanc 1.10.1 and 1.12.7 abort on some in-process reads (a job whose progress is NaN).
+        self.in_process_reads.append(uri)
+        raise RuntimeError("in-process REST read")
 
     def GenerateRestApiAuthorizationToken(self):
         return "Bearer generated-token"
@@ -848,6 +918,7 @@ def test_inside_orthanc_without_a_secret_the_reporter_is_off(clean_env):
     clean_env.setitem(sys.modules, "orthanc", fake)
 
     module = load_plugin("orthanc_jobs_reporter_in_orthanc_no_secret")
+    fake.close()
 
     assert module._reporter is None
     assert fake.callbacks == []
@@ -856,13 +927,14 @@ def test_inside_orthanc_without_a_secret_the_reporter_is_off(clean_env):
 
 def test_inside_orthanc_as_the_python_script_it_registers_and_reports(servers, clean_env):
     stub = servers.stub()
-    configuration = {
+    job = {"ID": "job-here", "State": "Success", "Type": "Archive"}
+    fake = FakeOrthanc({}, jobs={"job-here": job})
+    fake.configuration = {
         "Name": "orthanc-b",
-        "HttpPort": 8043,
+        "HttpPort": fake.http_port,
         "PythonScript": str(PLUGIN_PATH),
         "OrthancJobs": {"Url": stub.url, "Secret": SECRET, "HeartbeatInterval": 0.05, "Timeout": 0.5},
     }
-    fake = FakeOrthanc(configuration)
     clean_env.setitem(sys.modules, "orthanc", fake)
 
     module = load_plugin("orthanc_jobs_reporter_in_orthanc")
@@ -873,17 +945,25 @@ def test_inside_orthanc_as_the_python_script_it_registers_and_reports(servers, c
         assert wait_until(lambda: stub.received("/register"))
         identity = stub.received("/register")[0].body
         assert identity["Name"] == "orthanc-b"
-        assert identity["Url"] == "http://127.0.0.1:8043"
+        assert identity["Url"] == f"http://127.0.0.1:{fake.http_port}"
         assert identity["Token"] == "Bearer generated-token"
         assert identity["OrthancVersion"] == ORTHANC_VERSION
         uuid.UUID(identity["Incarnation"])
 
-        module.on_change(JOB_SUCCESS, 0, "job-gone")  # RestApiGet fails: sent without the job JSON
-        assert wait_until(lambda: stub.delivered())
-        assert stub.delivered() == [{"Type": "JOB_SUCCESS", "JobId": "job-gone"}]
+        module.on_change(JOB_SUCCESS, 0, "job-gone")  # Orthanc answers 404: sent without the job JSON
+        module.on_change(JOB_SUCCESS, 0, "job-here")
+        assert wait_until(lambda: len(stub.delivered()) >= 2)
+        assert stub.delivered() == [
+            {"Type": "JOB_SUCCESS", "JobId": "job-gone"},
+            {"Type": "JOB_SUCCESS", "JobId": "job-here", "Job": job},
+        ]
+        # Read over HTTP with the plugin's own token, never in-process.
+        assert ("/jobs/job-here", "Bearer generated-token") in fake.http.reads
+        assert fake.in_process_reads == []
     finally:
         if reporter is not None:
             reporter.stop(budget=0.2)
+        fake.close()
 
 
 def test_a_batch_refused_as_too_large_is_split(servers, make_reporter):
@@ -934,3 +1014,290 @@ def test_an_event_always_refused_is_dropped_with_a_log_line_not_retried_forever(
     assert job_ids(stub.delivered()) == ["before", "after", "later"]
     assert wait_until(lambda: harness.logged("refused an event"))
     assert len(stub.received("/register")) == 1  # a 400 is not a reason to register again
+
+
+# ---- each job's JSON, read when its event happens ----
+
+
+def test_the_job_json_is_read_when_the_event_happens_not_when_the_service_is_back(
+    servers, make_reporter, short_backoff
+):
+    """Orthanc forgets finished jobs (JobsHistorySize): a job read only after an outage would be gone."""
+    port = free_port()
+    forgotten: set[str] = set()
+    reads: list[str] = []
+
+    def orthanc_forgets_after_one_read(uri):
+        reads.append(uri)
+        if uri == "/system":
+            return json.dumps({"Version": ORTHANC_VERSION}).encode()
+        job_id = uri.removeprefix("/jobs/")
+        if job_id in forgotten:
+            return None
+        forgotten.add(job_id)
+        return json.dumps(job_json(uri)).encode()
+
+    harness = make_reporter(f"http://127.0.0.1:{port}", rest_get=orthanc_forgets_after_one_read)
+    for i in range(30):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    assert wait_until(lambda: len(harness.reporter.queue) == 30)
+
+    stub = servers.stub(port)  # the job-service comes back only now
+
+    assert wait_until(lambda: len(stub.delivered()) >= 30)
+    assert stub.delivered() == [
+        {"Type": "JOB_SUCCESS", "JobId": f"job-{i}", "Job": job_json(f"/jobs/job-{i}")} for i in range(30)
+    ]
+    assert [uri for uri in reads if uri.startswith("/jobs/")] == [f"/jobs/job-{i}" for i in range(30)]
+
+
+def test_a_newer_event_with_json_replaces_the_queued_one_of_the_same_job(servers, make_reporter):
+    port = free_port()
+    states = {"job-1": iter(["Pending", "Success"]), "job-2": iter(["Pending"])}
+
+    def read(uri):
+        job_id = uri.removeprefix("/jobs/")
+        state = next(states.get(job_id, iter(())), None)
+        return None if state is None else json.dumps({"ID": job_id, "State": state}).encode()
+
+    harness = make_reporter(f"http://127.0.0.1:{port}", rest_get=read)
+    reporter = harness.reporter
+    reporter.on_change(JOB_SUBMITTED, 0, "job-1")
+    reporter.on_change(JOB_SUBMITTED, 0, "job-2")
+    reporter.on_change(JOB_SUCCESS, 0, "job-1")  # with its JSON: the one event job-1 needs
+    reporter.on_change(JOB_FAILURE, 0, "job-2")  # Orthanc forgot it: must not take job-2's JSON away
+    assert wait_until(lambda: len(reporter.queue) == 3 and not reporter.captures)
+
+    stub = servers.stub(port)
+
+    assert wait_until(lambda: len(stub.delivered()) >= 3)
+    assert stub.delivered() == [
+        {"Type": "JOB_SUBMITTED", "JobId": "job-2", "Job": {"ID": "job-2", "State": "Pending"}},
+        {"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": {"ID": "job-1", "State": "Success"}},
+        {"Type": "JOB_FAILURE", "JobId": "job-2"},
+    ]
+
+
+def test_beyond_its_bytes_the_queue_lets_go_of_the_oldest_json_first_and_says_so(
+    servers, make_reporter, short_backoff
+):
+    port = free_port()
+    size = len(json.dumps(job_json("/jobs/job-00")))
+    harness = make_reporter(
+        f"http://127.0.0.1:{port}", queue_size=100, queue_bytes=10 * size, heartbeat_interval=0.05
+    )
+    reporter = harness.reporter
+    for i in range(25):
+        reporter.on_change(JOB_SUCCESS, 0, f"job-{i:02d}")
+    assert wait_until(lambda: len(reporter.queue) == 25 and not reporter.captures)
+
+    assert [("Job" in event) for event in reporter.queue] == [False] * 15 + [True] * 10
+    assert reporter.outbox.dropped_json == 15 and reporter.dropped == 0
+    assert [e for e in harness.errors if "dropped" in e] == [  # at the first loss, not at each one
+        "orthanc-jobs: the job-service has been unreachable too long: 0 job event(s) dropped so far, and "
+        "the JSON of 1 job(s) (QueueSize 100, QueueBytes "
+        + str(10 * size)
+        + "); the job-service shows this gap"
+    ]
+
+    stub = servers.stub(port)
+    assert wait_until(lambda: len(stub.delivered()) >= 25)
+    assert job_ids(stub.delivered()) == [f"job-{i:02d}" for i in range(25)]  # every event still arrives
+    assert wait_until(lambda: stub.received("/heartbeat", 200))
+    gap = stub.received("/heartbeat", 200)[-1].body["Gap"]
+    assert (gap["DroppedEvents"], gap["DroppedJobJson"]) == (0, 15)
+    assert gap["First"] <= gap["Last"] <= time.time()
+
+
+def test_beyond_its_size_the_queue_drops_the_oldest_events_and_heartbeats_show_the_gap(
+    servers, make_reporter, short_backoff
+):
+    port = free_port()
+    harness = make_reporter(f"http://127.0.0.1:{port}", queue_size=20, heartbeat_interval=0.05)
+    for i in range(50):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    assert wait_until(lambda: harness.reporter.dropped == 30 and not harness.reporter.captures)
+    # Logged as an error at the first loss, not at each one.
+    assert len([e for e in harness.errors if "dropped" in e]) == 1
+
+    stub = servers.stub(port)
+
+    assert wait_until(lambda: len(stub.delivered()) >= 20)
+    assert job_ids(stub.delivered()) == [f"job-{i}" for i in range(30, 50)]
+    assert wait_until(lambda: stub.received("/heartbeat", 200))
+    gap = stub.received("/heartbeat", 200)[-1].body["Gap"]
+    assert (gap["DroppedEvents"], gap["DroppedJobJson"]) == (30, 0)
+
+
+def test_no_gap_is_reported_when_nothing_was_dropped(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=0.05)
+    harness.reporter.on_change(JOB_SUCCESS, 0, "job-1")
+    assert wait_until(lambda: stub.delivered() and len(stub.received("/heartbeat", 200)) >= 3)
+    assert all("Gap" not in r.body for r in stub.received("/heartbeat"))
+
+
+def test_a_job_orthanc_cannot_write_or_a_failing_read_leaves_the_capture_thread_alive(servers, make_reporter):
+    stub = servers.stub()
+    answers = {
+        "/jobs/raises": OSError("connection refused"),
+        "/jobs/garbage": b"<html>not json</html>",
+        "/jobs/empty": b"",
+        "/jobs/weird": 42,
+    }
+
+    def read(uri):
+        answer = answers.get(uri, json.dumps(job_json(uri)).encode())
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    harness = make_reporter(stub.url, rest_get=read)
+    for job_id in ("raises", "garbage", "empty", "weird", "fine"):
+        harness.reporter.on_change(JOB_SUCCESS, 0, job_id)
+
+    assert wait_until(lambda: len(stub.delivered()) >= 5)
+    assert stub.delivered() == [
+        {"Type": "JOB_SUCCESS", "JobId": "raises"},
+        {"Type": "JOB_SUCCESS", "JobId": "garbage"},
+        {"Type": "JOB_SUCCESS", "JobId": "empty"},
+        {"Type": "JOB_SUCCESS", "JobId": "weird"},
+        {"Type": "JOB_SUCCESS", "JobId": "fine", "Job": job_json("/jobs/fine")},
+    ]
+    assert harness.reporter.capture_thread.is_alive()
+
+
+def test_job_json_goes_on_as_orthanc_wrote_it_however_deep():
+    """The plugin never parses a job's JSON: nesting beyond Python's recursion limit cannot break it."""
+    deep = b'{"ID": "job-1", "Content": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
+    body = plugin._encode_events("inc-1", [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": deep}])
+    assert body.startswith(b'{"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": "job-1", ')
+    assert body.endswith(b'"Job": ' + deep + b"}]}")
+
+
+# ---- what the job-service refuses ----
+
+
+def test_events_the_service_refuses_one_by_one_are_logged_not_sent_again(servers, make_reporter):
+    stub = servers.stub()
+    refusal = {"Index": 0, "JobId": "job-0", "Reason": "the job's JSON cannot be stored"}
+    stub.reply = lambda route, body: json.dumps(
+        {"Accepted": len(body["Events"]) - 1, "Refused": [refusal]} if route == "/events" else {}
+    ).encode()
+    harness = make_reporter(stub.url, heartbeat_interval=30)
+    harness.reporter.on_change(JOB_SUCCESS, 0, "job-0")
+    assert wait_until(lambda: harness.logged_error("cannot be stored"))
+    harness.reporter.on_change(JOB_SUCCESS, 0, "job-1")
+
+    assert wait_until(lambda: len(stub.received("/events", 200)) == 2)
+    time.sleep(0.2)
+    assert job_ids(stub.delivered()) == ["job-0", "job-1"]
+    assert harness.reporter.refused == 2
+
+
+def test_an_event_answered_500_for_ever_is_let_go_and_the_later_ones_flow(
+    servers, make_reporter, short_backoff
+):
+    """A job-service that answers heartbeats but always fails on one event (a defect of its own) must not
+    hold back every later event of the server: split, then sent without its JSON, then let go, loudly."""
+    stub = servers.stub()
+
+    def refuse(route, body):
+        poisoned = any(e["JobId"] == "poison" for e in (body or {}).get("Events", []))
+        return 500 if route == "/events" and poisoned else None
+
+    stub.refuse = refuse
+    harness = make_reporter(stub.url, heartbeat_interval=0.05)
+    assert wait_until(lambda: stub.received("/register"))
+    for job_id in ("before", "poison", "after"):
+        harness.reporter.on_change(JOB_SUCCESS, 0, job_id)
+
+    assert wait_until(lambda: len(stub.delivered()) >= 2, timeout=10)
+    assert job_ids(stub.delivered()) == ["before", "after"]
+    assert wait_until(lambda: harness.logged_error("refused an event"))
+    harness.reporter.on_change(JOB_SUCCESS, 0, "later")
+    assert wait_until(lambda: job_ids(stub.delivered())[-1:] == ["later"])
+    poisoned = [r for r in stub.received("/events", 500) if len(r.body["Events"]) == 1]
+    assert len(poisoned) <= 2 * plugin.TRIES_BEFORE_GIVING_UP  # a bounded number of tries, not for ever
+
+
+def test_500_while_the_service_answers_nothing_else_is_retried_not_dropped(
+    servers, make_reporter, short_backoff
+):
+    """5xx on everything (the service is in trouble, not the events): keep the events, keep trying."""
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=0.05)
+    assert wait_until(lambda: stub.received("/heartbeat", 200))
+    stub.refuse = lambda route, body: 503
+    for i in range(3):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    time.sleep(1.5)
+    assert len(stub.received(status=503)) >= 5
+
+    stub.refuse = None
+
+    assert wait_until(lambda: len(stub.delivered()) >= 3, timeout=10)
+    assert job_ids(stub.delivered()) == ["job-0", "job-1", "job-2"]
+    assert harness.reporter.refused == 0 and harness.reporter.dropped == 0
+
+
+# ---- hammered from Orthanc's side ----
+
+
+def test_on_change_from_many_threads_stays_fast_and_loses_nothing(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=30, queue_size=100_000)
+    reporter = harness.reporter
+    slowest = [0.0] * 4
+
+    def orthanc_thread(number: int) -> None:
+        for i in range(5000):
+            started = time.perf_counter()
+            reporter.on_change(JOB_SUCCESS, 0, f"job-{number}-{i}")
+            slowest[number] = max(slowest[number], time.perf_counter() - started)
+
+    threads = [threading.Thread(target=orthanc_thread, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert wait_until(lambda: len(stub.delivered()) >= 20_000, timeout=60)
+    delivered = job_ids(stub.delivered())
+    assert len(delivered) == len(set(delivered)) == 20_000
+    for number in range(4):  # in the order each thread emitted them
+        mine = [job_id for job_id in delivered if job_id.startswith(f"job-{number}-")]
+        assert mine == [f"job-{number}-{i}" for i in range(5000)]
+    # A lock held for a deque append: a call never waits behind the network or a read of Orthanc.
+    assert max(slowest) < 0.05, f"slowest on_change: {max(slowest) * 1000:.1f} ms"
+
+
+# ---- reading this Orthanc over HTTP ----
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_local_orthanc_reads_over_one_connection_with_the_token(keep_alive):
+    orthanc = OrthancHttp({f"job-{i}": {"ID": f"job-{i}"} for i in range(20)}, keep_alive=keep_alive)
+    local = plugin.LocalOrthanc(orthanc.url, "Bearer plugin-token", timeout=2)
+    try:
+        for i in range(20):
+            assert json.loads(local.get(f"/jobs/job-{i}")) == {"ID": f"job-{i}"}
+        assert local.get("/jobs/nan") is None  # Orthanc cannot write it: 400
+        assert local.get("/jobs/unknown") is None  # 404
+        assert all(token == "Bearer plugin-token" for _, token in orthanc.reads)
+        assert orthanc.connections == (1 if keep_alive else 22)
+    finally:
+        orthanc.close()
+
+
+def test_local_orthanc_raises_when_nothing_listens_then_connects_once_orthanc_is_up():
+    port = free_port()
+    local = plugin.LocalOrthanc(f"http://127.0.0.1:{port}", "Bearer t", timeout=2)
+    with pytest.raises(OSError):
+        local.get("/jobs/job-1")  # Orthanc's HTTP server not up yet: the capture thread sends without JSON
+    orthanc = OrthancHttp({"job-1": {"ID": "job-1"}})
+    try:
+        local = plugin.LocalOrthanc(orthanc.url, "Bearer t", timeout=2)
+        assert json.loads(local.get("/jobs/job-1")) == {"ID": "job-1"}
+    finally:
+        orthanc.close()

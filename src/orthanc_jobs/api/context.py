@@ -25,6 +25,8 @@ class Services:
     housekeeper: Housekeeper
     events: EventLog
     metrics: Metrics
+    #: Where the history file was moved at start, because it was damaged (None: it was not).
+    history_moved_aside: str | None = None
 
 
 def services(request: Request) -> Services:

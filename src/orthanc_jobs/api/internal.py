@@ -1,5 +1,6 @@
 """The reporter plugin's API: registration, heartbeats and job events. Needs the shared secret."""
 
+import logging
 import time
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -13,12 +14,16 @@ from orthanc_jobs.api.context import Services, require_plugin_secret
 from orthanc_jobs.api.responses import describe_problems, raw_json
 from orthanc_jobs.errors import BadRequest, Forbidden, UnknownJob
 from orthanc_jobs.model import JobState, Server, is_job_id
+from orthanc_jobs.registry import Registry
 
 router = APIRouter(prefix=INTERNAL_PREFIX, tags=["Reporter plugin (internal)"])
 
 Plugin = Annotated[Services, Depends(require_plugin_secret)]
 
+log = logging.getLogger(__name__)
+
 _INCARNATION = r"^[A-Za-z0-9._-]{1,128}$"
+_KNOWN_TYPES = ("JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE", "ORTHANC_STOPPED")
 _OK = orjson.dumps({"Status": "ok"})
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -35,33 +40,40 @@ class Registration(BaseModel):
     PluginVersion: str = Field(default="", max_length=64)
 
 
+class PluginGap(BaseModel):
+    """What a plugin let go while the job-service was unreachable (its queue's bounds)."""
+
+    DroppedEvents: int = Field(ge=0)
+    DroppedJobJson: int = Field(ge=0)
+    #: When the first and the last were let go (the plugin's clock, seconds since the epoch).
+    First: float
+    Last: float
+
+
 class Heartbeat(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
     #: Orthanc's REST API may not answer yet when the plugin registers: the version can come later.
     OrthancVersion: str = Field(default="", max_length=64)
+    Gap: PluginGap | None = None
 
 
 class Event(BaseModel):
     Type: Literal["JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE", "ORTHANC_STOPPED"]
     JobId: str | None = Field(default=None, max_length=64)
-    Job: dict[str, Any] | None = None
     #: When Orthanc emitted it (the plugin's clock, seconds since the epoch), for the lag metric.
     Time: float | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Event":
-        if self.Type == "ORTHANC_STOPPED":
-            return self
-        if self.JobId is None or not is_job_id(self.JobId):
+        if self.Type != "ORTHANC_STOPPED" and (self.JobId is None or not is_job_id(self.JobId)):
             raise ValueError(f"{self.Type} needs a valid JobId")
-        if self.Job is not None and self.Job.get("ID") != self.JobId:
-            raise ValueError("JobId does not match the job's ID")
         return self
 
 
 class EventBatch(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
-    Events: list[Event] = Field(max_length=10_000)
+    #: Judged one by one (``_judge``): one event the service cannot use must not hold back the others.
+    Events: list[Any] = Field(max_length=10_000)
 
 
 async def _parse(request: Request, model: type[Model]) -> Model:
@@ -106,6 +118,8 @@ async def heartbeat(request: Request, services: Plugin) -> Response:
     server = _known_server(services, beat.Incarnation)
     if beat.OrthancVersion:
         server.orthanc_version = beat.OrthancVersion
+    if beat.Gap is not None:
+        services.registry.report_gap(server, beat.Gap.model_dump())
     services.registry.mark_seen(server)
     return raw_json(_OK)
 
@@ -113,24 +127,76 @@ async def heartbeat(request: Request, services: Plugin) -> Response:
 _TERMINAL_EVENTS = {"JOB_SUCCESS": JobState.SUCCESS, "JOB_FAILURE": JobState.FAILURE}
 
 
+def _job_problem(job: Any, job_id: str | None) -> str | None:
+    """Why a job's JSON cannot be used (None: it can)."""
+    if not isinstance(job, dict):
+        return "Job is not a JSON object"
+    if job.get("ID") != job_id:
+        return "JobId does not match the job's ID"
+    if job.get("State") not in JobState.__members__.values():
+        return f"the job's State is not one of {', '.join(JobState)}"
+    return None
+
+
+def _apply(registry: Registry, server: Server, raw: Any) -> str | None:
+    """Apply one event; returns why it, or its job JSON, could not be used (None: all of it was)."""
+    try:
+        event = Event.model_validate(raw)
+    except ValidationError as error:
+        return describe_problems(error.errors())
+    if event.Type == "ORTHANC_STOPPED":
+        registry.mark_server_stopped(server)
+        return None
+    assert event.JobId is not None
+    job = raw.get("Job")
+    problem = None
+    if job is not None:
+        problem = _job_problem(job, event.JobId)
+        if problem is not None:
+            return problem  # an event that contradicts itself is not used at all
+        try:
+            registry.apply_snapshot(server, job)
+            return None
+        except (orjson.JSONEncodeError, TypeError, ValueError, RecursionError) as error:
+            problem = f"the job's JSON cannot be stored ({error}); the event was used without it"
+    # Without usable JSON, the event itself still tells how the job ended.
+    if event.Type in _TERMINAL_EVENTS:
+        registry.apply_terminal_event(server, event.JobId, _TERMINAL_EVENTS[event.Type], event.Time)
+    return problem
+
+
 @router.post("/events", summary="Job events of one server, in the order Orthanc emitted them")
 async def events(request: Request, services: Plugin) -> Response:
+    """Each event is judged on its own: those the service cannot use (or whose job JSON it cannot use) are
+    answered in ``Refused`` with a reason, and the others are applied. The answer comes once the changes are
+    written to the store, so that an event answered 200 survives a crash of the job-service."""
     batch = await _parse(request, EventBatch)
     server = _known_server(services, batch.Incarnation)
     registry = services.registry
     registry.mark_seen(server)
     metrics = services.metrics
-    for event in batch.Events:
-        metrics.events_received.labels(event.Type).inc()
-        if event.Type == "ORTHANC_STOPPED":
-            registry.mark_server_stopped(server)
-        elif event.Job is not None:
-            registry.apply_snapshot(server, event.Job)
-        elif event.Type in _TERMINAL_EVENTS and event.JobId is not None:
-            registry.apply_terminal_event(server, event.JobId, _TERMINAL_EVENTS[event.Type])
+    refused = []
+    for index, raw in enumerate(batch.Events):
+        try:
+            problem = _apply(registry, server, raw)
+        except Exception:  # a defect of ours must not hold back the plugin's later events
+            log.exception("event %d from %s could not be applied: %.500r", index, server.name, raw)
+            problem = "the job-service could not apply it (see its log)"
+        event_type = raw.get("Type") if isinstance(raw, dict) else None
+        metrics.events_received.labels(event_type if event_type in _KNOWN_TYPES else "invalid").inc()
+        if problem is not None:
+            job_id = raw.get("JobId") if isinstance(raw, dict) else None
+            refused.append(
+                {"Index": index, "JobId": job_id if isinstance(job_id, str) else None, "Reason": problem}
+            )
+    if refused:
+        log.warning("%s: %d event(s) refused, e.g. %s", server.name, len(refused), refused[0])
+    await services.housekeeper.flush()
     # Lag to visibility: measured once the whole batch is applied, which is when the API answers it.
     now = time.time()
-    for event in batch.Events:
-        if event.Time is not None and 0 <= now - event.Time < 3600:
-            metrics.event_lag.observe(now - event.Time)
-    return raw_json(orjson.dumps({"Accepted": len(batch.Events)}))
+    for raw in batch.Events:
+        sent = raw.get("Time") if isinstance(raw, dict) else None
+        if isinstance(sent, int | float) and 0 <= now - sent < 3600:
+            metrics.event_lag.observe(now - sent)
+    accepted = len(batch.Events) - len(refused)
+    return raw_json(orjson.dumps({"Accepted": accepted, "Refused": refused}))

@@ -18,6 +18,7 @@ from orthanc_jobs.api.responses import raw_json, status_error
 from orthanc_jobs.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
 from orthanc_jobs.orthanc import OrthancUnreachable, job_path
+from orthanc_jobs.poller import Unreadable
 from orthanc_jobs.registry import Registry
 
 router = APIRouter(tags=["Orthanc-compatible jobs API"])
@@ -115,7 +116,7 @@ async def list_jobs(
     return raw_json(orjson.dumps([job.id for job in page]), headers=headers)
 
 
-async def find_job(cluster: Services, job_id: str) -> Job:
+async def find_job(cluster: Services, job_id: str) -> Job | Unreadable:
     """The job, from the registry or, for an id not known yet, from whichever live server has it."""
     if not is_job_id(job_id):
         raise UnknownJob(f"{job_id!r} is not a job id")
@@ -125,7 +126,9 @@ async def find_job(cluster: Services, job_id: str) -> Job:
     return job
 
 
-def owner_of(cluster: Services, job: Job) -> Server:
+def owner_of(cluster: Services, job: Job | Unreadable) -> Server:
+    if isinstance(job, Unreadable):
+        return job.owner
     owner = cluster.registry.owner(job)
     if owner is None:
         raise Conflict(f"job {job.id} belonged to an Orthanc process that is gone ({job.server_url})")
@@ -171,8 +174,11 @@ async def _forward(request: Request, cluster: Services, owner: Server, method: s
 
 
 @router.get("/jobs/{job_id}", summary="One job, from whichever server owns it")
-async def get_job(job_id: str, cluster: Cluster) -> Response:
+async def get_job(request: Request, job_id: str, cluster: Cluster) -> Response:
     job = await find_job(cluster, job_id)
+    if isinstance(job, Unreadable):
+        # Its owner cannot write it as JSON: the caller gets the owner's own answer, as from one Orthanc.
+        return await _forward(request, cluster, job.owner, "GET", job_path(job.job_id))
     return raw_json(job_json(job, server_field(cluster.registry, job)))
 
 
@@ -186,10 +192,10 @@ async def act_on_job(request: Request, job_id: str, action: str, cluster: Cluste
         ) from None
     job = await find_job(cluster, job_id)
     owner = owner_of(cluster, job)
-    answer = await _forward(request, cluster, owner, "POST", job_path(job.id, str(known_action)))
+    answer = await _forward(request, cluster, owner, "POST", job_path(job_id, str(known_action)))
     if answer.status_code < 400:
         # Orthanc reports pause, resume and the cancel of a pending job by no event: read the job back.
-        await cluster.poller.refresh_job(owner, job.id)
+        await cluster.poller.refresh_job(owner, job_id)
     return answer
 
 
@@ -197,10 +203,10 @@ async def act_on_job(request: Request, job_id: str, action: str, cluster: Cluste
 async def get_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
     checked_output_key(key)
     job = await find_job(cluster, job_id)
-    owner = cluster.registry.owner(job)
+    owner = job.owner if isinstance(job, Unreadable) else cluster.registry.owner(job)
     if owner is None:
-        raise UnknownJob(f"the output {key} of job {job.id} went with the Orthanc process that owned it")
-    answer = await _send_to_owner(request, cluster, owner, "GET", job_path(job.id, key), stream=True)
+        raise UnknownJob(f"the output {key} of job {job_id} went with the Orthanc process that owned it")
+    answer = await _send_to_owner(request, cluster, owner, "GET", job_path(job_id, key), stream=True)
     if answer.status_code != 200:
         try:
             body = await answer.aread()  # an error answer of Orthanc's: small
@@ -216,9 +222,9 @@ async def get_job_output(request: Request, job_id: str, key: str, cluster: Clust
 @router.delete("/jobs/{job_id}", summary="Delete a finished job on its owner (Orthanc >= 1.12.2)")
 async def delete_job(request: Request, job_id: str, cluster: Cluster) -> Response:
     job = await find_job(cluster, job_id)
-    answer = await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job.id))
+    answer = await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job_id))
     if answer.status_code < 400:
-        cluster.registry.remove_job(job.id)
+        cluster.registry.remove_job(job_id)
     return answer
 
 
@@ -226,4 +232,4 @@ async def delete_job(request: Request, job_id: str, cluster: Cluster) -> Respons
 async def delete_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
     checked_output_key(key)
     job = await find_job(cluster, job_id)
-    return await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job.id, key))
+    return await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job_id, key))

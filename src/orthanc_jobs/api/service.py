@@ -44,6 +44,19 @@ def server_entry(registry: Registry, server: Server) -> dict[str, Any]:
         "LastSeen": orthanc_timestamp(server.last_seen),
         "LastResync": orthanc_timestamp(server.last_resync) if server.last_resync else None,
         "Jobs": registry.job_counts(server),
+        "Gap": _gap_entry(server.gap),
+    }
+
+
+def _gap_entry(gap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the server's plugin let go while the job-service was unreachable, and when (None: nothing)."""
+    if gap is None:
+        return None
+    return {
+        "DroppedEvents": gap["DroppedEvents"],
+        "DroppedJobJson": gap["DroppedJobJson"],
+        "From": orthanc_timestamp(gap["First"]),
+        "To": orthanc_timestamp(gap["Last"]),
     }
 
 
@@ -55,7 +68,15 @@ async def list_servers(cluster: Cluster) -> Response:
 
 @router.get("/", summary="What this service is")
 async def about(cluster: Cluster) -> Response:
-    return OrjsonResponse({"Service": "orthanc-jobs", "Version": __version__, "Jobs": len(cluster.registry)})
+    return OrjsonResponse(
+        {
+            "Service": "orthanc-jobs",
+            "Version": __version__,
+            "Jobs": len(cluster.registry),
+            # The history file was damaged at start: moved there, the service started without it.
+            "HistoryMovedAside": cluster.history_moved_aside,
+        }
+    )
 
 
 @router.get("/openapi.json", summary="The OpenAPI description of this service")

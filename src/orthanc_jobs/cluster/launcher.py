@@ -75,14 +75,39 @@ class Binaries:
     postgres_bin: Path
     postgresql_index_plugin: str
     python_plugin: str
+    #: How Orthanc is started: the loader and environment of another Debian root (see find_binaries).
+    orthanc_prefix: list[str] = field(default_factory=list)
+    orthanc_env: dict[str, str] = field(default_factory=dict)
+
+    def orthanc_command(self, config_path: Path) -> list[str]:
+        return [*self.orthanc_prefix, self.orthanc, str(config_path)]
 
 
-def find_binaries() -> Binaries:
+def find_binaries(orthanc_root: Path | None = None) -> Binaries:
+    """The system's programs; Orthanc and its plugins from ``orthanc_root`` if given.
+
+    ``orthanc_root`` is another Debian installed in a folder (``scripts/install-orthanc-root.sh`` makes one
+    with Orthanc 1.12 from Debian 13): its Orthanc runs through that root's own loader and libraries, and
+    its Python plugin on that root's Python, without chroot.
+    """
     missing = []
-    orthanc = shutil.which("Orthanc") or _first(["/usr/sbin/Orthanc"])
     nginx = shutil.which("nginx") or _first(["/usr/sbin/nginx"])
     postgres_dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    plugin_dirs = ["/usr/share/orthanc/plugins", "/usr/lib/orthanc", "/usr/local/share/orthanc/plugins"]
+    prefix: list[str] = []
+    env: dict[str, str] = {}
+    if orthanc_root is None:
+        orthanc = shutil.which("Orthanc") or _first(["/usr/sbin/Orthanc"])
+        plugin_dirs = ["/usr/share/orthanc/plugins", "/usr/lib/orthanc", "/usr/local/share/orthanc/plugins"]
+    else:
+        root = orthanc_root.resolve()
+        orthanc = _first([str(root / "usr/sbin/Orthanc")])
+        plugin_dirs = [str(root / "usr/lib/orthanc")]
+        loader = _first([str(root / "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")])
+        if loader is None:
+            missing.append(f"a Debian root at {root} (its usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2)")
+        libraries = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu"
+        prefix = [str(loader), "--library-path", libraries]
+        env = {"PYTHONHOME": str(root / "usr"), "DCMDICTPATH": str(root / "usr/share/dcmtk/dicom.dic")}
     pg_plugin = _first([f"{d}/libOrthancPostgreSQLIndex.so*" for d in plugin_dirs])
     python_plugin = _first([f"{d}/libOrthancPython.so*" for d in plugin_dirs])
     for what, found in [
@@ -95,11 +120,12 @@ def find_binaries() -> Binaries:
         if not found:
             missing.append(what)
     if missing:
-        raise ClusterError(
-            "missing: " + "; ".join(missing) + f".\nOn Debian/Ubuntu: sudo apt-get install {DEBIAN_PACKAGES}"
-        )
+        hint = f"On Debian/Ubuntu: sudo apt-get install {DEBIAN_PACKAGES}"
+        if orthanc_root is not None:
+            hint = f"Make that root with: scripts/install-orthanc-root.sh {orthanc_root}"
+        raise ClusterError("missing: " + "; ".join(missing) + f".\n{hint}")
     assert orthanc and nginx and pg_plugin and python_plugin
-    return Binaries(orthanc, nginx, Path(postgres_dirs[0]).parent, pg_plugin, python_plugin)
+    return Binaries(orthanc, nginx, Path(postgres_dirs[0]).parent, pg_plugin, python_plugin, prefix, env)
 
 
 def _first(patterns: list[str]) -> str | None:
@@ -181,7 +207,12 @@ def orthanc_configuration(
             "HeartbeatInterval": 1,
         },
     }
-    configuration.update(overrides)
+    for key, value in overrides.items():
+        # A section given in part (e.g. OrthancJobs={"QueueSize": 100}) changes only those keys.
+        current = configuration.get(key)
+        configuration[key] = (
+            {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+        )
     return configuration
 
 
@@ -212,12 +243,13 @@ def up(
     lb_port: int = 8042,
     orthanc_overrides: dict[str, Any] | None = None,
     service_settings: dict[str, str] | None = None,
+    orthanc_root: Path | None = None,
     say: Any = print,
 ) -> ClusterState:
     """Start the whole cluster and wait until every Orthanc is registered with the job-service."""
     if instances < 1:
         raise ClusterError("--instances must be at least 1")
-    binaries = find_binaries()
+    binaries = find_binaries(orthanc_root)
     root = directory.resolve()
     if (root / STATE_FILE).exists():
         try:
@@ -365,7 +397,11 @@ def _start_orthancs(
         config_path = root / name / "orthanc.json"
         processes.write_private(config_path, json.dumps(configuration, indent=2))
         process = processes.spawn(
-            "orthanc", name, [binaries.orthanc, str(config_path)], root / "logs" / f"{name}.log"
+            "orthanc",
+            name,
+            binaries.orthanc_command(config_path),
+            root / "logs" / f"{name}.log",
+            env=binaries.orthanc_env,
         )
         state.processes.append(process)
         state.orthanc_urls[name] = f"http://127.0.0.1:{http_port}"

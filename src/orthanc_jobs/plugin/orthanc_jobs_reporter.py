@@ -9,32 +9,55 @@ Configuration, in Orthanc's configuration file (environment variables win):
         "Url": "http://127.0.0.1:8050",     # ORTHANC_JOBS_URL: where the job-service listens
         "Secret": "...",                     # ORTHANC_JOBS_SECRET: the shared secret
         "ServerUrl": "http://10.0.0.5:8042", # ORTHANC_JOBS_SERVER_URL: where the service reaches this Orthanc
+        "LocalUrl": "http://127.0.0.1:8042", # where this plugin reads this Orthanc's jobs (loopback)
         "HeartbeatInterval": 2,              # seconds
         "QueueSize": 10000,                  # events kept while the job-service is unreachable
-        "Timeout": 2                         # seconds, per request to the job-service
+        "QueueBytes": 67108864,              # bytes of job JSON kept meanwhile
+        "Timeout": 2                         # seconds, per request
     }
+
+How it stays harmless inside Orthanc:
+- Orthanc's threads only append to a queue (``on_change``); two threads of the plugin's own do the rest.
+- A job's JSON is read over HTTP on loopback, with the plugin's REST token, never in-process: Orthanc
+  1.10.1 and 1.12.7 abort (``boost::math::rounding_error``, ``terminate called``) when a plugin reads
+  in-process a job whose JSON they cannot write (the progress of an asynchronous archive of nothing is
+  NaN), where the same read over HTTP answers 400.
+- The JSON is read when the event happens (the capture thread), not when the job-service can be reached:
+  Orthanc forgets finished jobs beyond ``JobsHistorySize`` (10), so a job read only after an outage of the
+  job-service would be gone.
+- What waits for the job-service is bounded (``QueueSize`` events, ``QueueBytes`` of JSON), one entry per
+  job (a newer event of a job replaces the older one). Beyond the bounds the oldest job JSON goes first
+  (the event stays, with the job's id and end state), then the oldest events: each loss is logged as an
+  error and reported with every heartbeat, so that the job-service shows the gap.
 """
 
 import collections
+import http.client
 import json
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
-REPORTER_VERSION = "1"
+REPORTER_VERSION = "2"
 
 JOB_EVENTS = {16: "JOB_SUBMITTED", 17: "JOB_SUCCESS", 18: "JOB_FAILURE"}
 ORTHANC_STOPPED_CHANGE = 11
+INTERNAL_PREFIX = "/orthanc-jobs/internal"
 # Most events sent in one request.
 BATCH_SIZE = 500
 # On shutdown, time left to flush what is queued; Orthanc's shutdown must not wait much longer.
 SHUTDOWN_BUDGET = 0.8
 MAX_BACKOFF = 5.0
+# Answers 5xx in a row to the same events, while the job-service answers heartbeats, before the events are
+# judged the cause: split, then sent without their job JSON, then let go (counted).
+TRIES_BEFORE_GIVING_UP = 3
 
 
 class ServiceRefused(Exception):
@@ -45,11 +68,186 @@ class ServiceRefused(Exception):
         self.status = status
 
 
-class Reporter:
-    """Queues events and sends them on its own thread; nothing here ever blocks Orthanc's threads.
+class LocalOrthanc:
+    """Reads this Orthanc's REST API over HTTP on loopback, with the plugin's token: one kept-alive
+    connection per thread. ``get(uri)`` gives the body of a 200 answer, None for any other status (404: the
+    job is gone; 400: Orthanc cannot write its JSON), and raises OSError when Orthanc cannot be reached."""
 
-    ``rest_get(uri)`` reads Orthanc's REST API in-process (a dict, or None if it fails); ``log(message)``
-    writes to Orthanc's log.
+    def __init__(self, url, token, timeout):
+        parts = urllib.parse.urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.https else 80)
+        self.base = parts.path.rstrip("/")
+        self.headers = {"Authorization": token} if token else {}
+        self.timeout = timeout
+        self.local = threading.local()
+
+    def _connection(self):
+        connection = getattr(self.local, "connection", None)
+        if connection is None:
+            if self.https:
+                # Loopback to this very process: its certificate need not name 127.0.0.1.
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                connection = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.timeout, context=context
+                )
+            else:
+                connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.local.connection = connection
+        return connection
+
+    def _close(self):
+        connection = getattr(self.local, "connection", None)
+        self.local.connection = None
+        if connection is not None:
+            connection.close()
+
+    def get(self, uri):
+        reused = getattr(self.local, "connection", None) is not None
+        try:
+            connection = self._connection()
+            connection.request("GET", self.base + uri, headers=self.headers)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            self._close()
+            if not reused:
+                raise
+            return self.get(uri)  # the kept-alive connection had been closed by Orthanc: once more
+        if response.will_close:
+            self._close()
+        return body if response.status == 200 else None
+
+
+class Outbox:
+    """Events waiting for the job-service, oldest first, at most one per job, within bounds.
+
+    Not thread-safe: the Reporter holds its lock around every call.
+    """
+
+    def __init__(self, max_events, max_bytes):
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.events = collections.OrderedDict()  # key (job id, or a unique object) -> event
+        self.bytes = 0
+        self.with_json = collections.deque()  # (key, job bytes), oldest first, to let go of JSON first
+        self.dropped_events = 0
+        self.dropped_json = 0
+        self.first_loss = None
+        self.last_loss = None
+
+    def __len__(self):
+        return len(self.events)
+
+    def __bool__(self):
+        return bool(self.events)
+
+    @staticmethod
+    def key(event):
+        return event.get("JobId") or object()
+
+    def put(self, event):
+        """Queue an event. It replaces a queued event of the same job only if it carries the job's JSON:
+        an end event without JSON must not take away what an earlier event knew of the job."""
+        key = self.key(event)
+        old = self.events.get(key)
+        if old is not None and "Job" not in event:
+            key = object()
+        elif old is not None:
+            del self.events[key]
+            self.bytes -= len(old.get("Job", b""))
+        self._add(key, event, last=True)
+        return self._bound()
+
+    def _add(self, key, event, last):
+        self.events[key] = event
+        if not last:
+            self.events.move_to_end(key, last=False)
+        job = event.get("Job")
+        if job is not None:
+            self.bytes += len(job)
+            self.with_json.append((key, job))
+
+    def take(self, count):
+        batch = []
+        while self.events and len(batch) < count:
+            _, event = self.events.popitem(last=False)
+            self.bytes -= len(event.get("Job", b""))
+            batch.append(event)
+        return batch
+
+    def give_back(self, batch):
+        """Events whose sending failed go back in front, unless a newer event of their job, with its JSON,
+        came meanwhile."""
+        for event in reversed(batch):
+            key = self.key(event)
+            newer = self.events.get(key)
+            if newer is not None:
+                if "Job" in newer or "Job" not in event:
+                    continue
+                key = object()
+            self._add(key, event, last=False)
+        return self._bound()
+
+    def _bound(self):
+        """Enforce the bounds; returns how many losses this caused (job JSON and events)."""
+        losses = 0
+        while self.bytes > self.max_bytes and self.with_json:
+            key, job = self.with_json.popleft()
+            event = self.events.get(key)
+            if event is not None and event.get("Job") is job:
+                del event["Job"]
+                self.bytes -= len(job)
+                self.dropped_json += 1
+                losses += 1
+        while len(self.events) > self.max_events:
+            _, event = self.events.popitem(last=False)
+            self.bytes -= len(event.get("Job", b""))
+            self.dropped_events += 1
+            losses += 1
+        if losses:
+            self.last_loss = time.time()
+            self.first_loss = self.first_loss or self.last_loss
+        if len(self.with_json) > 4 * len(self.events) + 64:
+            # Forget entries of events sent or replaced since.
+            self.with_json = collections.deque(
+                (key, event["Job"]) for key, event in self.events.items() if "Job" in event
+            )
+        return losses
+
+    def gap(self):
+        """What was let go since this process started, for the heartbeats (None: nothing)."""
+        if not self.first_loss:
+            return None
+        return {
+            "DroppedEvents": self.dropped_events,
+            "DroppedJobJson": self.dropped_json,
+            "First": self.first_loss,
+            "Last": self.last_loss,
+        }
+
+
+def _encode_events(incarnation, events):
+    """The /events body. A job's JSON goes in as Orthanc wrote it (bytes), never parsed here: a JSON nested
+    deeper than Python's recursion limit must not break the plugin."""
+    parts = []
+    for event in events:
+        head = json.dumps({key: value for key, value in event.items() if key != "Job"}).encode()
+        job = event.get("Job")
+        parts.append(head if job is None else head[:-1] + b', "Job": ' + job + b"}")
+    return (
+        b'{"Incarnation": ' + json.dumps(incarnation).encode() + b', "Events": [' + b", ".join(parts) + b"]}"
+    )
+
+
+class Reporter:
+    """Captures job events and sends them on threads of its own; nothing here ever blocks Orthanc's threads.
+
+    ``read_local(uri)`` reads this Orthanc's REST API over HTTP (bytes of a 200 answer, or None);
+    ``log(message)`` and ``log_error(message)`` write to Orthanc's log.
     """
 
     def __init__(
@@ -57,99 +255,163 @@ class Reporter:
         service_url,
         secret,
         identity,
-        rest_get,
+        read_local,
         log,
         heartbeat_interval=2.0,
         queue_size=10000,
         timeout=2.0,
+        queue_bytes=64 * 1024 * 1024,
+        log_error=None,
     ):
-        self.service_url = service_url.rstrip("/") + "/orthanc-jobs/internal"
+        self.service_url = service_url.rstrip("/") + INTERNAL_PREFIX
         self.secret = secret
-        self.identity = identity  # Name, Url, Incarnation, Token, OrthancVersion
-        self.rest_get = rest_get
+        self.identity = identity  # Name, Url, Incarnation, Token, OrthancVersion, PluginVersion
+        self.read_local = read_local
         self.log = log
+        self.log_error = log_error or log
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
-        self.queue = collections.deque()
+        self.lock = threading.Lock()
+        self.captured = threading.Condition(self.lock)  # events waiting for their job's JSON
+        self.queued = threading.Condition(self.lock)  # events waiting for the job-service
+        self.captures = collections.deque()
+        self.capturing = None  # the event whose job is being read
         self.queue_size = queue_size
-        self.dropped = 0
+        self.outbox = Outbox(queue_size, queue_bytes)
+        self.refused = 0
         self.registered = False
-        self.condition = threading.Condition()
         self.stopping = False
         self.deadline = None
+        self.failures = 0  # 5xx answers in a row to /events
+        self.answered_since_failure = False  # the job-service answered something else meanwhile
         self.thread = threading.Thread(target=self._run, name="orthanc-jobs-reporter", daemon=True)
+        self.capture_thread = threading.Thread(
+            target=self._capture_loop, name="orthanc-jobs-capture", daemon=True
+        )
+
+    @property
+    def queue(self):
+        """The events waiting for the job-service (a copy), for tests and diagnostics."""
+        with self.lock:
+            return list(self.outbox.events.values())
+
+    @property
+    def dropped(self):
+        return self.outbox.dropped_events
 
     # ---- called from Orthanc's threads: never block ----
 
     def start(self):
+        self.capture_thread.start()
         self.thread.start()
 
     def on_change(self, change_type, level, resource_id):
         if change_type in JOB_EVENTS:
-            self._enqueue({"Type": JOB_EVENTS[change_type], "JobId": resource_id, "Time": time.time()})
+            event = {"Type": JOB_EVENTS[change_type], "JobId": resource_id, "Time": time.time()}
+            with self.lock:
+                if self.stopping:
+                    return
+                if len(self.captures) >= self.queue_size:
+                    # Reading lags far behind (Orthanc's HTTP server very slow): the oldest go without JSON.
+                    self._queue(self.captures.popleft())
+                self.captures.append(event)
+                self.captured.notify()
         elif change_type == ORTHANC_STOPPED_CHANGE:
             self.stop()
 
     def stop(self, budget=SHUTDOWN_BUDGET):
-        """Send ORTHANC_STOPPED and what is queued, giving up after ``budget`` seconds."""
-        with self.condition:
+        """Send what is queued and ORTHANC_STOPPED, giving up after ``budget`` seconds."""
+        with self.lock:
             if self.stopping:
                 return
-            self._append({"Type": "ORTHANC_STOPPED"})
+            # Orthanc is going: no more reads, what waits for its JSON goes without.
+            if self.capturing is not None:
+                self._queue(self.capturing)
+            while self.captures:
+                self._queue(self.captures.popleft())
+            self._queue({"Type": "ORTHANC_STOPPED"})
             self.stopping = True
             self.deadline = time.monotonic() + budget
-            self.condition.notify()
+            self.captured.notify_all()
+            self.queued.notify_all()
         if self.thread.is_alive():
             self.thread.join(budget + 0.1)
 
-    def _enqueue(self, event):
-        with self.condition:
-            if self.stopping:
-                return
-            self._append(event)
-            self.condition.notify()
+    def _queue(self, event):
+        """Into the outbox (the lock held)."""
+        losses = self.outbox.put(event)
+        self.queued.notify()
+        if losses:
+            self._report_losses()
 
-    def _append(self, event):
-        if len(self.queue) >= self.queue_size:
-            self.queue.popleft()
-            self._count_dropped(1)
-        self.queue.append(event)
-
-    def _count_dropped(self, count):
-        before = self.dropped
-        self.dropped += count
-        # Log the first drop, then once per thousand.
-        if before == 0 or before // 1000 != self.dropped // 1000:
-            self.log(
-                f"orthanc-jobs: job-service unreachable, {self.dropped} event(s) dropped so far "
-                "(oldest first); the next resynchronisation will recover them"
+    def _report_losses(self):
+        outbox = self.outbox
+        total = outbox.dropped_events + outbox.dropped_json
+        # Logged at the first loss, then once per thousand: never silent, never a flood.
+        if total <= 1 or total // 1000 != (total - 1) // 1000 or total % 1000 == 0:
+            self.log_error(
+                f"orthanc-jobs: the job-service has been unreachable too long: {outbox.dropped_events} job "
+                f"event(s) dropped so far, and the JSON of {outbox.dropped_json} job(s) (QueueSize "
+                f"{outbox.max_events}, QueueBytes {outbox.max_bytes}); the job-service shows this gap"
             )
+
+    # ---- the capture thread: each job's JSON, as soon as the event happens ----
+
+    def _capture_loop(self):
+        while True:
+            with self.lock:
+                while not self.captures and not self.stopping:
+                    self.captured.wait()
+                if self.stopping:
+                    return
+                event = self.capturing = self.captures.popleft()
+            job = self._read_job(event["JobId"])
+            with self.lock:
+                self.capturing = None
+                if self.stopping:
+                    return  # stop() queued it already, without its JSON, before ORTHANC_STOPPED
+                if job is not None:
+                    event["Job"] = job
+                self._queue(event)
+
+    def _read_job(self, job_id):
+        """The job's JSON as Orthanc wrote it (bytes), or None: the capture thread must outlive anything."""
+        try:
+            body = self.read_local("/jobs/" + urllib.parse.quote(str(job_id), safe=""))
+            # Orthanc writes a JSON object; anything else is not sent on.
+            return bytes(body) if body and bytes(body).lstrip()[:1] == b"{" else None
+        except Exception:  # Orthanc's HTTP server unreachable or slow: the event goes without
+            return None
 
     # ---- the sender thread ----
 
     def _remaining(self):
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def _post(self, route, payload):
+    def _post(self, route, body):
         remaining = self._remaining()
         timeout = self.timeout if remaining is None else max(0.05, min(self.timeout, remaining))
         request = urllib.request.Request(
             self.service_url + route,
-            data=json.dumps(payload).encode(),
+            data=body if isinstance(body, bytes) else json.dumps(body).encode(),
             headers={"Content-Type": "application/json", "Authorization": "Bearer " + self.secret},
             method="POST",
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as answer:
-                answer.read()
+                return answer.read()
         except urllib.error.HTTPError as error:
             raise ServiceRefused(error.code) from None
 
     def _orthanc_version(self):
         # Orthanc's REST API may not answer yet at the first registration: asked again until it does.
         if not self.identity.get("OrthancVersion"):
-            self.identity["OrthancVersion"] = (self.rest_get("/system") or {}).get("Version", "")
-        return self.identity["OrthancVersion"]
+            try:
+                system = json.loads(self.read_local("/system") or b"{}")
+                self.identity["OrthancVersion"] = str(system.get("Version", ""))
+            except Exception:
+                pass
+        return self.identity.get("OrthancVersion", "")
 
     def _register(self):
         self._orthanc_version()
@@ -157,58 +419,84 @@ class Reporter:
         if not self.registered:
             self.log(f"orthanc-jobs: registered with the job-service at {self.service_url}")
         self.registered = True
+        self.answered_since_failure = True
+
+    def _heartbeat(self):
+        beat = {"Incarnation": self.identity["Incarnation"], "OrthancVersion": self._orthanc_version()}
+        with self.lock:
+            gap = self.outbox.gap()
+        if gap is not None:
+            beat["Gap"] = gap
+        self._post("/heartbeat", beat)
+        self.answered_since_failure = True
 
     def _take_batch(self, wait):
-        with self.condition:
-            if not self.queue and not self.stopping and wait > 0:
-                self.condition.wait(wait)
-            batch = []
-            while self.queue and len(batch) < BATCH_SIZE:
-                batch.append(self.queue.popleft())
-            return batch
+        with self.lock:
+            if not self.outbox and not self.stopping and wait > 0:
+                self.queued.wait(wait)
+            return self.outbox.take(BATCH_SIZE)
 
     def _give_back(self, batch):
-        with self.condition:
-            room = self.queue_size - len(self.queue)
-            if room < len(batch):
-                self._count_dropped(len(batch) - room)
-                batch = batch[len(batch) - room :] if room > 0 else []
-            self.queue.extendleft(reversed(batch))
-
-    def _with_job_json(self, batch):
-        for event in batch:
-            if "JobId" in event and "Job" not in event and not self.stopping:
-                job = self.rest_get("/jobs/" + event["JobId"])
-                if job is not None:
-                    event["Job"] = job
-        return batch
+        with self.lock:
+            if self.outbox.give_back(batch):
+                self._report_losses()
 
     def _send_events(self, batch):
-        payload = {"Incarnation": self.identity["Incarnation"], "Events": batch}
         try:
-            self._post("/events", payload)
+            answer = self._post("/events", _encode_events(self.identity["Incarnation"], batch))
         except ServiceRefused as refused:
             if refused.status == 404:
                 # The job-service does not know this incarnation (it restarted): register, then send again.
                 self.registered = False
                 self._register()
-                self._post("/events", payload)
-            elif refused.status in (400, 413):
+                answer = self._post("/events", _encode_events(self.identity["Incarnation"], batch))
+            elif refused.status in (400, 413) or (refused.status >= 500 and self._given_up_on(batch)):
                 self._send_refused(batch, refused)
+                return
             else:
                 raise
+        self.failures = 0
+        self._log_refused_events(batch, answer)
+
+    def _given_up_on(self, batch):
+        """Is this 5xx one too many for these events? Only if the job-service answers other requests."""
+        self.failures += 1
+        if self.failures >= TRIES_BEFORE_GIVING_UP and self.answered_since_failure:
+            self.failures = 0
+            return True
+        self.answered_since_failure = False
+        return False
+
+    def _log_refused_events(self, batch, answer):
+        """The job-service judges each event: those it could not use come back with a reason."""
+        try:
+            refused = json.loads(answer or b"{}").get("Refused") or []
+        except (ValueError, AttributeError):
+            return
+        for entry in refused[:10]:
+            self.log_error(f"orthanc-jobs: the job-service refused an event: {entry}")
+        self.refused += len(refused)
 
     def _send_refused(self, batch, refused):
-        """The job-service refused a batch (too large, or an event it finds invalid): split it, then send
-        the culprit without its job JSON, then drop it; retrying it as it is would block every later event."""
+        """The job-service refused a batch (too large, an event it cannot read): split it, then send the
+        culprit without its job JSON, then let it go; retrying it as it is would block every later event."""
         if len(batch) > 1:
             half = len(batch) // 2
-            self._send_events(batch[:half])
-            self._send_events(batch[half:])
+            self._send_one_part(batch[:half])
+            self._send_one_part(batch[half:])
         elif "Job" in batch[0]:
-            self._send_events([{key: value for key, value in batch[0].items() if key != "Job"}])
+            self._send_one_part([{key: value for key, value in batch[0].items() if key != "Job"}])
         else:
-            self.log(f"orthanc-jobs: the job-service refused an event ({refused}); dropped: {batch[0]}")
+            self.refused += 1
+            self.log_error(f"orthanc-jobs: the job-service refused an event ({refused}); let go: {batch[0]}")
+
+    def _send_one_part(self, part):
+        try:
+            self._send_events(part)
+        except ServiceRefused as refused:
+            if refused.status < 500:
+                raise
+            self._send_refused(part, refused)
 
     def _run(self):
         backoff = 0.2
@@ -225,15 +513,11 @@ class Reporter:
                 now = time.monotonic()
                 if now >= next_heartbeat and not self.stopping:
                     # A 404 means the job-service forgot this incarnation: registering again follows.
-                    beat = {
-                        "Incarnation": self.identity["Incarnation"],
-                        "OrthancVersion": self._orthanc_version(),
-                    }
-                    self._post("/heartbeat", beat)
+                    self._heartbeat()
                     next_heartbeat = now + self.heartbeat_interval
                 batch = self._take_batch(max(0.0, next_heartbeat - time.monotonic()))
                 if batch:
-                    self._send_events(self._with_job_json(batch))
+                    self._send_events(batch)
                 elif self.stopping:
                     return
                 backoff = 0.2
@@ -249,23 +533,24 @@ class Reporter:
                     self.registered = False
                 # New events must not cut the backoff short (that would be one request per event); stop() may.
                 end = time.monotonic() + backoff
-                with self.condition:
+                with self.lock:
                     while not self.stopping and (left := end - time.monotonic()) > 0:
-                        self.condition.wait(left)
+                        self.queued.wait(left)
                 backoff = min(MAX_BACKOFF, backoff * 2)
 
 
 def _settings(configuration):
     section = configuration.get("OrthancJobs", {})
     scheme = "https" if configuration.get("SslEnabled") else "http"
-    default_server_url = f"{scheme}://127.0.0.1:{int(configuration.get('HttpPort', 8042))}"
+    local_url = f"{scheme}://127.0.0.1:{int(configuration.get('HttpPort', 8042))}"
     return {
         "Url": os.environ.get("ORTHANC_JOBS_URL") or section.get("Url", "http://127.0.0.1:8050"),
         "Secret": os.environ.get("ORTHANC_JOBS_SECRET") or section.get("Secret", ""),
-        "ServerUrl": os.environ.get("ORTHANC_JOBS_SERVER_URL")
-        or section.get("ServerUrl", default_server_url),
+        "ServerUrl": os.environ.get("ORTHANC_JOBS_SERVER_URL") or section.get("ServerUrl", local_url),
+        "LocalUrl": section.get("LocalUrl", local_url),
         "HeartbeatInterval": float(section.get("HeartbeatInterval", 2)),
         "QueueSize": max(1, int(section.get("QueueSize", 10000))),
+        "QueueBytes": max(0, int(section.get("QueueBytes", 64 * 1024 * 1024))),
         "Timeout": float(section.get("Timeout", 2)),
     }
 
@@ -281,29 +566,27 @@ def _start_in_orthanc():
         )
         return None
 
-    def rest_get(uri):
-        try:
-            return json.loads(orthanc.RestApiGet(uri))
-        except Exception:  # e.g. a job that left Orthanc's history already
-            return None
-
+    token = orthanc.GenerateRestApiAuthorizationToken()
     identity = {
         "Name": configuration.get("Name", socket.gethostname()),
         "Url": settings["ServerUrl"],
         "Incarnation": str(uuid.uuid4()),
-        "Token": orthanc.GenerateRestApiAuthorizationToken(),
+        "Token": token,
         "OrthancVersion": "",
         "PluginVersion": REPORTER_VERSION,
     }
+    local = LocalOrthanc(settings["LocalUrl"], token, settings["Timeout"])
     reporter = Reporter(
         settings["Url"],
         settings["Secret"],
         identity,
-        rest_get,
+        local.get,
         orthanc.LogWarning,
         settings["HeartbeatInterval"],
         settings["QueueSize"],
         settings["Timeout"],
+        settings["QueueBytes"],
+        orthanc.LogError,
     )
     reporter.start()
     # Loaded as the PythonScript itself: register the callback. Imported by a user's script: that script's

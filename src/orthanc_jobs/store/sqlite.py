@@ -1,16 +1,30 @@
 """The registry's history in a local SQLite file, so that it survives a restart of the job-service.
 
-Writes are gathered in memory and written in one transaction by ``flush()``, which the application calls
-a few times a second from a worker thread: thousands of job events a second cost a handful of commits.
+Writes are gathered in memory (``save_*``) and written in one transaction by ``write``, from a worker
+thread: thousands of job events a second cost a handful of commits.
+
+At start the file is checked. A file that is damaged, or was emptied behind the service's back (a file
+this store made always holds its schema), is moved aside, named in an error in the log, and the service
+starts with an empty history: the servers' plugins register again and every job their Orthanc still holds
+is read back. Losing the history is bad; a job-service that does not start, or starts quietly on a
+fraction of it, is worse.
 """
 
+import logging
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import orjson
 
 from orthanc_jobs.model import Job, Server
+
+log = logging.getLogger(__name__)
+
+#: ``PRAGMA user_version`` of a file this store made: 0 means the file holds no schema of ours.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS servers (
@@ -30,51 +44,132 @@ CREATE TABLE IF NOT EXISTS jobs (
     first_seen REAL NOT NULL,
     finished_at REAL,
     history_only INTEGER NOT NULL,
-    content BLOB NOT NULL
+    content BLOB NOT NULL,
+    presumed INTEGER NOT NULL DEFAULT 0
 );
 """
+_JOB_COLUMNS = "id, server_url, incarnation, first_seen, finished_at, history_only, content, presumed"
+
+
+class DamagedStore(Exception):
+    """The file is not a history this store can use."""
 
 
 class SqliteStore:
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
+        #: Where a damaged file was moved at start (None: it was sound, or new).
+        self.moved_aside: str | None = None
+        self._path = path
+        if path == ":memory:":
+            self._db = self._open(path, existed=False)
+        else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).touch(mode=0o600)  # it holds the servers' REST tokens
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()  # one flush at a time
+            try:
+                self._db = self._open(path, existed=os.path.exists(path))
+                self._loaded = self._read()
+            except (DamagedStore, sqlite3.DatabaseError) as error:
+                self.moved_aside = self._move_aside(path, error)
+                self._db = self._open(path, existed=False)
+        self._lock = threading.Lock()  # one write at a time
         self._jobs: dict[str, Job | None] = {}  # None: delete
         self._servers: dict[str, Server] = {}
 
+    @staticmethod
+    def _open(path: str, existed: bool) -> sqlite3.Connection:
+        if path != ":memory:" and not existed:
+            Path(path).touch(mode=0o600)  # it holds the servers' REST tokens
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if existed and version == 0 and not {"jobs", "servers"} <= tables:
+                # Version 1 files had the tables and no user_version; an emptied file has neither.
+                size = os.path.getsize(path)
+                raise DamagedStore(f"the file holds no history of this service ({size} bytes, no schema)")
+            if existed:
+                problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+                if problems != ["ok"]:
+                    raise DamagedStore("SQLite's check failed: " + "; ".join(problems[:5]))
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous NORMAL: a committed write survives a crash of the process (kill -9),
+            # not always a power cut.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "presumed" not in columns:  # a file of version 1
+                db.execute("ALTER TABLE jobs ADD COLUMN presumed INTEGER NOT NULL DEFAULT 0")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _move_aside(path: str, error: Exception) -> str:
+        aside = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        number = 1
+        while os.path.exists(aside):
+            number += 1
+            aside = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{number}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        log.error(
+            "the job history %s cannot be used (%s): moved aside to %s; starting with an empty history, "
+            "rebuilt from what the Orthanc servers still hold (their plugins register again). Jobs that only "
+            "the history held are in the file moved aside.",
+            path,
+            error,
+            aside,
+        )
+        return aside
+
     def load(self) -> tuple[list[Server], list[Job]]:
-        servers = [
-            Server(
-                url=row[0],
-                name=row[1],
-                incarnation=row[2],
-                token=row[3],
-                registered_at=row[4],
-                last_seen=row[5],
-                stopped=bool(row[6]),
-                orthanc_version=row[7],
-            )
-            for row in self._db.execute("SELECT * FROM servers")
-        ]
-        jobs = [
-            Job.from_content(
-                orjson.loads(content),
-                server_url=server_url,
-                incarnation=incarnation,
-                first_seen=first_seen,
-                finished_at=finished_at,
-                history_only=bool(history_only),
-            )
-            for (server_url, incarnation, first_seen, finished_at, history_only, content) in self._db.execute(
-                "SELECT server_url, incarnation, first_seen, finished_at, history_only, content FROM jobs"
-            )
-        ]
+        loaded = getattr(self, "_loaded", None)
+        if loaded is not None:
+            del self._loaded  # read once, at start
+            return loaded
+        return self._read()
+
+    def _read(self) -> tuple[list[Server], list[Job]]:
+        """Every server and job in the file; any row that cannot be read makes the file damaged."""
+        try:
+            servers = [
+                Server(
+                    url=row[0],
+                    name=row[1],
+                    incarnation=row[2],
+                    token=row[3],
+                    registered_at=row[4],
+                    last_seen=row[5],
+                    stopped=bool(row[6]),
+                    orthanc_version=row[7],
+                )
+                for row in self._db.execute("SELECT * FROM servers")
+            ]
+            jobs = [
+                Job.from_content(
+                    orjson.loads(content),
+                    server_url=server_url,
+                    incarnation=incarnation,
+                    first_seen=first_seen,
+                    finished_at=finished_at,
+                    history_only=bool(history_only),
+                    presumed=bool(presumed),
+                )
+                for (
+                    _,
+                    server_url,
+                    incarnation,
+                    first_seen,
+                    finished_at,
+                    history_only,
+                    content,
+                    presumed,
+                ) in (self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"))
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise DamagedStore(f"a row cannot be read: {error!r}") from error
         return servers, jobs
 
     def save_server(self, server: Server) -> None:
@@ -105,6 +200,7 @@ class SqliteStore:
                 job.finished_at,
                 int(job.history_only),
                 orjson.dumps(job.content),
+                int(job.presumed),
             )
             for job in jobs.values()
             if job is not None
@@ -126,7 +222,9 @@ class SqliteStore:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", upserts)
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", upserts
+                )
                 self._db.executemany("DELETE FROM jobs WHERE id = ?", deletes)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO servers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", server_rows
