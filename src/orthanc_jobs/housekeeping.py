@@ -32,6 +32,9 @@ class Housekeeper:
         self._tasks = BackgroundTasks()
         # One write at a time, in the order the changes were taken: an older write must never land last.
         self._writing = asyncio.Lock()
+        # Group commit: flushes asked for while a write runs are all served by the next one.
+        self._flushes_asked = 0
+        self._flushes_done = 0
 
     def start(self) -> None:
         self._tasks.every(self._liveness_interval, self.check_liveness)
@@ -51,10 +54,16 @@ class Housekeeper:
     async def flush(self) -> None:
         """Write every change noted so far; returns once they are in the store (a route that acknowledges
         plugin events awaits it)."""
+        self._flushes_asked += 1
+        asked = self._flushes_asked
         async with self._writing:
+            if self._flushes_done >= asked:
+                return  # a write that started after this call's changes has written them
+            covers = self._flushes_asked
             jobs, servers = self._store.take_pending()
             if jobs or servers:
                 await asyncio.to_thread(self._store.write, jobs, servers)
+            self._flushes_done = covers
 
     async def prune(self) -> None:
         pruned = self._registry.prune_history(self._history_max_age, self._history_max_jobs)

@@ -104,3 +104,20 @@ class SilentModality:
         self._server.close()
         for connection in self._connections:
             connection.close()
+
+
+def listed_states(lb: httpx.Client, ids: set[str]) -> dict[str, str]:
+    """The state of each of ``ids`` that the job-service lists (``GET /jobs?expand``)."""
+    return {
+        job["ID"]: job["State"] for job in lb.get("/jobs", params={"expand": ""}).json() if job["ID"] in ids
+    }
+
+
+def wait_all_listed(lb: httpx.Client, ids: set[str], timeout: float = 60) -> dict[str, str]:
+    """Wait until the job-service lists every one of ``ids``; on time-out, say how many it never listed."""
+    deadline = time.monotonic() + timeout
+    while len(found := listed_states(lb, ids)) < len(ids):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(ids) - len(found)} of {len(ids)} jobs never listed")
+        time.sleep(0.2)
+    return found

@@ -22,7 +22,17 @@ import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 from tests.e2e.conftest import running_cluster
-from tests.e2e.helpers import cli, create_async_job, create_study, direct, pid_of, wait_for, wait_job_state
+from tests.e2e.helpers import (
+    cli,
+    create_async_job,
+    create_study,
+    direct,
+    listed_states,
+    pid_of,
+    wait_all_listed,
+    wait_for,
+    wait_job_state,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,12 +56,6 @@ def lb(cluster: ClusterState) -> Iterator[httpx.Client]:
 
 def servers(lb: httpx.Client) -> dict[str, dict[str, Any]]:
     return {server["Name"]: server for server in lb.get("/../orthanc-jobs/servers").json()}
-
-
-def listed_states(lb: httpx.Client, ids: set[str]) -> dict[str, str]:
-    return {
-        job["ID"]: job["State"] for job in lb.get("/jobs", params={"expand": ""}).json() if job["ID"] in ids
-    }
 
 
 def service_log(cluster: ClusterState) -> str:
@@ -84,11 +88,7 @@ def test_jobs_created_while_the_job_service_is_killed_are_all_listed(
     cli(cluster, "start", "job-service")
 
     ids = set(created)
-    states = wait_for(
-        lambda: found if len(found := listed_states(lb, ids)) == len(ids) else None,
-        timeout=60,
-        what="every job created around the outage listed",
-    )
+    states = wait_all_listed(lb, ids)
     assert set(states.values()) == {"Success"}
     # Each Orthanc keeps its last 10: most of these jobs exist only in the job-service now.
     held = 0

@@ -17,7 +17,15 @@ import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 from tests.e2e.conftest import ORTHANC_VERSIONS, orthanc_root, running_cluster
-from tests.e2e.helpers import SilentModality, create_study, direct, free_port, wait_for
+from tests.e2e.helpers import (
+    SilentModality,
+    create_study,
+    direct,
+    free_port,
+    listed_states,
+    wait_all_listed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -77,11 +85,6 @@ def in_parallel(threads: int, work: Callable[[httpx.Client, int], None], base_ur
     assert not errors, errors
 
 
-def listed_states(lb: httpx.Client, ids: set[str]) -> dict[str, str]:
-    jobs = lb.get("/jobs", params={"expand": ""}).json()
-    return {job["ID"]: job["State"] for job in jobs if job["ID"] in ids}
-
-
 def test_the_servers_run_the_version_under_test(
     safety_cluster: ClusterState, lb: httpx.Client, request: pytest.FixtureRequest
 ) -> None:
@@ -117,7 +120,7 @@ def test_archives_of_nothing_through_the_load_balancer_never_abort_orthanc(
     assert_every_orthanc_alive(safety_cluster)
     # Each Orthanc now holds only its last 10: the job-service has all 150, each with its end state.
     ids = set(created)
-    states = wait_for(lambda: found if len(found := listed_states(lb, ids)) == 150 else None, timeout=60)
+    states = wait_all_listed(lb, ids)
     assert Counter(states.values()) == {"Success": 150}
     for job_id in list(ids)[:20]:
         job = lb.get(f"/jobs/{job_id}").json()
@@ -178,11 +181,8 @@ def test_odd_jobs_hammered_while_clients_read_them(safety_cluster: ClusterState,
     assert answers == {200: 120}
     assert_every_orthanc_alive(safety_cluster)
     ids = set(expected)
-    states = wait_for(
-        lambda: found if (found := listed_states(lb, ids)) == expected else None,
-        timeout=60,
-        what="every job listed with its end state",
-    )
+    wait_all_listed(lb, ids)
+    states = wait_for(lambda: found if (found := listed_states(lb, ids)) == expected else None, timeout=30)
     assert Counter(states.values()) == Counter(expected.values())
 
 

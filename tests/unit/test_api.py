@@ -320,3 +320,31 @@ async def test_the_dashboard_is_served_with_credentials_only(service: httpx.Asyn
     assert (await service.get("/orthanc-jobs/ui/app.js", headers=public())).status_code == 200
     assert (await service.get("/orthanc-jobs/ui/../config.py", headers=public())).status_code == 404
     assert (await service.get("/orthanc-jobs/ui/secret.txt", headers=public())).status_code == 404
+
+
+async def test_events_are_in_the_store_when_the_plugin_gets_its_answer(
+    orthanc: FakeOrthanc, tmp_path: pytest.TempPathFactory
+) -> None:
+    """An event answered 200 survives a crash of the job-service (kill -9) that comes right after."""
+    import sqlite3
+
+    database = str(tmp_path / "history.sqlite3")  # type: ignore[operator]
+    settings = Settings(secret=SECRET, database=database)
+    services = build_services(
+        settings, client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
+    )
+    app = create_app(services=services)  # no lifespan here: no periodic write runs behind the route's back
+    registration = {"Name": "orthanc-1", "Url": "http://127.0.0.1:8001", "Incarnation": "inc-1", "Token": "t"}
+    job_id = str(uuid.uuid4())
+    snapshot = dict(orthanc.jobs["http://127.0.0.1:8001"].get(job_id) or {}, ID=job_id, State="Success")
+    events = {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": job_id, "Job": snapshot}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        assert (
+            await client.post("/orthanc-jobs/internal/register", json=registration, headers=PLUGIN)
+        ).is_success
+        answer = await client.post("/orthanc-jobs/internal/events", json=events, headers=PLUGIN)
+
+        assert answer.json() == {"Accepted": 1, "Refused": []}
+        with sqlite3.connect(database) as other_process:
+            rows = other_process.execute("SELECT id, content FROM jobs").fetchall()
+        assert [(row[0], json.loads(row[1])["State"]) for row in rows] == [(job_id, "Success")]

@@ -199,7 +199,7 @@ class SqliteStore:
                 job.first_seen,
                 job.finished_at,
                 int(job.history_only),
-                orjson.dumps(job.content),
+                job.json_head + b"}",  # the content, serialised once already
                 int(job.presumed),
             )
             for job in jobs.values()
