@@ -62,7 +62,12 @@ class Housekeeper:
             covers = self._flushes_asked
             jobs, servers = self._store.take_pending()
             if jobs or servers:
-                await asyncio.to_thread(self._store.write, jobs, servers)
+                try:
+                    await asyncio.to_thread(self._store.write, jobs, servers)
+                except BaseException:
+                    # Nothing is lost: written by the next flush. Who waits for this one learns it failed.
+                    self._store.restore_pending(jobs, servers)
+                    raise
             self._flushes_done = covers
 
     async def prune(self) -> None:

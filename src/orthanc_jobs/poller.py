@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 # Above this many unfinished jobs on one server, one /jobs?expand is cheaper than one request per job.
 EXPAND_THRESHOLD = 16
+# Jobs known only by an event without JSON, read at each poll: at most this many per server per poll, and
+# this many waiting per server.
+READS_PER_POLL = 64
+MAX_WAITING_READS = 10_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Poller:
         self._poll_duration = poll_duration
         self._tasks = BackgroundTasks()
         self._lookups: dict[str, asyncio.Future[Job | Unreadable | None]] = {}
+        self._to_read: dict[str, set[str]] = {}  # server URL -> ids of jobs to read
 
     def start(self) -> None:
         # Servers known from the store (a restart of the service): catch up with them at once.
@@ -138,7 +143,22 @@ class Poller:
                 return self._registry.apply_snapshot(server, content)
         return unreadable
 
+    def schedule_read(self, server: Server, job_id: str) -> None:
+        """Read at the next poll a job known only by an event that came without its JSON (its plugin could
+        not read it then, or let it go while the job-service was unreachable)."""
+        waiting = self._to_read.setdefault(server.url, set())
+        if len(waiting) < MAX_WAITING_READS:
+            waiting.add(job_id)
+
+    async def _read_scheduled(self, server: Server) -> None:
+        waiting = self._to_read.get(server.url)
+        if not waiting:
+            return
+        now = [waiting.pop() for _ in range(min(READS_PER_POLL, len(waiting)))]
+        await asyncio.gather(*(self.refresh_job(server, job_id) for job_id in now))
+
     async def _poll_server(self, server: Server) -> None:
+        await self._read_scheduled(server)
         unfinished = self._registry.unfinished_jobs(server)
         if len(unfinished) > EXPAND_THRESHOLD:
             await self.resync(server)

@@ -118,6 +118,8 @@ class Registry:
             registered_at=now,
             last_seen=now,
             orthanc_version=orthanc_version,
+            # What the previous process at this URL dropped stays shown until this one reports its own.
+            gap=previous.gap if previous is not None else None,
         )
         self._servers[url] = server
         self._by_incarnation[incarnation] = server
@@ -161,6 +163,7 @@ class Registry:
                 orthanc_timestamp(gap["Last"]),
             )
         server.gap = gap
+        self._store.save_server(server)
         self._notify("server", server)
 
     def mark_resynchronised(self, server: Server) -> None:
@@ -273,6 +276,7 @@ class Registry:
             return existing  # the owner's own word on how it ended is known already
         if existing is None and not is_job_id(job_id):
             return None
+        # When the event happened, on the plugin's clock: the clock of Orthanc's machine, as its Timestamps.
         stamp = orthanc_timestamp(event_time if event_time is not None else self._clock())
         base = existing.content if existing is not None else _unknown_job(job_id, stamp)
         content = dict(
@@ -281,11 +285,12 @@ class Registry:
             ErrorCode=0 if state is JobState.SUCCESS else LOST_JOB_ERROR_CODE,
             ErrorDescription="Success" if state is JobState.SUCCESS else _FAILED_WITHOUT_DETAILS,
             CompletionTime=stamp,
+            # Later than any snapshot read before the job ended: a late poll answer cannot undo the end.
+            Timestamp=max(str(base.get("Timestamp", "")), stamp),
         )
         if state is JobState.SUCCESS:
             content["Progress"] = 100
         content.pop("EstimatedTimeOfArrival", None)
-        # Orthanc's own Timestamp is kept for a known job: our clock need not agree with the server's.
         incarnation = existing.incarnation if existing is not None else server.incarnation
         return self._replace(existing, server.url, incarnation, content, history_only=existing is None)
 

@@ -29,6 +29,8 @@ class FakeOrthanc:
         self.jobs: dict[str, dict[str, dict[str, Any]]] = {}
         self.requests: list[httpx.Request] = []
         self.down: set[str] = set()
+        #: Jobs Orthanc cannot write as JSON (NaN progress): 400 for them, and for a listing with them.
+        self.unwritable: set[str] = set()
 
     def add_server(self, url: str) -> None:
         self.jobs[url] = {}
@@ -58,12 +60,25 @@ class FakeOrthanc:
             return httpx.Response(401)
         if path == "/system":
             return httpx.Response(200, json={"Version": "1.10.1"})
+        if path == "/jobs" and "expand" not in request.url.params:
+            return httpx.Response(200, json=list(jobs))
         if path == "/jobs":
+            if self.unwritable & set(jobs):
+                return httpx.Response(
+                    400, json={"Details": "Presumably an error while parsing the JSON body"}
+                )
             return httpx.Response(200, json=list(jobs.values()))
         parts = path.split("/")[2:]
         job = jobs.get(parts[0])
         if job is None:
             return httpx.Response(404 if request.method == "GET" else 400)
+        if len(parts) == 1 and request.method == "GET" and parts[0] in self.unwritable:
+            return httpx.Response(
+                400, json={"HttpStatus": 400, "Details": "Presumably an error while parsing"}
+            )
+        if len(parts) == 2 and request.method == "POST" and parts[1] == "cancel":
+            job.update(State="Failure", ErrorCode=37, Timestamp="20261128T110000.000000")
+            return httpx.Response(200, json={})
         if len(parts) == 1 and request.method == "DELETE":
             del jobs[parts[0]]
             return httpx.Response(200, json={})

@@ -348,3 +348,62 @@ async def test_events_are_in_the_store_when_the_plugin_gets_its_answer(
         with sqlite3.connect(database) as other_process:
             rows = other_process.execute("SELECT id, content FROM jobs").fetchall()
         assert [(row[0], json.loads(row[1])["State"]) for row in rows] == [(job_id, "Success")]
+
+
+async def test_a_job_its_owner_cannot_write_is_answered_as_its_owner_answers(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    """An asynchronous archive of nothing, pending: Orthanc answers 400 for it. So does the cluster, and
+    actions on it reach its owner, as on one Orthanc."""
+    job_id = orthanc.add_job("http://127.0.0.1:8002", "Pending")
+    orthanc.unwritable.add(job_id)
+
+    answer = await service.get(f"/jobs/{job_id}", headers=public())
+    assert answer.status_code == 400
+    assert answer.json()["HttpStatus"] == 400
+
+    assert (await service.post(f"/jobs/{job_id}/cancel", headers=public())).json() == {}
+    assert orthanc.jobs["http://127.0.0.1:8002"][job_id]["State"] == "Failure"
+    assert (await service.get(f"/jobs/{uuid.uuid4()}", headers=public())).status_code == 404
+
+
+async def test_events_the_history_cannot_take_are_refused_503_and_kept_for_the_retry(
+    orthanc: FakeOrthanc, tmp_path: pytest.TempPathFactory
+) -> None:
+    import sqlite3
+
+    from orthanc_jobs.store import SqliteStore
+
+    class FailingOnce(SqliteStore):
+        failures = 1
+
+        def write(self, jobs, servers):  # type: ignore[no-untyped-def]
+            if self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("disk I/O error")
+            super().write(jobs, servers)
+
+    database = str(tmp_path / "history.sqlite3")  # type: ignore[operator]
+    store = FailingOnce(database)
+    settings = Settings(secret=SECRET, database=database)
+    services = build_services(
+        settings, store=store, client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
+    )
+    app = create_app(services=services)
+    registration = {"Name": "orthanc-1", "Url": "http://127.0.0.1:8001", "Incarnation": "inc-1", "Token": "t"}
+    job_id = str(uuid.uuid4())
+    snapshot = {"ID": job_id, "State": "Success", "Type": "Archive", "Timestamp": "20261128T100000.000000"}
+    events = {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": job_id, "Job": snapshot}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        assert (
+            await client.post("/orthanc-jobs/internal/register", json=registration, headers=PLUGIN)
+        ).is_success
+
+        refused = await client.post("/orthanc-jobs/internal/events", json=events, headers=PLUGIN)
+        assert refused.status_code == 503
+        assert "cannot be written" in refused.json()["Message"]
+        again = await client.post("/orthanc-jobs/internal/events", json=events, headers=PLUGIN)
+        assert again.json() == {"Accepted": 1, "Refused": []}
+
+        with sqlite3.connect(database) as other_process:
+            assert other_process.execute("SELECT id FROM jobs").fetchall() == [(job_id,)]

@@ -101,3 +101,54 @@ async def test_concurrent_lookups_of_one_id_share_one_round_of_requests(
     assert {job.server_url for job in found if job is not None} == {URLS[1]}
     asked = [r for r in orthanc.requests if r.url.path == f"/jobs/{job_id}"]
     assert len(asked) == len(URLS)  # once per server, not once per caller
+
+
+async def test_a_listing_orthanc_cannot_write_is_read_job_by_job(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    """One job with a NaN progress makes Orthanc answer 400 for /jobs?expand: the others are still read,
+    and that one is not taken for gone."""
+    server = registry.server_by_url(URLS[0])
+    pending = orthanc.add_job(URLS[0], "Pending")
+    assert await poller.resync(server)
+    assert registry.get_job(pending).state == "Pending"
+    orthanc.unwritable.add(pending)
+    fine = [orthanc.add_job(URLS[0], "Success") for _ in range(3)]
+
+    assert await poller.resync(server)
+
+    assert {job_id: registry.get_job(job_id).state for job_id in fine} == dict.fromkeys(fine, "Success")
+    assert registry.get_job(pending).state == "Pending"  # not "no longer known"
+    assert not registry.get_job(pending).presumed
+
+
+async def test_a_job_orthanc_cannot_write_is_found_as_unreadable_with_its_owner(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    from orthanc_jobs.poller import Unreadable
+
+    job_id = orthanc.add_job(URLS[1], "Pending")
+    orthanc.unwritable.add(job_id)
+
+    found = await poller.discover_job(job_id)
+
+    assert found == Unreadable(job_id, registry.server_by_url(URLS[1]))
+    assert registry.get_job(job_id) is None
+
+
+async def test_a_job_known_only_by_an_event_without_json_is_read_at_the_next_poll(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    server = registry.server_by_url(URLS[0])
+    job_id = orthanc.add_job(URLS[0], "Running")
+    gone = "00000000-0000-0000-0000-000000000000"
+    poller.schedule_read(server, job_id)
+    poller.schedule_read(server, gone)
+
+    await poller.poll_unfinished()
+
+    assert registry.get_job(job_id).state == "Running"
+    assert registry.get_job(gone) is None
+    asked = len(orthanc.requests)
+    await poller.poll_unfinished()  # read once, then polled as any unfinished job
+    assert len(orthanc.requests) == asked + 1

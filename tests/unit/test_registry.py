@@ -1,5 +1,6 @@
 """The registry: where every job and server state change is decided."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -342,3 +343,37 @@ def test_two_processes_sharing_one_url_are_reported(
     assert "evict each other" not in caplog.text
     register(registry, "orthanc-1", "inc-a")  # the first one is still there: they share the URL
     assert "evict each other" in caplog.text
+
+
+def test_a_late_poll_answer_cannot_undo_an_end_known_from_its_event(registry: Registry, clock: Clock) -> None:
+    """A poll read before the job ended, answered after its end event (without JSON) was applied."""
+    from orthanc_jobs.model import JobState
+
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Running", Timestamp="20261128T100001.000000"))
+    ended = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC).timestamp()
+    registry.apply_terminal_event(server, JOB_A, JobState.SUCCESS, ended)
+
+    registry.apply_snapshot(server, job(JOB_A, "Running", Timestamp="20261128T100003.000000"))
+
+    assert registry.get_job(JOB_A).state == "Success"
+    assert registry.get_job(JOB_A).timestamp == "20261128T100005.000000"
+
+
+def test_a_gap_is_kept_across_restarts_of_the_service_and_of_the_server(tmp_path, clock: Clock) -> None:
+    path = str(tmp_path / "history.sqlite3")
+    store = SqliteStore(path)
+    registry = Registry(store, not_responding_after=10, stopped_after=60, clock=clock)
+    server = register(registry, "orthanc-1", "inc-1")
+    gap = {"DroppedEvents": 5, "DroppedJobJson": 2, "First": 1.0, "Last": 2.0}
+    registry.report_gap(server, gap)
+    store.flush()
+
+    again = Registry(SqliteStore(path), not_responding_after=10, stopped_after=60, clock=clock)
+    assert again.server_by_url(server.url).gap == gap
+    # The server restarts: the gap of its previous process stays shown until the new one reports its own.
+    restarted = register(again, "orthanc-1", "inc-2")
+    assert restarted.gap == gap
+    newer = dict(gap, DroppedEvents=1)
+    again.report_gap(restarted, newer)
+    assert again.server_by_url(server.url).gap == newer

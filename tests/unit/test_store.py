@@ -145,3 +145,27 @@ def test_two_damaged_files_in_the_same_second_are_both_kept(tmp_path: Path) -> N
         asides.append(store.moved_aside)
         store.close()
     assert len({*asides}) == 2 and all(Path(a).exists() for a in asides if a)
+
+
+def test_a_file_out_of_reach_is_not_moved_aside_the_start_fails(tmp_path: Path) -> None:
+    """A lock, permissions, a full disk: not the file's fault. Moving it aside would lose a sound history."""
+    folder = tmp_path / "history.sqlite3"
+    folder.mkdir()  # SQLite cannot open a folder: "unable to open database file"
+
+    with pytest.raises(sqlite3.OperationalError):
+        SqliteStore(str(folder))
+
+    assert folder.is_dir() and not list(tmp_path.glob("*.damaged-*"))
+
+
+def test_a_failed_write_gives_its_changes_back_under_newer_ones(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "history.sqlite3"))
+    store.save_job(job())
+    taken = store.take_pending()
+    newer = job(presumed=True)
+    store.save_job(newer)
+
+    store.restore_pending(*taken)
+
+    jobs, _ = store.take_pending()
+    assert jobs == {JOB_ID: newer}

@@ -12,9 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from orthanc_jobs import INTERNAL_PREFIX
 from orthanc_jobs.api.context import Services, require_plugin_secret
 from orthanc_jobs.api.responses import describe_problems, raw_json
-from orthanc_jobs.errors import BadRequest, Forbidden, UnknownJob
+from orthanc_jobs.errors import BadRequest, Forbidden, ServerUnavailable, UnknownJob
 from orthanc_jobs.model import JobState, Server, is_job_id
-from orthanc_jobs.registry import Registry
 
 router = APIRouter(prefix=INTERNAL_PREFIX, tags=["Reporter plugin (internal)"])
 
@@ -138,8 +137,9 @@ def _job_problem(job: Any, job_id: str | None) -> str | None:
     return None
 
 
-def _apply(registry: Registry, server: Server, raw: Any) -> str | None:
+def _apply(services: Services, server: Server, raw: Any) -> str | None:
     """Apply one event; returns why it, or its job JSON, could not be used (None: all of it was)."""
+    registry = services.registry
     try:
         event = Event.model_validate(raw)
     except ValidationError as error:
@@ -159,9 +159,11 @@ def _apply(registry: Registry, server: Server, raw: Any) -> str | None:
             return None
         except (orjson.JSONEncodeError, TypeError, ValueError, RecursionError) as error:
             problem = f"the job's JSON cannot be stored ({error}); the event was used without it"
-    # Without usable JSON, the event itself still tells how the job ended.
+    # Without usable JSON, the event itself still tells how the job ended, or that it exists.
     if event.Type in _TERMINAL_EVENTS:
         registry.apply_terminal_event(server, event.JobId, _TERMINAL_EVENTS[event.Type], event.Time)
+    elif registry.get_job(event.JobId) is None:
+        services.poller.schedule_read(server, event.JobId)
     return problem
 
 
@@ -178,7 +180,7 @@ async def events(request: Request, services: Plugin) -> Response:
     refused = []
     for index, raw in enumerate(batch.Events):
         try:
-            problem = _apply(registry, server, raw)
+            problem = _apply(services, server, raw)
         except Exception:  # a defect of ours must not hold back the plugin's later events
             log.exception("event %d from %s could not be applied: %.500r", index, server.name, raw)
             problem = "the job-service could not apply it (see its log)"
@@ -191,7 +193,12 @@ async def events(request: Request, services: Plugin) -> Response:
             )
     if refused:
         log.warning("%s: %d event(s) refused, e.g. %s", server.name, len(refused), refused[0])
-    await services.housekeeper.flush()
+    try:
+        await services.housekeeper.flush()
+    except Exception as error:
+        # The plugin keeps the events and sends them again (503: unavailable, never given up on).
+        log.error("the job history cannot be written (%r): events of %s not acknowledged", error, server.name)
+        raise ServerUnavailable(f"the job history cannot be written: {error}") from error
     # Lag to visibility: measured once the whole batch is applied, which is when the API answers it.
     now = time.time()
     for raw in batch.Events:

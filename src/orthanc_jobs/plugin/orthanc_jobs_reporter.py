@@ -50,14 +50,19 @@ REPORTER_VERSION = "2"
 JOB_EVENTS = {16: "JOB_SUBMITTED", 17: "JOB_SUCCESS", 18: "JOB_FAILURE"}
 ORTHANC_STOPPED_CHANGE = 11
 INTERNAL_PREFIX = "/orthanc-jobs/internal"
-# Most events sent in one request.
+# Most events, and most bytes of job JSON, sent in one request (the job-service takes 16 MiB by default).
 BATCH_SIZE = 500
+BATCH_BYTES = 8 * 1024 * 1024
 # On shutdown, time left to flush what is queued; Orthanc's shutdown must not wait much longer.
 SHUTDOWN_BUDGET = 0.8
 MAX_BACKOFF = 5.0
-# Answers 5xx in a row to the same events, while the job-service answers heartbeats, before the events are
-# judged the cause: split, then sent without their job JSON, then let go (counted).
+# Answers 500 in a row to the same events, while the job-service answers heartbeats, before the events are
+# judged the cause (see Reporter._isolate). 502, 503 and 504 say the service is unavailable: retried.
 TRIES_BEFORE_GIVING_UP = 3
+# Sends in a row that succeed before looking for a culprit ends: none was among them.
+SUCCESSES_TO_END_ISOLATION = 8
+# At most one log line a minute about failing reads of this Orthanc.
+READ_ERROR_LOG_INTERVAL = 60.0
 
 
 class ServiceRefused(Exception):
@@ -68,10 +73,23 @@ class ServiceRefused(Exception):
         self.status = status
 
 
+class OrthancAnswered(Exception):
+    """This Orthanc answered a read with an unexpected status (401: the token is refused, ...)."""
+
+    def __init__(self, status):
+        super().__init__(f"Orthanc answered {status}")
+        self.status = status
+
+
+# A kept-alive connection that Orthanc closed meanwhile fails with one of these: worth one more try.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 class LocalOrthanc:
     """Reads this Orthanc's REST API over HTTP on loopback, with the plugin's token: one kept-alive
-    connection per thread. ``get(uri)`` gives the body of a 200 answer, None for any other status (404: the
-    job is gone; 400: Orthanc cannot write its JSON), and raises OSError when Orthanc cannot be reached."""
+    connection per thread. ``get(uri)`` gives the body of a 200 answer and None for 400 (Orthanc cannot
+    write that job's JSON) and 404 (the job is gone); it raises OrthancAnswered for any other status and
+    OSError when Orthanc cannot be reached in ``timeout`` seconds."""
 
     def __init__(self, url, token, timeout):
         parts = urllib.parse.urlsplit(url)
@@ -112,18 +130,30 @@ class LocalOrthanc:
             connection.request("GET", self.base + uri, headers=self.headers)
             response = connection.getresponse()
             body = response.read()
-        except (OSError, http.client.HTTPException):
+        except _STALE_CONNECTION:
             self._close()
             if not reused:
                 raise
             return self.get(uri)  # the kept-alive connection had been closed by Orthanc: once more
+        except (OSError, http.client.HTTPException):
+            self._close()  # a time-out included: not tried again, the caller waited long enough
+            raise
         if response.will_close:
             self._close()
-        return body if response.status == 200 else None
+        if response.status == 200:
+            return body
+        if response.status in (400, 404):
+            return None
+        raise OrthancAnswered(response.status)
 
 
 class Outbox:
-    """Events waiting for the job-service, oldest first, at most one per job, within bounds.
+    """Events waiting for the job-service, oldest first, within bounds.
+
+    A newer event of a job that carries the job's JSON replaces the one queued (one entry per job); an
+    event without JSON is queued beside it, so that it never takes away what the earlier one knew. Beyond
+    ``max_bytes`` of job JSON, the oldest events lose their JSON (they keep the job's id and event);
+    beyond ``max_events``, the oldest events are dropped. Both are counted, with when: the gap.
 
     Not thread-safe: the Reporter holds its lock around every call.
     """
@@ -133,7 +163,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self.events = collections.OrderedDict()  # key (job id, or a unique object) -> event
         self.bytes = 0
-        self.with_json = collections.deque()  # (key, job bytes), oldest first, to let go of JSON first
+        #: (key, sequence number) of events queued with JSON, oldest first, to let go of JSON in that order.
+        self.with_json = collections.deque()
         self.dropped_events = 0
         self.dropped_json = 0
         self.first_loss = None
@@ -150,33 +181,41 @@ class Outbox:
         return event.get("JobId") or object()
 
     def put(self, event):
-        """Queue an event. It replaces a queued event of the same job only if it carries the job's JSON:
-        an end event without JSON must not take away what an earlier event knew of the job."""
         key = self.key(event)
         old = self.events.get(key)
-        if old is not None and "Job" not in event:
+        if old is not None and ("Job" not in event or old["_seq"] > event["_seq"]):
             key = object()
         elif old is not None:
             del self.events[key]
             self.bytes -= len(old.get("Job", b""))
-        self._add(key, event, last=True)
+        self._add(key, event, newest=True)
         return self._bound()
 
-    def _add(self, key, event, last):
+    def _add(self, key, event, newest):
         self.events[key] = event
-        if not last:
+        if not newest:
             self.events.move_to_end(key, last=False)
         job = event.get("Job")
         if job is not None:
             self.bytes += len(job)
-            self.with_json.append((key, job))
+            entry = (key, event["_seq"])
+            self.with_json.append(entry) if newest else self.with_json.appendleft(entry)
 
-    def take(self, count):
+    def take(self, count, max_bytes):
+        """The oldest events, at most ``count`` and ``max_bytes`` of job JSON (at least one event)."""
         batch = []
+        size = 0
         while self.events and len(batch) < count:
-            _, event = self.events.popitem(last=False)
-            self.bytes -= len(event.get("Job", b""))
+            key, event = next(iter(self.events.items()))
+            job_size = len(event.get("Job", b""))
+            if batch and size + job_size > max_bytes:
+                break
+            del self.events[key]
+            self.bytes -= job_size
+            size += job_size
             batch.append(event)
+        if len(self.with_json) > 2 * len(self.events) + 64:
+            self._forget_sent()
         return batch
 
     def give_back(self, batch):
@@ -189,34 +228,43 @@ class Outbox:
                 if "Job" in newer or "Job" not in event:
                     continue
                 key = object()
-            self._add(key, event, last=False)
+            self._add(key, event, newest=False)
         return self._bound()
+
+    def lose(self, what, count=1):
+        """Count a loss ("event" or "json") decided outside the bounds; returns ``count``."""
+        if what == "event":
+            self.dropped_events += count
+        else:
+            self.dropped_json += count
+        self.last_loss = time.time()
+        self.first_loss = self.first_loss or self.last_loss
+        return count
 
     def _bound(self):
         """Enforce the bounds; returns how many losses this caused (job JSON and events)."""
         losses = 0
         while self.bytes > self.max_bytes and self.with_json:
-            key, job = self.with_json.popleft()
+            key, seq = self.with_json.popleft()
             event = self.events.get(key)
-            if event is not None and event.get("Job") is job:
-                del event["Job"]
-                self.bytes -= len(job)
-                self.dropped_json += 1
-                losses += 1
+            if event is not None and event["_seq"] == seq and "Job" in event:
+                self.bytes -= len(event.pop("Job"))
+                losses += self.lose("json")
         while len(self.events) > self.max_events:
             _, event = self.events.popitem(last=False)
             self.bytes -= len(event.get("Job", b""))
-            self.dropped_events += 1
-            losses += 1
-        if losses:
-            self.last_loss = time.time()
-            self.first_loss = self.first_loss or self.last_loss
-        if len(self.with_json) > 4 * len(self.events) + 64:
-            # Forget entries of events sent or replaced since.
-            self.with_json = collections.deque(
-                (key, event["Job"]) for key, event in self.events.items() if "Job" in event
-            )
+            losses += self.lose("event")
+        if len(self.with_json) > 2 * len(self.events) + 64:
+            self._forget_sent()
         return losses
+
+    def _forget_sent(self):
+        """Drop the entries of events sent, replaced or stripped since (they hold no bytes, only room)."""
+        self.with_json = collections.deque(
+            (key, seq)
+            for key, seq in self.with_json
+            if (event := self.events.get(key)) is not None and event["_seq"] == seq and "Job" in event
+        )
 
     def gap(self):
         """What was let go since this process started, for the heartbeats (None: nothing)."""
@@ -232,12 +280,12 @@ class Outbox:
 
 def _encode_events(incarnation, events):
     """The /events body. A job's JSON goes in as Orthanc wrote it (bytes), never parsed here: a JSON nested
-    deeper than Python's recursion limit must not break the plugin."""
+    deeper than Python's recursion limit must not break the plugin. Keys starting with _ stay here."""
     parts = []
     for event in events:
-        head = json.dumps({key: value for key, value in event.items() if key != "Job"}).encode()
+        head = json.dumps({key: value for key, value in event.items() if key[0] != "_" and key != "Job"})
         job = event.get("Job")
-        parts.append(head if job is None else head[:-1] + b', "Job": ' + job + b"}")
+        parts.append(head.encode() if job is None else head[:-1].encode() + b', "Job": ' + job + b"}")
     return (
         b'{"Incarnation": ' + json.dumps(incarnation).encode() + b', "Events": [' + b", ".join(parts) + b"]}"
     )
@@ -276,13 +324,21 @@ class Reporter:
         self.queued = threading.Condition(self.lock)  # events waiting for the job-service
         self.captures = collections.deque()
         self.capturing = None  # the event whose job is being read
+        self.sequence = 0  # events numbered in the order Orthanc emitted them
         self.queue_size = queue_size
         self.outbox = Outbox(queue_size, queue_bytes)
+        self.losses_logged = 0
+        self.read_errors = 0
+        self.read_error_logged_at = None
         self.refused = 0
         self.registered = False
         self.stopping = False
         self.deadline = None
-        self.failures = 0  # 5xx answers in a row to /events
+        # Looking for an event the job-service refuses (Reporter._isolate).
+        self.batch_limit = BATCH_SIZE
+        self.isolating = False
+        self.successes = 0
+        self.failures = 0  # 500 answers in a row to /events
         self.answered_since_failure = False  # the job-service answered something else meanwhile
         self.thread = threading.Thread(target=self._run, name="orthanc-jobs-reporter", daemon=True)
         self.capture_thread = threading.Thread(
@@ -293,7 +349,10 @@ class Reporter:
     def queue(self):
         """The events waiting for the job-service (a copy), for tests and diagnostics."""
         with self.lock:
-            return list(self.outbox.events.values())
+            return [
+                {key: value for key, value in event.items() if key[0] != "_"}
+                for event in self.outbox.events.values()
+            ]
 
     @property
     def dropped(self):
@@ -307,13 +366,20 @@ class Reporter:
 
     def on_change(self, change_type, level, resource_id):
         if change_type in JOB_EVENTS:
-            event = {"Type": JOB_EVENTS[change_type], "JobId": resource_id, "Time": time.time()}
             with self.lock:
                 if self.stopping:
                     return
+                self.sequence += 1
+                event = {
+                    "Type": JOB_EVENTS[change_type],
+                    "JobId": resource_id,
+                    "Time": time.time(),
+                    "_seq": self.sequence,
+                }
                 if len(self.captures) >= self.queue_size:
-                    # Reading lags far behind (Orthanc's HTTP server very slow): the oldest go without JSON.
-                    self._queue(self.captures.popleft())
+                    # Reading cannot keep up at all (the capture thread skips reads far behind already).
+                    self.captures.popleft()
+                    self._report_losses(self.outbox.lose("event"))
                 self.captures.append(event)
                 self.captured.notify()
         elif change_type == ORTHANC_STOPPED_CHANGE:
@@ -329,7 +395,8 @@ class Reporter:
                 self._queue(self.capturing)
             while self.captures:
                 self._queue(self.captures.popleft())
-            self._queue({"Type": "ORTHANC_STOPPED"})
+            self.sequence += 1
+            self._queue({"Type": "ORTHANC_STOPPED", "_seq": self.sequence})
             self.stopping = True
             self.deadline = time.monotonic() + budget
             self.captured.notify_all()
@@ -339,21 +406,21 @@ class Reporter:
 
     def _queue(self, event):
         """Into the outbox (the lock held)."""
-        losses = self.outbox.put(event)
+        self._report_losses(self.outbox.put(event))
         self.queued.notify()
-        if losses:
-            self._report_losses()
 
-    def _report_losses(self):
+    def _report_losses(self, losses):
+        """Log losses as errors: at the first, then once per thousand more; never silent, never a flood."""
         outbox = self.outbox
         total = outbox.dropped_events + outbox.dropped_json
-        # Logged at the first loss, then once per thousand: never silent, never a flood.
-        if total <= 1 or total // 1000 != (total - 1) // 1000 or total % 1000 == 0:
-            self.log_error(
-                f"orthanc-jobs: the job-service has been unreachable too long: {outbox.dropped_events} job "
-                f"event(s) dropped so far, and the JSON of {outbox.dropped_json} job(s) (QueueSize "
-                f"{outbox.max_events}, QueueBytes {outbox.max_bytes}); the job-service shows this gap"
-            )
+        if not losses or (self.losses_logged and total // 1000 == self.losses_logged // 1000):
+            return
+        self.losses_logged = total
+        self.log_error(
+            f"orthanc-jobs: the job-service unreachable or refusing: {outbox.dropped_events} job event(s) "
+            f"dropped so far, and the JSON of {outbox.dropped_json} job(s) (QueueSize {outbox.max_events}, "
+            f"QueueBytes {outbox.max_bytes}); the job-service shows this gap"
+        )
 
     # ---- the capture thread: each job's JSON, as soon as the event happens ----
 
@@ -365,13 +432,17 @@ class Reporter:
                 if self.stopping:
                     return
                 event = self.capturing = self.captures.popleft()
-            job = self._read_job(event["JobId"])
+                # Far behind (reads slower than Orthanc's events): catch up without reading.
+                behind = len(self.captures) >= self.queue_size // 2
+            job = None if behind else self._read_job(event["JobId"])
             with self.lock:
                 self.capturing = None
                 if self.stopping:
                     return  # stop() queued it already, without its JSON, before ORTHANC_STOPPED
                 if job is not None:
                     event["Job"] = job
+                elif behind:
+                    self._report_losses(self.outbox.lose("json"))
                 self._queue(event)
 
     def _read_job(self, job_id):
@@ -380,8 +451,19 @@ class Reporter:
             body = self.read_local("/jobs/" + urllib.parse.quote(str(job_id), safe=""))
             # Orthanc writes a JSON object; anything else is not sent on.
             return bytes(body) if body and bytes(body).lstrip()[:1] == b"{" else None
-        except Exception:  # Orthanc's HTTP server unreachable or slow: the event goes without
+        except Exception as error:  # Orthanc's HTTP server unreachable, slow, refusing the token
+            self._read_failed(error)
             return None
+
+    def _read_failed(self, error):
+        self.read_errors += 1
+        now = time.monotonic()
+        if self.read_error_logged_at is None or now - self.read_error_logged_at >= READ_ERROR_LOG_INTERVAL:
+            self.read_error_logged_at = now
+            self.log_error(
+                f"orthanc-jobs: cannot read this Orthanc's jobs over HTTP (OrthancJobs.LocalUrl): {error}; "
+                f"{self.read_errors} read(s) failed so far, their events go without the job's JSON"
+            )
 
     # ---- the sender thread ----
 
@@ -434,40 +516,77 @@ class Reporter:
         with self.lock:
             if not self.outbox and not self.stopping and wait > 0:
                 self.queued.wait(wait)
-            return self.outbox.take(BATCH_SIZE)
+            return self.outbox.take(self.batch_limit, BATCH_BYTES)
 
     def _give_back(self, batch):
         with self.lock:
-            if self.outbox.give_back(batch):
-                self._report_losses()
+            self._report_losses(self.outbox.give_back(batch))
 
     def _send_events(self, batch):
+        body = _encode_events(self.identity["Incarnation"], batch)
         try:
-            answer = self._post("/events", _encode_events(self.identity["Incarnation"], batch))
-        except ServiceRefused as refused:
-            if refused.status == 404:
+            try:
+                answer = self._post("/events", body)
+            except ServiceRefused as refused:
+                if refused.status != 404:
+                    raise
                 # The job-service does not know this incarnation (it restarted): register, then send again.
                 self.registered = False
                 self._register()
-                answer = self._post("/events", _encode_events(self.identity["Incarnation"], batch))
-            elif refused.status in (400, 413) or (refused.status >= 500 and self._given_up_on(batch)):
-                self._send_refused(batch, refused)
+                answer = self._post("/events", body)
+        except ServiceRefused as refused:
+            if refused.status in (400, 413) or (refused.status == 500 and self._content_suspected()):
+                self._isolate(batch, refused.status)
                 return
-            else:
-                raise
-        self.failures = 0
-        self._log_refused_events(batch, answer)
+            raise
+        self._sent()
+        self._log_refused_events(answer)
 
-    def _given_up_on(self, batch):
-        """Is this 5xx one too many for these events? Only if the job-service answers other requests."""
+    def _content_suspected(self):
+        """Is this 500 one too many for these events? Only if the job-service answers other requests."""
+        if self.isolating:
+            return True  # already looking for the culprit among these
         self.failures += 1
         if self.failures >= TRIES_BEFORE_GIVING_UP and self.answered_since_failure:
-            self.failures = 0
             return True
         self.answered_since_failure = False
         return False
 
-    def _log_refused_events(self, batch, answer):
+    def _isolate(self, batch, status):
+        """The job-service refuses these events: 400 (it cannot read the batch), 413 (too large), or 500
+        again and again while it answers heartbeats. Find the culprit by halves, through the usual loop
+        (backoff, heartbeats, deadline): smaller batches; a single event refused goes again without its
+        JSON, then is dropped (counted in the gap). One bad event must not hold back every later one."""
+        self.failures = 0
+        self.successes = 0
+        self.isolating = self.isolating or status != 413
+        with self.lock:
+            if len(batch) > 1:
+                self.batch_limit = max(1, len(batch) // 2)
+            elif "Job" in batch[0]:
+                del batch[0]["Job"]
+                self._report_losses(self.outbox.lose("json"))
+            else:
+                self.log_error(
+                    f"orthanc-jobs: the job-service refused an event ({status}); dropped: {batch[0]}"
+                )
+                self._report_losses(self.outbox.lose("event"))
+                batch = []
+                self.batch_limit = BATCH_SIZE
+                self.isolating = False
+            self._report_losses(self.outbox.give_back(batch))
+
+    def _sent(self):
+        self.failures = 0
+        if not self.isolating:
+            self.batch_limit = min(BATCH_SIZE, self.batch_limit * 2)
+            return
+        self.successes += 1
+        if self.successes >= SUCCESSES_TO_END_ISOLATION:  # no culprit was among them: back to normal
+            self.isolating = False
+            self.batch_limit = BATCH_SIZE
+
+    def _log_refused_events(self, answer):
         """The job-service judges each event: those it could not use come back with a reason."""
         try:
             refused = json.loads(answer or b"{}").get("Refused") or []
@@ -476,27 +595,6 @@ class Reporter:
         for entry in refused[:10]:
             self.log_error(f"orthanc-jobs: the job-service refused an event: {entry}")
         self.refused += len(refused)
-
-    def _send_refused(self, batch, refused):
-        """The job-service refused a batch (too large, an event it cannot read): split it, then send the
-        culprit without its job JSON, then let it go; retrying it as it is would block every later event."""
-        if len(batch) > 1:
-            half = len(batch) // 2
-            self._send_one_part(batch[:half])
-            self._send_one_part(batch[half:])
-        elif "Job" in batch[0]:
-            self._send_one_part([{key: value for key, value in batch[0].items() if key != "Job"}])
-        else:
-            self.refused += 1
-            self.log_error(f"orthanc-jobs: the job-service refused an event ({refused}); let go: {batch[0]}")
-
-    def _send_one_part(self, part):
-        try:
-            self._send_events(part)
-        except ServiceRefused as refused:
-            if refused.status < 500:
-                raise
-            self._send_refused(part, refused)
 
     def _run(self):
         backoff = 0.2

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS servers (
     registered_at REAL NOT NULL,
     last_seen REAL NOT NULL,
     stopped INTEGER NOT NULL,
-    orthanc_version TEXT NOT NULL
+    orthanc_version TEXT NOT NULL,
+    gap TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -49,10 +50,21 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
 _JOB_COLUMNS = "id, server_url, incarnation, first_seen, finished_at, history_only, content, presumed"
+_SERVER_COLUMNS = "url, name, incarnation, token, registered_at, last_seen, stopped, orthanc_version, gap"
 
 
-class DamagedStore(Exception):
+class DamagedStore(sqlite3.DatabaseError):
     """The file is not a history this store can use."""
+
+
+def _is_damage(error: sqlite3.DatabaseError) -> bool:
+    """Is the file itself damaged (moved aside), rather than out of reach for now (start refused)?"""
+    if isinstance(error, DamagedStore):
+        return True
+    name = getattr(error, "sqlite_errorname", "")
+    if name:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return "malformed" in str(error) or "not a database" in str(error)
 
 
 class SqliteStore:
@@ -67,7 +79,11 @@ class SqliteStore:
             try:
                 self._db = self._open(path, existed=os.path.exists(path))
                 self._loaded = self._read()
-            except (DamagedStore, sqlite3.DatabaseError) as error:
+            except sqlite3.DatabaseError as error:
+                if not _is_damage(error):
+                    # Not the file's fault (permissions, a lock, a full disk): the file is kept, the service
+                    # does not start, and the message says why.
+                    raise
                 self.moved_aside = self._move_aside(path, error)
                 self._db = self._open(path, existed=False)
         self._lock = threading.Lock()  # one write at a time
@@ -95,9 +111,11 @@ class SqliteStore:
             # not always a power cut.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-            if "presumed" not in columns:  # a file of version 1
+            # Files of version 1 have neither column.
+            if "presumed" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
                 db.execute("ALTER TABLE jobs ADD COLUMN presumed INTEGER NOT NULL DEFAULT 0")
+            if "gap" not in {row[1] for row in db.execute("PRAGMA table_info(servers)")}:
+                db.execute("ALTER TABLE servers ADD COLUMN gap TEXT")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             db.close()
@@ -144,8 +162,9 @@ class SqliteStore:
                     last_seen=row[5],
                     stopped=bool(row[6]),
                     orthanc_version=row[7],
+                    gap=orjson.loads(row[8]) if row[8] else None,
                 )
-                for row in self._db.execute("SELECT * FROM servers")
+                for row in self._db.execute(f"SELECT {_SERVER_COLUMNS} FROM servers")
             ]
             jobs = [
                 Job.from_content(
@@ -180,6 +199,11 @@ class SqliteStore:
 
     def delete_job(self, job_id: str) -> None:
         self._jobs[job_id] = None
+
+    def restore_pending(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None:
+        """Put back what a failed ``write`` was handed, under the changes noted since (newer)."""
+        self._jobs = {**jobs, **self._jobs}
+        self._servers = {**servers, **self._servers}
 
     def take_pending(self) -> tuple[dict[str, Job | None], dict[str, Server]]:
         """Hand over what is waiting to be written (on the event loop's thread)."""
@@ -216,6 +240,7 @@ class SqliteStore:
                 s.last_seen,
                 int(s.stopped),
                 s.orthanc_version,
+                orjson.dumps(s.gap).decode() if s.gap is not None else None,
             )
             for s in servers.values()
         ]
@@ -227,7 +252,8 @@ class SqliteStore:
                 )
                 self._db.executemany("DELETE FROM jobs WHERE id = ?", deletes)
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO servers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", server_rows
+                    f"INSERT OR REPLACE INTO servers ({_SERVER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    server_rows,
                 )
                 self._db.execute("COMMIT")
             except BaseException:
