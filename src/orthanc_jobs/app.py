@@ -60,7 +60,9 @@ def build_services(
         registry=registry,
         client=client,
         poller=poller,
-        authenticator=ClusterAuthenticator(registry, client, settings.auth_cache_seconds),
+        authenticator=ClusterAuthenticator(
+            registry, client, settings.auth_cache_seconds, check_timeout=settings.lookup_timeout
+        ),
         plugin_secret=PluginSecret(settings.secret.get_secret_value()),
         housekeeper=Housekeeper(
             registry,

@@ -117,10 +117,12 @@ class OrthancClient:
         contents = await asyncio.gather(*(read(i) for i in ids if isinstance(i, str) and is_job_id(i)))
         return JobListing([job for job in contents if job is not None], frozenset(unreadable))
 
-    async def credentials_accepted(self, server: Server, authorization: str | None) -> bool:
+    async def credentials_accepted(self, server: Server, authorization: str | None, timeout: float) -> bool:
         """Would this Orthanc let a caller with these credentials list its jobs?"""
         try:
-            response = await self._http.get(server.url + "/jobs", headers=_caller_headers(authorization))
+            response = await self._http.get(
+                server.url + "/jobs", headers=_caller_headers(authorization), timeout=timeout
+            )
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
         if response.status_code in (401, 403):

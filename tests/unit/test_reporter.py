@@ -255,7 +255,7 @@ class Harness:
     identity: dict
     logs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    rest_calls: list[str] = field(default_factory=list)
+    local_reads: list[str] = field(default_factory=list)
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in list(self.logs) + list(self.errors))
@@ -266,7 +266,7 @@ class Harness:
 
 @pytest.fixture
 def make_reporter():
-    """Builds Reporters with a recording rest_get and log; stops them at the end."""
+    """Builds Reporters with a recording read_local (this Orthanc, over HTTP) and logs; stops them."""
     made: list[Harness] = []
 
     def make(
@@ -277,7 +277,7 @@ def make_reporter():
         queue_size: int = 10000,
         timeout: float = 0.5,
         missing_jobs: tuple[str, ...] = (),
-        rest_get=None,
+        read_local=None,
         start: bool = True,
         queue_bytes: int = 64 * 1024 * 1024,
     ) -> Harness:
@@ -290,8 +290,8 @@ def make_reporter():
         }
         harness = Harness(reporter=None, identity=dict(identity))
 
-        def default_rest_get(uri):
-            harness.rest_calls.append(uri)
+        def default_read_local(uri):
+            harness.local_reads.append(uri)
             if uri == "/system":
                 return json.dumps({"Version": ORTHANC_VERSION, "Name": "orthanc-a"}).encode()
             if uri.startswith("/jobs/") and uri.removeprefix("/jobs/") not in missing_jobs:
@@ -302,7 +302,7 @@ def make_reporter():
             url,
             secret,
             identity,
-            rest_get or default_rest_get,
+            read_local or default_read_local,
             harness.logs.append,
             heartbeat_interval,
             queue_size,
@@ -355,7 +355,7 @@ def test_registers_at_start_with_identity_and_secret(servers, make_reporter):
     assert register.content_type == "application/json"
     # The identity as given, with Orthanc's version read from its own REST API.
     assert register.body == {**harness.identity, "OrthancVersion": ORTHANC_VERSION}
-    assert "/system" in harness.rest_calls
+    assert "/system" in harness.local_reads
     assert wait_until(lambda: harness.logged("registered with the job-service"))
     time.sleep(0.2)
     assert len(stub.received("/register")) == 1  # once, not at every heartbeat
@@ -370,7 +370,7 @@ def test_known_orthanc_version_is_not_asked_again(servers, make_reporter):
 
     assert wait_until(lambda: stub.received("/register"))
     assert stub.received("/register")[0].body["OrthancVersion"] == "1.11.0"
-    assert "/system" not in harness.rest_calls
+    assert "/system" not in harness.local_reads
 
 
 def test_job_events_are_sent_in_order_in_batches_with_the_job_json(servers, make_reporter):
@@ -393,7 +393,7 @@ def test_job_events_are_sent_in_order_in_batches_with_the_job_json(servers, make
     assert len(batches) >= 3
     assert all(0 < len(r.body["Events"]) <= plugin.BATCH_SIZE for r in batches)
     assert all(r.body["Incarnation"] == harness.identity["Incarnation"] for r in batches)
-    assert [uri for uri in harness.rest_calls if uri.startswith("/jobs/")] == [
+    assert [uri for uri in harness.local_reads if uri.startswith("/jobs/")] == [
         f"/jobs/job-{i}" for i in range(count)
     ]
 
@@ -424,7 +424,7 @@ def test_changes_other_than_jobs_are_ignored(servers, make_reporter):
     assert wait_until(lambda: stub.delivered())
     time.sleep(0.2)
     assert stub.delivered() == [{"Type": "JOB_FAILURE", "JobId": "job-1", "Job": job_json("/jobs/job-1")}]
-    assert [uri for uri in harness.rest_calls if uri != "/system"] == ["/jobs/job-1"]
+    assert [uri for uri in harness.local_reads if uri != "/system"] == ["/jobs/job-1"]
     assert not harness.reporter.queue
 
 
@@ -1040,7 +1040,7 @@ def test_the_job_json_is_read_when_the_event_happens_not_when_the_service_is_bac
         forgotten.add(job_id)
         return json.dumps(job_json(uri)).encode()
 
-    harness = make_reporter(f"http://127.0.0.1:{port}", rest_get=orthanc_forgets_after_one_read)
+    harness = make_reporter(f"http://127.0.0.1:{port}", read_local=orthanc_forgets_after_one_read)
     for i in range(30):
         harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
     assert wait_until(lambda: len(harness.reporter.queue) == 30)
@@ -1063,7 +1063,7 @@ def test_a_newer_event_with_json_replaces_the_queued_one_of_the_same_job(servers
         state = next(states.get(job_id, iter(())), None)
         return None if state is None else json.dumps({"ID": job_id, "State": state}).encode()
 
-    harness = make_reporter(f"http://127.0.0.1:{port}", rest_get=read)
+    harness = make_reporter(f"http://127.0.0.1:{port}", read_local=read)
     reporter = harness.reporter
     reporter.on_change(JOB_SUBMITTED, 0, "job-1")
     reporter.on_change(JOB_SUBMITTED, 0, "job-2")
@@ -1157,7 +1157,7 @@ def test_a_job_orthanc_cannot_write_or_a_failing_read_leaves_the_capture_thread_
             raise answer
         return answer
 
-    harness = make_reporter(stub.url, rest_get=read)
+    harness = make_reporter(stub.url, read_local=read)
     for job_id in ("raises", "garbage", "empty", "weird", "fine"):
         harness.reporter.on_change(JOB_SUCCESS, 0, job_id)
 
@@ -1281,7 +1281,7 @@ def test_on_change_never_waits_for_the_network_or_for_reads_of_orthanc(servers, 
         time.sleep(0.2)
         return json.dumps(job_json(uri)).encode()
 
-    harness = make_reporter(silent.url, timeout=2.0, rest_get=slow_read)
+    harness = make_reporter(silent.url, timeout=2.0, read_local=slow_read)
     assert wait_until(lambda: silent.connections)  # the registration hangs
     slowest = [0.0] * 4
 
@@ -1400,7 +1400,7 @@ def test_a_slow_read_never_lets_an_older_event_replace_a_newer_one(servers, make
             return json.dumps({"ID": "job-a", "State": "Pending"}).encode()
         return json.dumps({"ID": uri.removeprefix("/jobs/"), "State": "Success"}).encode()
 
-    harness = make_reporter(f"http://127.0.0.1:{port}", queue_size=4, rest_get=slow_first_read)
+    harness = make_reporter(f"http://127.0.0.1:{port}", queue_size=4, read_local=slow_first_read)
     reporter = harness.reporter
     reporter.on_change(JOB_SUBMITTED, 0, "job-a")
     assert reading.wait(2)
@@ -1430,7 +1430,7 @@ def test_sent_events_hold_no_memory_and_batches_are_bounded_in_bytes(
     def read(uri):
         return json.dumps(dict(big, ID=uri.removeprefix("/jobs/"))).encode()
 
-    harness = make_reporter(f"http://127.0.0.1:{port}", rest_get=read)
+    harness = make_reporter(f"http://127.0.0.1:{port}", read_local=read)
     for i in range(100):
         harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
     assert wait_until(lambda: len(harness.reporter.queue) == 100)
@@ -1469,7 +1469,7 @@ def test_failing_reads_of_orthanc_are_logged_once_a_minute(servers, make_reporte
     def refused(uri):
         raise plugin.OrthancAnswered(401)
 
-    harness = make_reporter(stub.url, rest_get=refused)
+    harness = make_reporter(stub.url, read_local=refused)
     for i in range(20):
         harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
 

@@ -18,10 +18,15 @@ _CACHE_LIMIT = 10_000
 class ClusterAuthenticator:
     """Accepts a public request only if a live Orthanc of the cluster accepts the same credentials."""
 
-    def __init__(self, registry: Registry, client: OrthancClient, cache_seconds: float) -> None:
+    def __init__(
+        self, registry: Registry, client: OrthancClient, cache_seconds: float, check_timeout: float
+    ) -> None:
         self._registry = registry
         self._client = client
         self._cache_seconds = cache_seconds
+        # A server frozen but not yet found silent (SIGSTOP, a stalled machine) costs a caller this much,
+        # then the next server is asked.
+        self._check_timeout = check_timeout
         self._accepted_until: dict[bytes, float] = {}
         self._rotation = itertools.count()
 
@@ -37,7 +42,7 @@ class ClusterAuthenticator:
         for offset in range(len(servers)):
             server = servers[(start + offset) % len(servers)]
             try:
-                accepted = await self._client.credentials_accepted(server, authorization)
+                accepted = await self._client.credentials_accepted(server, authorization, self._check_timeout)
             except OrthancUnreachable:
                 continue
             if not accepted:
