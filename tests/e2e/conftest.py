@@ -33,9 +33,21 @@ ORTHANC_112_ROOT = Path(
 ORTHANC_VERSIONS: dict[str, Path | None] = {"1.10": None, "1.12": ORTHANC_112_ROOT}
 
 
-def orthanc_root(version: str) -> Path | None:
+# Where the clusters of the other tests run Orthanc from: the system's, unless
+# ORTHANC_JOBS_TEST_ORTHANC_ROOT names a root (e.g. .cache/orthanc-1.12, to run the whole suite on 1.12).
+DEFAULT_ROOT = (
+    Path(os.environ["ORTHANC_JOBS_TEST_ORTHANC_ROOT"])
+    if os.environ.get("ORTHANC_JOBS_TEST_ORTHANC_ROOT")
+    else None
+)
+SYSTEM_ORTHANC = object()
+
+
+def orthanc_root(version: str) -> Path | object:
     """The root to run Orthanc ``version`` from; a supported version that is not installed fails the test."""
     root = ORTHANC_VERSIONS[version]
+    if root is None:
+        return SYSTEM_ORTHANC
     if root is not None and not (root / "usr" / "sbin" / "Orthanc").exists():
         pytest.fail(f"Orthanc {version} is not installed in {root}: run `make orthanc-1.12` (or `make test`)")
     return root
@@ -46,12 +58,14 @@ def start_cluster(
     instances: int,
     orthanc_config: dict[str, str],
     service_settings: dict[str, str] | None = None,
-    orthanc_root: Path | None = None,
+    orthanc_root: Path | object | None = None,
 ) -> ClusterState:
+    """``orthanc_root``: a Debian root to run Orthanc from, SYSTEM_ORTHANC, or None for DEFAULT_ROOT."""
     command = [sys.executable, "-m", "orthanc_jobs", "cluster", "up", "--detach", "--dir", str(directory)]
     command += ["--lb-port", "0", "--instances", str(instances)]
-    if orthanc_root is not None:
-        command += ["--orthanc-root", str(orthanc_root)]
+    root = DEFAULT_ROOT if orthanc_root is None else orthanc_root
+    if isinstance(root, Path):
+        command += ["--orthanc-root", str(root)]
     for key, value in orthanc_config.items():
         command += ["--orthanc-config", f"{key}={value}"]
     for key, value in (service_settings or {}).items():
@@ -72,7 +86,7 @@ def running_cluster(
     label: str,
     orthanc_config: dict[str, str],
     service_settings: dict[str, str] | None = None,
-    orthanc_root: Path | None = None,
+    orthanc_root: Path | object | None = None,
     instances: int = 3,
 ) -> Iterator[ClusterState]:
     """A cluster of a test module's own, in a folder of its own, stopped and removed at the end."""
