@@ -1,7 +1,9 @@
 """Background upkeep of the registry: liveness of servers, writing to the store, pruning the history."""
 
 import asyncio
+import contextlib
 import logging
+import time
 
 from orthanc_jobs.background import BackgroundTasks
 from orthanc_jobs.model import ServerStatus
@@ -12,6 +14,8 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2
 PRUNE_INTERVAL = 60.0
+# While the history cannot be written (a full disk), one error a minute in the log, not five a second.
+WRITE_ERROR_LOG_INTERVAL = 60.0
 
 
 class Housekeeper:
@@ -35,10 +39,12 @@ class Housekeeper:
         # Group commit: flushes asked for while a write runs are all served by the next one.
         self._flushes_asked = 0
         self._flushes_done = 0
+        self._write_failures = 0
+        self._write_error_logged_at: float | None = None
 
     def start(self) -> None:
         self._tasks.every(self._liveness_interval, self.check_liveness)
-        self._tasks.every(FLUSH_INTERVAL, self.flush)
+        self._tasks.every(FLUSH_INTERVAL, self._flush_in_background)
         self._tasks.every(PRUNE_INTERVAL, self.prune)
 
     async def stop(self) -> None:
@@ -62,13 +68,45 @@ class Housekeeper:
             covers = self._flushes_asked
             jobs, servers = self._store.take_pending()
             if jobs or servers:
+                write = asyncio.ensure_future(asyncio.to_thread(self._store.write, jobs, servers))
                 try:
-                    await asyncio.to_thread(self._store.write, jobs, servers)
-                except BaseException:
+                    # Shielded: cancelled (the service stops), the write still ends before the lock is let go,
+                    # so that no later write can land before it.
+                    await asyncio.shield(write)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await write
+                    if write.exception() is not None:
+                        self._store.restore_pending(jobs, servers)
+                    raise
+                except Exception as error:
                     # Nothing is lost: written by the next flush. Who waits for this one learns it failed.
                     self._store.restore_pending(jobs, servers)
+                    self._write_failed(error)
                     raise
+                if self._write_failures:
+                    log.warning("the job history is written again, after %d failure(s)", self._write_failures)
+                    self._write_failures = 0
             self._flushes_done = covers
+
+    async def _flush_in_background(self) -> None:
+        with contextlib.suppress(Exception):  # logged by _write_failed; tried again at the next tick
+            await self.flush()
+
+    def _write_failed(self, error: Exception) -> None:
+        self._write_failures += 1
+        now = time.monotonic()
+        if (
+            self._write_error_logged_at is None
+            or now - self._write_error_logged_at >= WRITE_ERROR_LOG_INTERVAL
+        ):
+            self._write_error_logged_at = now
+            log.error(
+                "the job history cannot be written (%r); %d failure(s) so far: changes are kept in memory "
+                "and written once it can be, and plugin events are answered 503 until then",
+                error,
+                self._write_failures,
+            )
 
     async def prune(self) -> None:
         pruned = self._registry.prune_history(self._history_max_age, self._history_max_jobs)

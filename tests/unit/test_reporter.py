@@ -8,6 +8,7 @@ and a free port with nothing listening.
 
 import collections
 import importlib.util
+import itertools
 import json
 import socket
 import sys
@@ -1342,7 +1343,7 @@ def test_one_poisoned_event_among_many_costs_only_itself_through_the_usual_loop(
     stub = servers.stub()
 
     def refuse(route, body):
-        poisoned = any(e["JobId"] == "job-123" for e in (body or {}).get("Events", []))
+        poisoned = any(e.get("JobId") == "job-123" for e in (body or {}).get("Events", []))
         return 500 if route == "/events" and poisoned else None
 
     stub.refuse = refuse
@@ -1365,7 +1366,7 @@ def test_one_poisoned_event_among_many_costs_only_itself_through_the_usual_loop(
     for i in range(200, 400):
         harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
     assert wait_until(lambda: len(stub.delivered()) >= 399, timeout=10)
-    assert not harness.reporter.isolating
+    assert harness.reporter.isolating_through is None and harness.reporter.batch_limit == plugin.BATCH_SIZE
 
 
 def test_503_on_events_while_heartbeats_succeed_is_never_given_up(servers, make_reporter, short_backoff):
@@ -1508,3 +1509,109 @@ def test_local_orthanc_gives_up_a_stalled_read_after_its_timeout_once():
         assert time.monotonic() - started < 0.9
     finally:
         listener.close()
+
+
+def test_a_500_after_a_search_ended_is_tried_again_not_held_against_an_innocent_event(
+    servers, make_reporter, short_backoff
+):
+    stub = servers.stub()
+
+    def refuse(route, body):
+        bad = any(e.get("JobId") == "culprit" and "Job" in e for e in (body or {}).get("Events", []))
+        return 500 if route == "/events" and bad else None
+
+    stub.refuse = refuse
+    harness = make_reporter(stub.url, heartbeat_interval=0.05)
+    harness.reporter.on_change(JOB_SUCCESS, 0, "culprit")  # refused with its JSON, fine without
+    assert wait_until(lambda: job_ids(stub.delivered()) == ["culprit"], timeout=10)
+    assert harness.reporter.isolating_through is None
+
+    stub.refuse = None
+    stub.plan("/events", 500, 500)  # a short hiccup of the service
+    harness.reporter.on_change(JOB_SUCCESS, 0, "innocent")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 2, timeout=10)
+    assert stub.delivered()[-1] == {
+        "Type": "JOB_SUCCESS",
+        "JobId": "innocent",
+        "Job": job_json("/jobs/innocent"),
+    }
+    assert harness.reporter.dropped == 0
+
+
+def test_each_halving_after_a_500_waits_for_a_heartbeat_answered(servers, make_reporter, short_backoff):
+    stub = servers.stub()
+    stub.refuse = lambda route, body: 500 if route == "/events" else None  # a service broken on events only
+    harness = make_reporter(stub.url, heartbeat_interval=0.05, start=False)
+    for i in range(64):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    harness.reporter.start()
+    assert wait_until(lambda: harness.reporter.dropped >= 1, timeout=20)
+
+    routes = [(r.route, r.status) for r in stub.received() if r.route in ("/events", "/heartbeat")]
+    refusals = [n for n, (route, _) in enumerate(routes) if route == "/events"]
+    # Between two refused sends, the service answered a heartbeat: never a burst of halvings.
+    assert all(("/heartbeat", 200) in routes[a:b] for a, b in itertools.pairwise(refusals))
+
+
+def test_batches_fit_what_the_service_accepts_and_a_job_too_large_goes_without_json(servers, make_reporter):
+    stub = servers.stub()
+    stub.reply = lambda route, body: (
+        json.dumps({"Status": "ok", "MaxBodyBytes": 4000}).encode() if route == "/register" else b"{}"
+    )
+    sizes = {"huge": 5000}
+
+    def read(uri):
+        job_id = uri.removeprefix("/jobs/")
+        return json.dumps({"ID": job_id, "Padding": "x" * sizes.get(job_id, 300)}).encode()
+
+    harness = make_reporter(stub.url, heartbeat_interval=30, read_local=read)
+    assert wait_until(lambda: stub.received("/register", 200))
+    assert harness.reporter.batch_bytes == 2000
+    harness.reporter.on_change(JOB_SUCCESS, 0, "huge")
+    for i in range(20):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 21)
+    assert stub.delivered()[0] == {"Type": "JOB_SUCCESS", "JobId": "huge"}
+    assert all(len(json.dumps(r.body)) < 4000 for r in stub.received("/events"))
+    assert harness.reporter.outbox.dropped_json == 1
+
+
+def test_a_queue_of_one_still_reads_each_job(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, queue_size=1)
+    harness.reporter.on_change(JOB_SUCCESS, 0, "job-1")
+    assert wait_until(lambda: stub.delivered())
+    assert stub.delivered() == [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": job_json("/jobs/job-1")}]
+
+
+def test_a_registration_refused_is_not_held_against_the_events(servers, make_reporter, short_backoff):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=30)
+    assert wait_until(lambda: stub.received("/register", 200))
+    stub.forget()
+    stub.plan("/register", 400)
+    for i in range(4):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+
+    assert wait_until(lambda: len(stub.delivered()) >= 4, timeout=10)
+    assert all("Job" in event for event in stub.delivered())
+    assert [len(r.body["Events"]) for r in stub.received("/events", 200)] == [4]
+    assert harness.reporter.isolating_through is None
+
+
+def test_at_shutdown_tries_go_on_until_the_deadline_then_what_is_left_is_logged(servers, make_reporter):
+    stub = servers.stub()
+    harness = make_reporter(stub.url, heartbeat_interval=30)
+    assert wait_until(lambda: stub.received("/register", 200))
+    stub.refuse = lambda route, body: 503 if route == "/events" else None
+    for i in range(3):
+        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+
+    started = time.monotonic()
+    harness.reporter.stop(budget=0.5)
+
+    assert time.monotonic() - started < 1.0
+    assert len(stub.received("/events", 503)) >= 2  # tried again within the budget
+    assert harness.logged_error("Orthanc stops: 4 event(s) not delivered")

@@ -108,7 +108,8 @@ async def register(request: Request, services: Plugin) -> Response:
         orthanc_version=registration.OrthancVersion,
     )
     services.poller.schedule_resync(server)
-    return raw_json(_OK)
+    # The plugin sizes its batches by what this service accepts in one request.
+    return raw_json(orjson.dumps({"Status": "ok", "MaxBodyBytes": services.settings.max_body_bytes}))
 
 
 @router.post("/heartbeat", summary="A server is alive; 404 asks it to register again")
@@ -196,8 +197,8 @@ async def events(request: Request, services: Plugin) -> Response:
     try:
         await services.housekeeper.flush()
     except Exception as error:
-        # The plugin keeps the events and sends them again (503: unavailable, never given up on).
-        log.error("the job history cannot be written (%r): events of %s not acknowledged", error, server.name)
+        # The plugin keeps the events and sends them again (503: unavailable, never given up on); the
+        # housekeeper logs the failure.
         raise ServerUnavailable(f"the job history cannot be written: {error}") from error
     # Lag to visibility: measured once the whole batch is applied, which is when the API answers it.
     now = time.time()

@@ -59,10 +59,8 @@ MAX_BACKOFF = 5.0
 # Answers 500 in a row to the same events, while the job-service answers heartbeats, before the events are
 # judged the cause (see Reporter._isolate). 502, 503 and 504 say the service is unavailable: retried.
 TRIES_BEFORE_GIVING_UP = 3
-# Sends in a row that succeed before looking for a culprit ends: none was among them.
-SUCCESSES_TO_END_ISOLATION = 8
-# At most one log line a minute about failing reads of this Orthanc.
-READ_ERROR_LOG_INTERVAL = 60.0
+# At most one log line a minute about failing reads of this Orthanc, and about losses (or one per thousand).
+LOG_INTERVAL = 60.0
 
 
 class ServiceRefused(Exception):
@@ -71,6 +69,11 @@ class ServiceRefused(Exception):
     def __init__(self, status):
         super().__init__(f"job-service answered {status}")
         self.status = status
+
+
+class Isolating(Exception):
+    """The job-service answered 500 to these events once too often: the next, smaller batch goes after
+    the usual wait (see Reporter._isolate)."""
 
 
 class OrthancAnswered(Exception):
@@ -328,6 +331,7 @@ class Reporter:
         self.queue_size = queue_size
         self.outbox = Outbox(queue_size, queue_bytes)
         self.losses_logged = 0
+        self.losses_logged_at = None
         self.read_errors = 0
         self.read_error_logged_at = None
         self.refused = 0
@@ -336,8 +340,8 @@ class Reporter:
         self.deadline = None
         # Looking for an event the job-service refuses (Reporter._isolate).
         self.batch_limit = BATCH_SIZE
-        self.isolating = False
-        self.successes = 0
+        self.batch_bytes = BATCH_BYTES  # lowered to fit what the job-service accepts (its registration)
+        self.isolating_through = None  # the newest event (_seq) of the batch first refused
         self.failures = 0  # 500 answers in a row to /events
         self.answered_since_failure = False  # the job-service answered something else meanwhile
         self.thread = threading.Thread(target=self._run, name="orthanc-jobs-reporter", daemon=True)
@@ -413,9 +417,16 @@ class Reporter:
         """Log losses as errors: at the first, then once per thousand more; never silent, never a flood."""
         outbox = self.outbox
         total = outbox.dropped_events + outbox.dropped_json
-        if not losses or (self.losses_logged and total // 1000 == self.losses_logged // 1000):
+        if not losses:
             return
-        self.losses_logged = total
+        now = time.monotonic()
+        if (
+            self.losses_logged
+            and total // 1000 == self.losses_logged // 1000
+            and now - self.losses_logged_at < LOG_INTERVAL
+        ):
+            return
+        self.losses_logged, self.losses_logged_at = total, now
         self.log_error(
             f"orthanc-jobs: the job-service unreachable or refusing: {outbox.dropped_events} job event(s) "
             f"dropped so far, and the JSON of {outbox.dropped_json} job(s) (QueueSize {outbox.max_events}, "
@@ -433,12 +444,15 @@ class Reporter:
                     return
                 event = self.capturing = self.captures.popleft()
                 # Far behind (reads slower than Orthanc's events): catch up without reading.
-                behind = len(self.captures) >= self.queue_size // 2
+                behind = len(self.captures) >= max(1, self.queue_size // 2)
             job = None if behind else self._read_job(event["JobId"])
             with self.lock:
                 self.capturing = None
                 if self.stopping:
                     return  # stop() queued it already, without its JSON, before ORTHANC_STOPPED
+                if job is not None and len(job) > self.batch_bytes:
+                    job = None  # larger than the job-service accepts in a request: it could never go
+                    self._report_losses(self.outbox.lose("json"))
                 if job is not None:
                     event["Job"] = job
                 elif behind:
@@ -458,7 +472,7 @@ class Reporter:
     def _read_failed(self, error):
         self.read_errors += 1
         now = time.monotonic()
-        if self.read_error_logged_at is None or now - self.read_error_logged_at >= READ_ERROR_LOG_INTERVAL:
+        if self.read_error_logged_at is None or now - self.read_error_logged_at >= LOG_INTERVAL:
             self.read_error_logged_at = now
             self.log_error(
                 f"orthanc-jobs: cannot read this Orthanc's jobs over HTTP (OrthancJobs.LocalUrl): {error}; "
@@ -497,7 +511,14 @@ class Reporter:
 
     def _register(self):
         self._orthanc_version()
-        self._post("/register", self.identity)
+        answer = self._post("/register", self.identity)
+        try:
+            accepted = int(json.loads(answer or b"{}").get("MaxBodyBytes") or 0)
+        except (ValueError, TypeError, AttributeError):
+            accepted = 0
+        if accepted > 0:
+            # Half of it: room for the events' own fields; a larger body would be cut off, not answered.
+            self.batch_bytes = max(1024, min(BATCH_BYTES, accepted // 2))
         if not self.registered:
             self.log(f"orthanc-jobs: registered with the job-service at {self.service_url}")
         self.registered = True
@@ -516,7 +537,7 @@ class Reporter:
         with self.lock:
             if not self.outbox and not self.stopping and wait > 0:
                 self.queued.wait(wait)
-            return self.outbox.take(self.batch_limit, BATCH_BYTES)
+            return self.outbox.take(self.batch_limit, self.batch_bytes)
 
     def _give_back(self, batch):
         with self.lock:
@@ -525,46 +546,58 @@ class Reporter:
     def _send_events(self, batch):
         body = _encode_events(self.identity["Incarnation"], batch)
         try:
-            try:
-                answer = self._post("/events", body)
-            except ServiceRefused as refused:
-                if refused.status != 404:
-                    raise
-                # The job-service does not know this incarnation (it restarted): register, then send again.
-                self.registered = False
-                self._register()
-                answer = self._post("/events", body)
+            answer = self._post("/events", body)
         except ServiceRefused as refused:
-            if refused.status in (400, 413) or (refused.status == 500 and self._content_suspected()):
-                self._isolate(batch, refused.status)
+            if refused.status != 404:
+                self._refused(batch, refused.status)
                 return
-            raise
-        self._sent()
-        self._log_refused_events(answer)
+            self.registered = False
+        else:
+            self._delivered(batch, answer)
+            return
+        # The job-service does not know this incarnation (it restarted): register (its failures are its
+        # own, not the events'), then send again.
+        self._register()
+        try:
+            answer = self._post("/events", body)
+        except ServiceRefused as refused:
+            self._refused(batch, refused.status)
+            return
+        self._delivered(batch, answer)
 
-    def _content_suspected(self):
-        """Is this 500 one too many for these events? Only if the job-service answers other requests."""
-        if self.isolating:
-            return True  # already looking for the culprit among these
-        self.failures += 1
-        if self.failures >= TRIES_BEFORE_GIVING_UP and self.answered_since_failure:
-            return True
-        self.answered_since_failure = False
-        return False
+    def _refused(self, batch, status):
+        """400 (the job-service cannot read the batch) and 413 (too large): smaller batches at once. 500
+        TRIES_BEFORE_GIVING_UP times in a row while heartbeats succeed: the events are suspected. Anything
+        else (502, 503: unavailable) is retried as it is, with backoff, for ever."""
+        if status in (400, 413):
+            self._isolate(batch, status)
+            return
+        if status == 500:
+            self.failures += 1
+            suspected = self.answered_since_failure and (
+                self.isolating_through is not None or self.failures >= TRIES_BEFORE_GIVING_UP
+            )
+            self.answered_since_failure = False
+            if suspected:
+                self._isolate(batch, status)
+                raise Isolating(f"the job-service answered 500 to {len(batch)} event(s) again")
+        raise ServiceRefused(status)
 
     def _isolate(self, batch, status):
-        """The job-service refuses these events: 400 (it cannot read the batch), 413 (too large), or 500
-        again and again while it answers heartbeats. Find the culprit by halves, through the usual loop
-        (backoff, heartbeats, deadline): smaller batches; a single event refused goes again without its
-        JSON, then is dropped (counted in the gap). One bad event must not hold back every later one."""
+        """Find the event the job-service refuses by halves, through the usual loop (after a 500: its
+        backoff, and a heartbeat answered before each halving): smaller batches; a single event refused
+        goes again without its JSON, then is dropped, counted in the gap. One bad event must not hold back
+        every later one."""
         self.failures = 0
-        self.successes = 0
-        self.isolating = self.isolating or status != 413
+        newest = max(event.get("_seq", 0) for event in batch)
+        if status != 413:
+            self.isolating_through = max(self.isolating_through or 0, newest)
         with self.lock:
             if len(batch) > 1:
                 self.batch_limit = max(1, len(batch) // 2)
             elif "Job" in batch[0]:
                 del batch[0]["Job"]
+                batch[0]["_culprit"] = True  # delivered so, the search is over
                 self._report_losses(self.outbox.lose("json"))
             else:
                 self.log_error(
@@ -572,19 +605,23 @@ class Reporter:
                 )
                 self._report_losses(self.outbox.lose("event"))
                 batch = []
-                self.batch_limit = BATCH_SIZE
-                self.isolating = False
+                self._end_isolation()
             self._report_losses(self.outbox.give_back(batch))
 
-    def _sent(self):
+    def _end_isolation(self):
+        self.isolating_through = None
+        self.batch_limit = BATCH_SIZE
+
+    def _delivered(self, batch, answer):
         self.failures = 0
-        if not self.isolating:
+        newest = max(event.get("_seq", 0) for event in batch)
+        if self.isolating_through is not None and (
+            newest >= self.isolating_through or any("_culprit" in event for event in batch)
+        ):
+            self._end_isolation()  # the culprit went without its JSON, or no event of the batch was one
+        elif self.isolating_through is None:
             self.batch_limit = min(BATCH_SIZE, self.batch_limit * 2)
-            return
-        self.successes += 1
-        if self.successes >= SUCCESSES_TO_END_ISOLATION:  # no culprit was among them: back to normal
-            self.isolating = False
-            self.batch_limit = BATCH_SIZE
+        self._log_refused_events(answer)
 
     def _log_refused_events(self, answer):
         """The job-service judges each event: those it could not use come back with a reason."""
@@ -596,12 +633,20 @@ class Reporter:
             self.log_error(f"orthanc-jobs: the job-service refused an event: {entry}")
         self.refused += len(refused)
 
+    def _abandon(self):
+        """Orthanc stops and its time is up: say what the job-service will not get."""
+        with self.lock:
+            left = len(self.outbox)
+        if left:
+            self.log_error(f"orthanc-jobs: Orthanc stops: {left} event(s) not delivered to the job-service")
+
     def _run(self):
         backoff = 0.2
         next_heartbeat = 0.0
         while True:
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
+                self._abandon()
                 return
             batch = []
             try:
@@ -620,20 +665,23 @@ class Reporter:
                     return
                 backoff = 0.2
             except Exception as error:  # the sender thread must outlive anything the network does
-                if batch:
+                if isinstance(error, Isolating):
+                    pass  # the batch went back already, to go smaller after the usual wait
+                elif batch:
                     self._give_back(batch)
-                if self.stopping:
-                    return
-                if backoff == 0.2:
+                if backoff == 0.2 and not self.stopping:
                     self.log(f"orthanc-jobs: cannot reach the job-service ({error}); retrying")
                 # A 404 means the job-service forgot this incarnation: register again.
                 if isinstance(error, ServiceRefused) and error.status == 404:
                     self.registered = False
-                # New events must not cut the backoff short (that would be one request per event); stop() may.
-                end = time.monotonic() + backoff
+                # New events must not cut the backoff short (that would be one request per event); stop()
+                # may, and while stopping, tries go on until the deadline.
+                end = time.monotonic() + (backoff if not self.stopping else min(backoff, 0.1))
                 with self.lock:
                     while not self.stopping and (left := end - time.monotonic()) > 0:
                         self.queued.wait(left)
+                if self.stopping and (left := end - time.monotonic()) > 0:
+                    time.sleep(left)
                 backoff = min(MAX_BACKOFF, backoff * 2)
 
 
