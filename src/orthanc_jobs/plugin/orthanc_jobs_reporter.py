@@ -669,13 +669,17 @@ class Reporter:
                     pass  # the batch went back already, to go smaller after the usual wait
                 elif batch:
                     self._give_back(batch)
+                if self.stopping and not isinstance(error, (ServiceRefused, Isolating)):
+                    # Unreachable: no point in holding Orthanc's shutdown for the rest of the budget.
+                    self._abandon()
+                    return
                 if backoff == 0.2 and not self.stopping:
                     self.log(f"orthanc-jobs: cannot reach the job-service ({error}); retrying")
                 # A 404 means the job-service forgot this incarnation: register again.
                 if isinstance(error, ServiceRefused) and error.status == 404:
                     self.registered = False
                 # New events must not cut the backoff short (that would be one request per event); stop()
-                # may, and while stopping, tries go on until the deadline.
+                # may, and while stopping, tries go on until the deadline (the service answers, busy).
                 end = time.monotonic() + (backoff if not self.stopping else min(backoff, 0.1))
                 with self.lock:
                     while not self.stopping and (left := end - time.monotonic()) > 0:
