@@ -551,7 +551,8 @@ def test_service_down_on_change_never_blocks_queue_drops_oldest_then_delivers(
         reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
     elapsed = time.monotonic() - started
 
-    assert elapsed < 0.1, f"1000 on_change calls took {elapsed:.3f} s"
+    # Far below one request to the unreachable service (its 2 s time-out): no call waited for it.
+    assert elapsed < 1.0, f"1000 on_change calls took {elapsed:.3f} s"
     assert wait_until(lambda: reporter.dropped == 900 and not reporter.captures)
     assert len(reporter.queue) == 100
     # Jobs are read as their events come, but 1000 in a burst outrun the reads: those read too late to be
@@ -1274,33 +1275,36 @@ def test_on_change_from_many_threads_loses_nothing_and_keeps_each_threads_order(
 
 
 def test_on_change_never_waits_for_the_network_or_for_reads_of_orthanc(servers, make_reporter):
-    """The job-service hangs (2 s per request) and each read of Orthanc takes 0.2 s: Orthanc's threads
-    only append to a queue under a lock, so a call costs microseconds, at worst a thread switch."""
+    """The job-service never answers and the read of Orthanc never returns (until the test lets it): Orthanc's
+    threads only append to a queue under a lock, so their calls all return meanwhile. (Not a timing: a call
+    that waited for either would not return at all.)"""
     silent = servers.raw()
+    release = threading.Event()
 
-    def slow_read(uri):
-        time.sleep(0.2)
+    def stuck_read(uri):
+        if uri.startswith("/jobs/"):
+            release.wait(30)
         return json.dumps(job_json(uri)).encode()
 
-    harness = make_reporter(silent.url, timeout=2.0, read_local=slow_read)
+    harness = make_reporter(silent.url, timeout=30.0, read_local=stuck_read)
     assert wait_until(lambda: silent.connections)  # the registration hangs
-    slowest = [0.0] * 4
+    harness.reporter.on_change(JOB_SUCCESS, 0, "job-first")
+    assert wait_until(lambda: harness.reporter.capturing is not None)  # its read hangs
 
     def orthanc_thread(number: int) -> None:
         for i in range(2000):
-            started = time.perf_counter()
             harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{number}-{i}")
-            slowest[number] = max(slowest[number], time.perf_counter() - started)
 
     threads = [threading.Thread(target=orthanc_thread, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-
-    # Far below one read (0.2 s) or one request (2 s): no call waited for either.
-    assert max(slowest) < 0.1, f"slowest on_change: {max(slowest) * 1000:.1f} ms"
-    assert harness.reporter.dropped == 0
+        thread.join(10)
+    try:
+        assert not any(thread.is_alive() for thread in threads)
+        assert len(harness.reporter.captures) == 8000 and harness.reporter.dropped == 0
+    finally:
+        release.set()
 
 
 # ---- reading this Orthanc over HTTP ----
@@ -1524,7 +1528,7 @@ def test_a_500_after_a_search_ended_is_tried_again_not_held_against_an_innocent_
     harness = make_reporter(stub.url, heartbeat_interval=0.05)
     harness.reporter.on_change(JOB_SUCCESS, 0, "culprit")  # refused with its JSON, fine without
     assert wait_until(lambda: job_ids(stub.delivered()) == ["culprit"], timeout=10)
-    assert harness.reporter.isolating_through is None
+    assert wait_until(lambda: harness.reporter.isolating_through is None)
 
     stub.refuse = None
     stub.plan("/events", 500, 500)  # a short hiccup of the service
