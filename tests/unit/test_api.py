@@ -5,9 +5,13 @@ These are unit tests of the service's own logic; the end-to-end tests (tests/e2e
 
 import base64
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +19,7 @@ import pytest
 from orthanc_jobs.app import build_services, create_app
 from orthanc_jobs.config import Settings
 from orthanc_jobs.orthanc import OrthancClient
+from orthanc_jobs.store import SqliteStore
 from tests.unit.fake_orthanc import GOOD, FakeOrthanc
 
 SECRET = "unit-test-secret"
@@ -322,32 +327,47 @@ async def test_the_dashboard_is_served_with_credentials_only(service: httpx.Asyn
     assert (await service.get("/orthanc-jobs/ui/secret.txt", headers=public())).status_code == 404
 
 
-async def test_events_are_in_the_store_when_the_plugin_gets_its_answer(
-    orthanc: FakeOrthanc, tmp_path: pytest.TempPathFactory
-) -> None:
-    """An event answered 200 survives a crash of the job-service (kill -9) that comes right after."""
-    import sqlite3
-
-    database = str(tmp_path / "history.sqlite3")  # type: ignore[operator]
-    settings = Settings(secret=SECRET, database=database)
+@asynccontextmanager
+async def on_a_history_file(orthanc: FakeOrthanc, store: SqliteStore) -> AsyncIterator[httpx.AsyncClient]:
+    """The service on a history file, orthanc-1 registered; without its lifespan, so that no periodic write
+    runs behind the routes' back."""
     services = build_services(
-        settings, client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
+        Settings(secret=SECRET, database=":memory:"),
+        store=store,
+        client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler)),
     )
-    app = create_app(services=services)  # no lifespan here: no periodic write runs behind the route's back
+    app = create_app(services=services)
     registration = {"Name": "orthanc-1", "Url": "http://127.0.0.1:8001", "Incarnation": "inc-1", "Token": "t"}
-    job_id = str(uuid.uuid4())
-    snapshot = dict(orthanc.jobs["http://127.0.0.1:8001"].get(job_id) or {}, ID=job_id, State="Success")
-    events = {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": job_id, "Job": snapshot}]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
         assert (
             await client.post("/orthanc-jobs/internal/register", json=registration, headers=PLUGIN)
         ).is_success
-        answer = await client.post("/orthanc-jobs/internal/events", json=events, headers=PLUGIN)
+        yield client
+
+
+def one_success(job_id: str) -> dict[str, Any]:
+    snapshot = {"ID": job_id, "State": "Success", "Type": "Archive", "Timestamp": "20261128T100000.000000"}
+    return {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": job_id, "Job": snapshot}]}
+
+
+def stored_jobs(database: str) -> list[tuple[str, str]]:
+    """What another process reads in the history file (as one would after a kill -9)."""
+    with sqlite3.connect(database) as other_process:
+        rows = other_process.execute("SELECT id, content FROM jobs").fetchall()
+    return [(row[0], json.loads(row[1])["State"]) for row in rows]
+
+
+async def test_events_are_in_the_store_when_the_plugin_gets_its_answer(
+    orthanc: FakeOrthanc, tmp_path: Path
+) -> None:
+    """An event answered 200 survives a crash of the job-service (kill -9) that comes right after."""
+    database = str(tmp_path / "history.sqlite3")
+    job_id = str(uuid.uuid4())
+    async with on_a_history_file(orthanc, SqliteStore(database)) as client:
+        answer = await client.post("/orthanc-jobs/internal/events", json=one_success(job_id), headers=PLUGIN)
 
         assert answer.json() == {"Accepted": 1, "Refused": []}
-        with sqlite3.connect(database) as other_process:
-            rows = other_process.execute("SELECT id, content FROM jobs").fetchall()
-        assert [(row[0], json.loads(row[1])["State"]) for row in rows] == [(job_id, "Success")]
+        assert stored_jobs(database) == [(job_id, "Success")]
 
 
 async def test_a_job_its_owner_cannot_write_is_answered_as_its_owner_answers(
@@ -368,12 +388,8 @@ async def test_a_job_its_owner_cannot_write_is_answered_as_its_owner_answers(
 
 
 async def test_events_the_history_cannot_take_are_refused_503_and_kept_for_the_retry(
-    orthanc: FakeOrthanc, tmp_path: pytest.TempPathFactory
+    orthanc: FakeOrthanc, tmp_path: Path
 ) -> None:
-    import sqlite3
-
-    from orthanc_jobs.store import SqliteStore
-
     class FailingOnce(SqliteStore):
         failures = 1
 
@@ -383,27 +399,13 @@ async def test_events_the_history_cannot_take_are_refused_503_and_kept_for_the_r
                 raise sqlite3.OperationalError("disk I/O error")
             super().write(jobs, servers)
 
-    database = str(tmp_path / "history.sqlite3")  # type: ignore[operator]
-    store = FailingOnce(database)
-    settings = Settings(secret=SECRET, database=database)
-    services = build_services(
-        settings, store=store, client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
-    )
-    app = create_app(services=services)
-    registration = {"Name": "orthanc-1", "Url": "http://127.0.0.1:8001", "Incarnation": "inc-1", "Token": "t"}
+    database = str(tmp_path / "history.sqlite3")
     job_id = str(uuid.uuid4())
-    snapshot = {"ID": job_id, "State": "Success", "Type": "Archive", "Timestamp": "20261128T100000.000000"}
-    events = {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": job_id, "Job": snapshot}]}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
-        assert (
-            await client.post("/orthanc-jobs/internal/register", json=registration, headers=PLUGIN)
-        ).is_success
-
-        refused = await client.post("/orthanc-jobs/internal/events", json=events, headers=PLUGIN)
+    async with on_a_history_file(orthanc, FailingOnce(database)) as client:
+        refused = await client.post("/orthanc-jobs/internal/events", json=one_success(job_id), headers=PLUGIN)
         assert refused.status_code == 503
         assert "cannot be written" in refused.json()["Message"]
-        again = await client.post("/orthanc-jobs/internal/events", json=events, headers=PLUGIN)
+        again = await client.post("/orthanc-jobs/internal/events", json=one_success(job_id), headers=PLUGIN)
         assert again.json() == {"Accepted": 1, "Refused": []}
 
-        with sqlite3.connect(database) as other_process:
-            assert other_process.execute("SELECT id FROM jobs").fetchall() == [(job_id,)]
+        assert stored_jobs(database) == [(job_id, "Success")]

@@ -327,6 +327,16 @@ def short_backoff(monkeypatch):
     monkeypatch.setattr(plugin, "MAX_BACKOFF", 0.2)
 
 
+def refusing(status: int, bad: Callable[[dict], bool]) -> Callable[[str, Any], int | None]:
+    """A stand-in's ``refuse``: ``status`` for the /events batches that hold an event ``bad`` picks."""
+
+    def refuse(route: str, body: Any) -> int | None:
+        events = (body or {}).get("Events", []) if isinstance(body, dict) else []
+        return status if route == "/events" and any(bad(event) for event in events) else None
+
+    return refuse
+
+
 def job_ids(events: list[dict]) -> list[str]:
     return [event.get("JobId") for event in events]
 
@@ -987,11 +997,7 @@ def test_a_batch_refused_as_too_large_is_split(servers, make_reporter):
 def test_an_event_refused_with_its_json_is_sent_without_it(servers, make_reporter):
     stub = servers.stub()
 
-    def refuse(route, body):
-        poisoned = any(e["JobId"] == "poison" and "Job" in e for e in (body or {}).get("Events", []))
-        return 400 if route == "/events" and poisoned else None
-
-    stub.refuse = refuse
+    stub.refuse = refusing(400, lambda event: event.get("JobId") == "poison" and "Job" in event)
     harness = make_reporter(stub.url)
     for job_id in ("before", "poison", "after"):
         harness.reporter.on_change(JOB_SUCCESS, 0, job_id)
@@ -1005,11 +1011,7 @@ def test_an_event_refused_with_its_json_is_sent_without_it(servers, make_reporte
 def test_an_event_always_refused_is_dropped_with_a_log_line_not_retried_forever(servers, make_reporter):
     stub = servers.stub()
 
-    def refuse(route, body):
-        poisoned = any(e["JobId"] == "poison" for e in (body or {}).get("Events", []))
-        return 400 if route == "/events" and poisoned else None
-
-    stub.refuse = refuse
+    stub.refuse = refusing(400, lambda event: event.get("JobId") == "poison")
     harness = make_reporter(stub.url)
     for job_id in ("before", "poison", "after"):
         harness.reporter.on_change(JOB_SUCCESS, 0, job_id)
@@ -1209,11 +1211,7 @@ def test_an_event_answered_500_for_ever_is_let_go_and_the_later_ones_flow(
     hold back every later event of the server: split, then sent without its JSON, then let go, loudly."""
     stub = servers.stub()
 
-    def refuse(route, body):
-        poisoned = any(e["JobId"] == "poison" for e in (body or {}).get("Events", []))
-        return 500 if route == "/events" and poisoned else None
-
-    stub.refuse = refuse
+    stub.refuse = refusing(500, lambda event: event.get("JobId") == "poison")
     harness = make_reporter(stub.url, heartbeat_interval=0.05)
     assert wait_until(lambda: stub.received("/register"))
     for job_id in ("before", "poison", "after"):
@@ -1346,11 +1344,7 @@ def test_one_poisoned_event_among_many_costs_only_itself_through_the_usual_loop(
 ):
     stub = servers.stub()
 
-    def refuse(route, body):
-        poisoned = any(e.get("JobId") == "job-123" for e in (body or {}).get("Events", []))
-        return 500 if route == "/events" and poisoned else None
-
-    stub.refuse = refuse
+    stub.refuse = refusing(500, lambda event: event.get("JobId") == "job-123")
     harness = make_reporter(stub.url, heartbeat_interval=0.05, start=False)
     for i in range(200):
         harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
@@ -1520,11 +1514,7 @@ def test_a_500_after_a_search_ended_is_tried_again_not_held_against_an_innocent_
 ):
     stub = servers.stub()
 
-    def refuse(route, body):
-        bad = any(e.get("JobId") == "culprit" and "Job" in e for e in (body or {}).get("Events", []))
-        return 500 if route == "/events" and bad else None
-
-    stub.refuse = refuse
+    stub.refuse = refusing(500, lambda event: event.get("JobId") == "culprit" and "Job" in event)
     harness = make_reporter(stub.url, heartbeat_interval=0.05)
     harness.reporter.on_change(JOB_SUCCESS, 0, "culprit")  # refused with its JSON, fine without
     assert wait_until(lambda: job_ids(stub.delivered()) == ["culprit"], timeout=10)
