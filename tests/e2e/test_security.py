@@ -1,11 +1,13 @@
 """Credentials, the shared secret and bad input: 4xx JSON answers, no 5xx, nothing forwarded unchecked."""
 
+import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
-from orthanc_jobs.cluster.launcher import ClusterState
+from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 from tests.e2e.helpers import create_async_job, create_study, wait_job_state
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +173,42 @@ def test_the_job_service_itself_never_forwards_a_traversal(cluster: ClusterState
     answer = httpx.get(cluster.service_url + path, auth=("demo", "demo"))
     assert answer.status_code == 404
     assert answer.json()["HttpStatus"] == 404
+
+
+def _other_host_address() -> str | None:
+    """An address of this machine that is not loopback: how another host would reach it."""
+    found = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True
+    )
+    for line in found.stdout.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    return None
+
+
+def test_nothing_of_the_local_cluster_answers_another_host(cluster: ClusterState) -> None:
+    """Orthanc answers only local clients (nginx, the job-service, the plugins), its DICOM server is off,
+    and the job-service, nginx and PostgreSQL listen on loopback only."""
+    address = _other_host_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback: no other host can reach it")
+    state = ClusterState.load(Path(cluster.directory))
+    for url in state.orthanc_urls.values():
+        port = int(url.rsplit(":", 1)[1])
+        around_nginx = httpx.get(f"http://{address}:{port}/system", auth=DEMO_USER, timeout=5)
+        assert around_nginx.status_code in (401, 403), around_nginx.text
+        assert httpx.get(f"{url}/system", auth=DEMO_USER, timeout=5).status_code == 200
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout.splitlines()
+
+    def exposed(role: str) -> list[str]:
+        pids = {p.pid for p in state.processes if p.role == role}
+        return [
+            line
+            for line in listening
+            if any(f"pid={pid}," in line for pid in pids) and not line.split()[3].startswith("127.0.0.1:")
+        ]
+
+    assert exposed("job-service") == exposed("nginx") == exposed("postgresql") == []
+    # Orthanc's HTTP server cannot be bound to loopback (it answers 401 from elsewhere, as above).
+    assert len(exposed("orthanc")) == len(state.orthanc_urls), exposed("orthanc")

@@ -184,7 +184,11 @@ def orthanc_configuration(
         "DicomAet": name.upper().replace("-", "")[:16],
         "StorageDirectory": str(root / "storage"),
         "IndexDirectory": str(index_dir),
-        "RemoteAccessAllowed": True,
+        # Every client is local (nginx, the job-service, the plugin): nobody reaches a server around nginx.
+        "RemoteAccessAllowed": False,
+        # Orthanc's DICOM server listens on every interface: off (C-STOREs from Orthanc still work);
+        # --orthanc-config DicomServerEnabled=true to receive images.
+        "DicomServerEnabled": False,
         "AuthenticationEnabled": True,
         "RegisteredUsers": {DEMO_USER[0]: DEMO_USER[1]},
         "SaveJobs": False,
