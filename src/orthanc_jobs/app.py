@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from orthanc_jobs import __version__
+from orthanc_jobs import INTERNAL_PREFIX, __version__
 from orthanc_jobs.api import internal, public, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.context import Services
@@ -132,6 +132,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 404 and not request.url.path.startswith(INTERNAL_PREFIX):
+            # No such route: as Orthanc, credentials first (an unknown path tells nothing to a stranger).
+            try:
+                await services.authenticator.check(request.headers.get("authorization"))
+            except OrthancJobsError as refused:
+                return error_response(request, refused)
         return status_error(request, error.status_code, str(error.detail), dict(error.headers or {}))
 
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)

@@ -62,6 +62,12 @@ class PayloadTooLarge(OrthancJobsError):
     orthanc_status = 8
 
 
+class HeaderTooLarge(OrthancJobsError):
+    status_code = 431
+    orthanc_error = "Bad request"
+    orthanc_status = 8
+
+
 class ServerUnavailable(OrthancJobsError):
     status_code = 503
     orthanc_error = "Network protocol error"
@@ -78,6 +84,7 @@ def orthanc_error_for(status_code: int) -> tuple[str, int]:
         MethodNotAllowed,
         Conflict,
         PayloadTooLarge,
+        HeaderTooLarge,
     ):
         if error.status_code == status_code:
             return error.orthanc_error, error.orthanc_status

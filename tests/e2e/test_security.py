@@ -212,3 +212,35 @@ def test_nothing_of_the_local_cluster_answers_another_host(cluster: ClusterState
     assert exposed("job-service") == exposed("nginx") == exposed("postgresql") == []
     # Orthanc's HTTP server cannot be bound to loopback (it answers 401 from elsewhere, as above).
     assert len(exposed("orthanc")) == len(state.orthanc_urls), exposed("orthanc")
+
+
+def test_an_oversized_authorization_header_is_refused_without_asking_orthanc(cluster: ClusterState) -> None:
+    """100 KB of Authorization straight to the job-service: before, every Orthanc was asked, and 503."""
+    huge = "Basic " + "A" * 100_000
+    answer = httpx.get(f"{cluster.service_url}/jobs", headers={"Authorization": huge}, timeout=10)
+    assert answer.status_code == 431
+    assert answer.json()["HttpStatus"] == 431
+    # Through nginx, its own limit answers first.
+    assert httpx.get(f"{cluster.lb_url}/orthanc/jobs", headers={"Authorization": huge}).status_code in (
+        400,
+        431,
+    )
+
+
+def test_statistics_are_bounded(cluster: ClusterState) -> None:
+    url = f"{cluster.lb_url}/orthanc-jobs/stats"
+    too_many = httpx.get(url, params={"bucket": 10, "window": 604800}, auth=DEMO_USER)
+    assert too_many.status_code == 400  # 60,480 buckets: before, 752 ms to answer, with 3 jobs
+    assert "at most 1000" in too_many.json()["Message"]
+    week = httpx.get(url, params={"bucket": 3600, "window": 604800}, auth=DEMO_USER)
+    assert week.status_code == 200
+    assert all(len(series) <= 169 for series in week.json()["Servers"].values())
+
+
+@pytest.mark.parametrize("path", ["/orthanc-jobs/nope", "/orthanc-jobs/servers/x/y", "/orthanc/jobs/a/b/c"])
+def test_unknown_routes_ask_for_credentials_first_as_orthanc_does(cluster: ClusterState, path: str) -> None:
+    assert httpx.get(f"{cluster.lb_url}{path}").status_code == 401
+    assert httpx.get(f"{cluster.lb_url}{path}", auth=("demo", "wrong")).status_code == 401
+    found = httpx.get(f"{cluster.lb_url}{path}", auth=DEMO_USER)
+    assert found.status_code == 404
+    assert found.json()["HttpStatus"] == 404

@@ -7,12 +7,14 @@ import time
 
 from fastapi import Request
 
-from orthanc_jobs.errors import Forbidden, ServerUnavailable, Unauthorized
+from orthanc_jobs.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
 from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
 from orthanc_jobs.registry import Registry
 
 # Accepted credentials kept at most; past that the cache starts again empty.
 _CACHE_LIMIT = 10_000
+# Larger Authorization headers are refused without asking any Orthanc (nginx takes 8 KiB per header line).
+MAX_AUTHORIZATION_BYTES = 8192
 
 
 class ClusterAuthenticator:
@@ -31,6 +33,8 @@ class ClusterAuthenticator:
         self._rotation = itertools.count()
 
     async def check(self, authorization: str | None) -> None:
+        if authorization is not None and len(authorization) > MAX_AUTHORIZATION_BYTES:
+            raise HeaderTooLarge(f"the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes")
         key = hashlib.sha256((authorization or "").encode()).digest()
         now = time.monotonic()
         if self._accepted_until.get(key, 0.0) > now:

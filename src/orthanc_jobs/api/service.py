@@ -16,7 +16,7 @@ from orthanc_jobs import SERVICE_PREFIX, __version__
 from orthanc_jobs.api.context import services
 from orthanc_jobs.api.public import Cluster
 from orthanc_jobs.api.responses import OrjsonResponse
-from orthanc_jobs.errors import UnknownJob
+from orthanc_jobs.errors import BadRequest, UnknownJob
 from orthanc_jobs.events import Event
 from orthanc_jobs.model import Server
 from orthanc_jobs.registry import Registry, orthanc_timestamp
@@ -25,6 +25,8 @@ router = APIRouter(prefix=SERVICE_PREFIX, tags=["Job-service"])
 health_router = APIRouter(tags=["Health"])
 
 KEEPALIVE_SECONDS = 15.0
+# Buckets one statistics answer may hold (the dashboard asks for at most 60).
+MAX_STATS_BUCKETS = 1000
 _UI = Path(__file__).parent.parent / "ui"
 _UI_FILES = {
     "index.html": "text/html; charset=utf-8",
@@ -133,6 +135,8 @@ async def completion_stats(
     bucket: Annotated[int, Query(ge=10, le=86_400, description="Seconds per bucket")] = 60,
     window: Annotated[int, Query(ge=60, le=7 * 86_400, description="Seconds back from now")] = 3600,
 ) -> Response:
+    if window // bucket > MAX_STATS_BUCKETS:
+        raise BadRequest(f"{window // bucket} buckets asked for: at most {MAX_STATS_BUCKETS} (raise bucket=)")
     registry = cluster.registry
     now = datetime.now(UTC).timestamp()
     first = int((now - window) // bucket) * bucket
