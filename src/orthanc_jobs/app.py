@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from orthanc_jobs import INTERNAL_PREFIX, __version__
 from orthanc_jobs.api import internal, public, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
+from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.limits import BodySizeLimit
 from orthanc_jobs.api.public import job_json, server_field
@@ -141,4 +142,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return status_error(request, error.status_code, str(error.detail), dict(error.headers or {}))
 
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -77,10 +77,14 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 @pytest.fixture
 def page(context: BrowserContext) -> Iterator[Page]:
-    """A page whose script errors fail the test."""
+    """A page whose script errors, and whatever its Content-Security-Policy blocks, fail the test."""
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     yield opened
     assert not errors, f"errors in the page's scripts: {errors}"
 

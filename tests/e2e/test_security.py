@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
-from tests.e2e.helpers import create_async_job, create_study, wait_job_state
+from tests.e2e.helpers import SilentModality, create_async_job, create_study, direct, wait_job_state
 
 pytestmark = pytest.mark.e2e
 
@@ -244,3 +244,50 @@ def test_unknown_routes_ask_for_credentials_first_as_orthanc_does(cluster: Clust
     found = httpx.get(f"{cluster.lb_url}{path}", auth=DEMO_USER)
     assert found.status_code == 404
     assert found.json()["HttpStatus"] == 404
+
+
+def test_a_form_on_another_site_cannot_cancel_a_job(
+    cluster: ClusterState, servers: dict[str, httpx.Client]
+) -> None:
+    """A page of another site, in a browser logged in to the dashboard, posts a plain form to cancel a job:
+    a single Orthanc would cancel it; the cluster refuses (403), and the job runs on."""
+    with direct(cluster, "orthanc-2") as client:
+        study, _ = create_study(client, "CSRF")
+        modality = SilentModality()
+        try:
+            silent = {"AET": "SILENT", "Host": "127.0.0.1", "Port": modality.port}
+            assert client.put("/modalities/silent", json=silent).status_code == 200
+            job_id = client.post(
+                "/modalities/silent/store", json={"Resources": [study], "Asynchronous": True}
+            ).json()["ID"]
+            url = f"{cluster.lb_url}/orthanc/jobs/{job_id}/cancel"
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            from_elsewhere = [
+                {
+                    "Origin": "http://attacker.example",
+                    "Sec-Fetch-Site": "cross-site",
+                    "Sec-Fetch-Mode": "navigate",
+                },
+                {"Origin": "http://attacker.example"},  # a browser without Sec-Fetch-Site
+            ]
+            for headers in from_elsewhere:
+                answer = httpx.post(url, headers={**form, **headers}, content=b"", auth=DEMO_USER)
+                assert answer.status_code == 403, answer.text
+                assert client.get(f"/jobs/{job_id}").json()["State"] == "Running"
+            # The dashboard (same origin) and scripts (no Origin) still act.
+            same_origin = {"Origin": cluster.lb_url, "Sec-Fetch-Site": "same-origin"}
+            assert httpx.post(url, headers=same_origin, auth=DEMO_USER).json() == {}
+        finally:
+            modality.close()  # a cancel of a running C-STORE takes effect once its association ends
+        wait_job_state(client, job_id, {"Failure"})
+
+
+def test_the_dashboard_and_the_api_forbid_framing_and_foreign_content(cluster: ClusterState) -> None:
+    page = httpx.get(f"{cluster.lb_url}/orthanc-jobs/ui/", auth=DEMO_USER)
+    api = httpx.get(f"{cluster.lb_url}/orthanc/jobs", auth=DEMO_USER)
+    for answer in (page, api):
+        assert answer.status_code == 200
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert "default-src 'none'; script-src 'self'" in page.headers["Content-Security-Policy"]

@@ -409,3 +409,41 @@ async def test_events_the_history_cannot_take_are_refused_503_and_kept_for_the_r
         assert again.json() == {"Accepted": 1, "Refused": []}
 
         assert stored_jobs(database) == [(job_id, "Success")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),  # a script, an Orthanc client: neither header
+        ({"Sec-Fetch-Site": "same-origin", "Origin": "http://service"}, 200),  # the dashboard
+        ({"Origin": "http://service"}, 200),  # an older browser, same site
+        ({"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"}, 403),  # a form on another site
+        ({"Sec-Fetch-Site": "same-site", "Origin": "http://service:9999"}, 403),
+        ({"Origin": "http://evil.example"}, 403),  # an older browser, another site
+        ({"Origin": "null"}, 403),  # a sandboxed page
+    ],
+)
+async def test_actions_from_a_page_of_another_site_are_refused(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc, headers: dict[str, str], status: int
+) -> None:
+    job_id = orthanc.add_job("http://127.0.0.1:8001", "Running")
+    answer = await service.post(f"/jobs/{job_id}/pause", headers=public(**headers))
+    assert answer.status_code == status
+    paused = orthanc.jobs["http://127.0.0.1:8001"][job_id]["State"] == "Paused"
+    assert paused == (status == 200)
+    if status == 403:
+        assert answer.json()["HttpStatus"] == 403
+    # Reading is not changing: allowed from anywhere the credentials are.
+    assert (await service.get(f"/jobs/{job_id}", headers=public(**headers))).status_code == 200
+
+
+async def test_every_answer_forbids_framing_sniffing_and_foreign_content(service: httpx.AsyncClient) -> None:
+    page = await service.get("/orthanc-jobs/ui/", headers=public())
+    data = await service.get("/jobs", headers=public())
+    refused = await service.get("/jobs")
+    for answer in (page, data, refused):
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert data.headers["Content-Security-Policy"].startswith("default-src 'none'")

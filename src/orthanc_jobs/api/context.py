@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
+from orthanc_jobs.api.browsers import refuse_cross_site
 from orthanc_jobs.config import Settings
 from orthanc_jobs.events import EventLog
 from orthanc_jobs.housekeeping import Housekeeper
@@ -36,6 +37,13 @@ def services(request: Request) -> Services:
 async def require_cluster_credentials(request: Request) -> Services:
     found = services(request)
     await found.authenticator.check(request.headers.get("authorization"))
+    return found
+
+
+async def require_cluster_change(request: Request) -> Services:
+    """For routes that change a job: the cluster's credentials, and not a page of another site."""
+    found = await require_cluster_credentials(request)
+    refuse_cross_site(request)
     return found
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from orthanc_jobs.api.context import Services, require_cluster_credentials
+from orthanc_jobs.api.context import Services, require_cluster_change, require_cluster_credentials
 from orthanc_jobs.api.responses import raw_json, status_error
 from orthanc_jobs.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
@@ -24,6 +24,8 @@ from orthanc_jobs.registry import Registry
 router = APIRouter(tags=["Orthanc-compatible jobs API"])
 
 Cluster = Annotated[Services, Depends(require_cluster_credentials)]
+# Routes that change a job: the cluster's credentials, and not from a page of another site.
+ClusterChange = Annotated[Services, Depends(require_cluster_change)]
 
 # Headers of an output (e.g. a ZIP archive) passed on to the caller.
 _OUTPUT_HEADERS = ("content-type", "content-length", "content-disposition")
@@ -183,7 +185,7 @@ async def get_job(request: Request, job_id: str, cluster: Cluster) -> Response:
 
 
 @router.post("/jobs/{job_id}/{action}", summary="cancel, pause, resume or resubmit, on the owner")
-async def act_on_job(request: Request, job_id: str, action: str, cluster: Cluster) -> Response:
+async def act_on_job(request: Request, job_id: str, action: str, cluster: ClusterChange) -> Response:
     try:
         known_action = JobAction(action)
     except ValueError:
@@ -220,7 +222,7 @@ async def get_job_output(request: Request, job_id: str, key: str, cluster: Clust
 
 
 @router.delete("/jobs/{job_id}", summary="Delete a finished job on its owner (Orthanc >= 1.12.2)")
-async def delete_job(request: Request, job_id: str, cluster: Cluster) -> Response:
+async def delete_job(request: Request, job_id: str, cluster: ClusterChange) -> Response:
     job = await find_job(cluster, job_id)
     answer = await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job_id))
     if answer.status_code < 400:
@@ -229,7 +231,7 @@ async def delete_job(request: Request, job_id: str, cluster: Cluster) -> Respons
 
 
 @router.delete("/jobs/{job_id}/{key}", summary="Delete an output of a job (Orthanc >= 1.12.1)")
-async def delete_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
+async def delete_job_output(request: Request, job_id: str, key: str, cluster: ClusterChange) -> Response:
     checked_output_key(key)
     job = await find_job(cluster, job_id)
     return await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job_id, key))
