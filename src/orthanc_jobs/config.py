@@ -1,7 +1,9 @@
 """Every setting of the job-service, its default and its environment variable (``ORTHANC_JOBS_*``)."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orthanc_jobs.model import normalize_server_url
 
 
 class Settings(BaseSettings):
@@ -52,6 +54,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     allowed_server_urls: str = Field(
         default="",
-        description="Comma-separated URL prefixes a server may register with (empty: any). Callers' "
-        "credentials are sent to registered servers: list them where the plugin secret could leak.",
+        description="Comma-separated URLs of the servers that may register (scheme, host, port and path, "
+        "exactly; empty: any). Callers' credentials are sent to registered servers: declare them.",
     )
+
+    @field_validator("allowed_server_urls")
+    @classmethod
+    def _each_allowed_url_is_a_server_url(cls, value: str) -> str:
+        for url in value.split(","):
+            if url.strip():
+                normalize_server_url(url)  # a ValueError says which one, at start
+        return value
+
+    @property
+    def allowed_servers(self) -> frozenset[str] | None:
+        """The declared servers' URLs, normalised (None: any server may register)."""
+        urls = frozenset(
+            normalize_server_url(url) for url in self.allowed_server_urls.split(",") if url.strip()
+        )
+        return urls or None

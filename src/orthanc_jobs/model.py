@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -38,6 +39,23 @@ class JobAction(StrEnum):
 # Orthanc's job ids are UUIDs; output keys are plain words such as "archive".
 _JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _OUTPUT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def normalize_server_url(url: str) -> str:
+    """A server's URL as the job-service knows it: ``scheme://host:port[/path]``, in lower case but for the
+    path, the port always written, no trailing slash. Raises ValueError for anything else than http(s), a
+    user name or password (``http://orthanc-1:8042@attacker``), a bad port (``:80429``, ``:8042.evil``), a
+    query or a fragment: look-alikes must not pass for a declared server."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: only http and https")
+    if "@" in parts.netloc:
+        raise ValueError(f"{url!r}: no user name or password in a server's URL")
+    if parts.query or parts.fragment or not parts.hostname:
+        raise ValueError(f"{url!r}: scheme://host:port/path, nothing more")
+    port = parts.port or (443 if parts.scheme == "https" else 80)  # parts.port raises for a bad port
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 def is_job_id(value: str) -> bool:

@@ -254,8 +254,9 @@ class Registry:
         timestamp = str(content.get("Timestamp", ""))
         existing = self._jobs.get(job_id)
         if existing is not None:
-            if existing.server_url != server.url:
-                # A job id never moves between servers; a snapshot claiming so is ignored.
+            if existing.server_url != server.url or existing.incarnation != server.incarnation:
+                # A job never moves between servers, nor between processes (each starts with no job):
+                # a snapshot claiming so is ignored.
                 return existing
             if existing.incarnation == server.incarnation and not existing.presumed:
                 if timestamp < existing.timestamp:

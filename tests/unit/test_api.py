@@ -4,6 +4,8 @@ These are unit tests of the service's own logic; the end-to-end tests (tests/e2e
 """
 
 import base64
+import contextlib
+import hmac
 import json
 import sqlite3
 import time
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from orthanc_jobs.api.auth import plugin_secret_for
 from orthanc_jobs.app import build_services, create_app
 from orthanc_jobs.config import Settings
 from orthanc_jobs.orthanc import OrthancClient
@@ -23,7 +26,12 @@ from orthanc_jobs.store import SqliteStore
 from tests.unit.fake_orthanc import GOOD, FakeOrthanc
 
 SECRET = "unit-test-secret"
-PLUGIN = {"Authorization": f"Bearer {SECRET}"}
+URL1 = "http://127.0.0.1:8001"
+
+
+def plugin(url: str = URL1) -> dict[str, str]:
+    """The Authorization of the plugin of the server at ``url``: its own secret."""
+    return {"Authorization": f"Bearer {plugin_secret_for(SECRET, url)}"}
 
 
 @pytest.fixture
@@ -50,7 +58,7 @@ async def service(orthanc: FakeOrthanc) -> AsyncIterator[httpx.AsyncClient]:
                 "Token": "Bearer token",
             }
             assert (
-                await client.post("/orthanc-jobs/internal/register", json=body, headers=PLUGIN)
+                await client.post("/orthanc-jobs/internal/register", json=body, headers=plugin(url))
             ).status_code == 200
         yield client
 
@@ -177,18 +185,22 @@ async def test_the_internal_api_rejects_forged_payloads(
         orthanc.jobs["http://127.0.0.1:8001"][job_id], State="Failure", Timestamp="20991231T000000"
     )
     cases = {
-        401: ({}, {"Incarnation": "inc-1", "Events": []}),
-        403: ({"Authorization": "Bearer nope"}, {"Incarnation": "inc-1", "Events": []}),
-        404: (PLUGIN, {"Incarnation": "inc-9", "Events": []}),
+        401: ({}, {"Incarnation": "inc-1", "Url": URL1, "Events": []}),
+        403: ({"Authorization": "Bearer nope"}, {"Incarnation": "inc-1", "Url": URL1, "Events": []}),
+        404: (plugin(), {"Incarnation": "inc-9", "Url": URL1, "Events": []}),
     }
     for status, (headers, body) in cases.items():
         assert (await service.post(url, json=body, headers=headers)).status_code == status
-    for body in ({"Incarnation": "../x", "Events": []}, [1, 2, 3], {"Incarnation": "inc-1", "Events": "x"}):
-        answer = await service.post(url, json=body, headers=PLUGIN)
+    for body in (
+        {"Incarnation": "../x", "Events": []},
+        [1, 2, 3],
+        {"Incarnation": "inc-1", "Url": URL1, "Events": "x"},
+    ):
+        answer = await service.post(url, json=body, headers=plugin())
         assert answer.status_code == 400, body
         assert answer.json()["HttpStatus"] == 400
-    assert (await service.post(url, content=b"{nope", headers=PLUGIN)).status_code == 400
-    assert (await service.post(url, content=b"x" * 5000, headers=PLUGIN)).status_code == 413
+    assert (await service.post(url, content=b"{nope", headers=plugin())).status_code == 400
+    assert (await service.post(url, content=b"x" * 5000, headers=plugin())).status_code == 413
 
     # Events are judged one by one: those that cannot be used are refused with a reason, nothing changes.
     stranger = str(uuid.uuid4())
@@ -200,7 +212,9 @@ async def test_the_internal_api_rejects_forged_payloads(
         {"Type": "JOB_SUCCESS", "JobId": job_id, "Job": dict(snapshot, State="Exploded")},
         "not an event",
     ]
-    answer = await service.post(url, json={"Incarnation": "inc-1", "Events": refused}, headers=PLUGIN)
+    answer = await service.post(
+        url, json={"Incarnation": "inc-1", "Url": URL1, "Events": refused}, headers=plugin()
+    )
     assert answer.status_code == 200
     assert answer.json()["Accepted"] == 0
     assert [r["Index"] for r in answer.json()["Refused"]] == list(range(len(refused)))
@@ -208,8 +222,12 @@ async def test_the_internal_api_rejects_forged_payloads(
     assert (await service.get(f"/jobs/{job_id}", headers=public())).json()["State"] == "Running"
     assert (await service.get(f"/jobs/{stranger}", headers=public())).status_code == 404
 
-    valid = {"Incarnation": "inc-1", "Events": [{"Type": "JOB_FAILURE", "JobId": job_id, "Job": snapshot}]}
-    answer = await service.post(url, content=json.dumps(valid), headers=PLUGIN)
+    valid = {
+        "Incarnation": "inc-1",
+        "Url": URL1,
+        "Events": [{"Type": "JOB_FAILURE", "JobId": job_id, "Job": snapshot}],
+    }
+    answer = await service.post(url, content=json.dumps(valid), headers=plugin())
     assert answer.json() == {"Accepted": 1, "Refused": []}
     assert (await service.get(f"/jobs/{job_id}", headers=public())).json()["State"] == "Failure"
 
@@ -217,8 +235,10 @@ async def test_the_internal_api_rejects_forged_payloads(
 async def test_servers_list_and_a_graceful_stop(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
     job_id = orthanc.add_job("http://127.0.0.1:8001", "Running")
     await service.get(f"/jobs/{job_id}", headers=public())
-    stop = {"Incarnation": "inc-1", "Events": [{"Type": "ORTHANC_STOPPED"}]}
-    assert (await service.post("/orthanc-jobs/internal/events", json=stop, headers=PLUGIN)).status_code == 200
+    stop = {"Incarnation": "inc-1", "Url": URL1, "Events": [{"Type": "ORTHANC_STOPPED"}]}
+    assert (
+        await service.post("/orthanc-jobs/internal/events", json=stop, headers=plugin())
+    ).status_code == 200
     servers = (await service.get("/orthanc-jobs/servers", headers=public())).json()
     assert [(s["Name"], s["Status"]) for s in servers] == [("orthanc-1", "stopped"), ("orthanc-2", "alive")]
     assert servers[0]["Jobs"]["Failure"] == 1
@@ -263,23 +283,75 @@ async def test_the_openapi_description_needs_credentials(service: httpx.AsyncCli
     assert "/jobs/{job_id}" in described["paths"]
 
 
-async def test_servers_can_be_limited_to_allowed_urls(orthanc: FakeOrthanc) -> None:
-    settings = Settings(secret=SECRET, database=":memory:", allowed_server_urls="http://10.0.0.")
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        "http://10.0.0.7:8042.attacker.example",
+        "http://10.0.0.7:8042@127.0.0.1:18999",
+        "http://user:pw@10.0.0.7:8042",
+        "http://10.0.0.7:80429",
+        "http://10.0.0.70:8042",
+        "https://10.0.0.7:8042",
+        "http://10.0.0.7:8042/other",
+        "http://10.0.0.7:8042?x=1",
+    ],
+)
+async def test_only_the_declared_servers_may_register_exactly(look_alike: str) -> None:
+    """Callers' credentials go to registered servers: a look-alike of a declared URL must not pass, even
+    with a secret made for it."""
+    settings = Settings(secret=SECRET, database=":memory:", allowed_server_urls="http://10.0.0.7:8042/")
     app = create_app(services=build_services(settings))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
-        body = {"Name": "x", "Url": "http://127.0.0.1:8001", "Incarnation": "inc-x", "Token": "Bearer token"}
-        refused = await client.post("/orthanc-jobs/internal/register", json=body, headers=PLUGIN)
-        assert refused.status_code == 403
-        body["Url"] = "http://10.0.0.7:8042"
-        assert (
-            await client.post("/orthanc-jobs/internal/register", json=body, headers=PLUGIN)
-        ).status_code == 200
+        body = {"Name": "x", "Url": look_alike, "Incarnation": "inc-x", "Token": "Bearer token"}
+        headers = {
+            "Authorization": "Bearer " + hmac.new(SECRET.encode(), look_alike.encode(), "sha256").hexdigest()
+        }
+        with contextlib.suppress(ValueError):
+            headers = plugin(look_alike)
+        refused = await client.post("/orthanc-jobs/internal/register", json=body, headers=headers)
+        assert refused.status_code in (400, 403), refused.text
+        body["Url"] = "HTTP://10.0.0.7:8042"  # the declared one, spelt otherwise
+        accepted = await client.post(
+            "/orthanc-jobs/internal/register", json=body, headers=plugin(body["Url"])
+        )
+        assert accepted.status_code == 200
+        servers = (await client.get("/orthanc-jobs/servers", headers=public())).status_code
+        assert servers in (200, 503)
+
+
+async def test_one_servers_secret_cannot_speak_for_another(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    """A secret leaked from orthanc-1 cannot register orthanc-2's URL, send its heartbeats, or stop it."""
+    url2 = "http://127.0.0.1:8002"
+    registration = {"Name": "forged", "Url": url2, "Incarnation": "forged-2", "Token": "Bearer stolen"}
+    assert (
+        await service.post("/orthanc-jobs/internal/register", json=registration, headers=plugin())
+    ).status_code == 403
+    beat = {"Incarnation": "inc-2", "Url": url2}
+    assert (
+        await service.post("/orthanc-jobs/internal/heartbeat", json=beat, headers=plugin())
+    ).status_code == 403
+    stop = {"Incarnation": "inc-2", "Url": url2, "Events": [{"Type": "ORTHANC_STOPPED"}]}
+    assert (
+        await service.post("/orthanc-jobs/internal/events", json=stop, headers=plugin())
+    ).status_code == 403
+    # Its own URL, with another server's incarnation: refused too.
+    stop_as_1 = {"Incarnation": "inc-2", "Url": URL1, "Events": [{"Type": "ORTHANC_STOPPED"}]}
+    assert (
+        await service.post("/orthanc-jobs/internal/events", json=stop_as_1, headers=plugin())
+    ).status_code == 403
+    servers = (await service.get("/orthanc-jobs/servers", headers=public())).json()
+    assert [(s["Name"], s["Status"], s["Incarnation"]) for s in servers] == [
+        ("orthanc-1", "alive", "inc-1"),
+        ("orthanc-2", "alive", "inc-2"),
+    ]
 
 
 async def test_the_orthanc_version_can_come_with_a_heartbeat(service: httpx.AsyncClient) -> None:
-    beat = {"Incarnation": "inc-1", "OrthancVersion": "1.10.1"}
+    beat = {"Incarnation": "inc-1", "Url": URL1, "OrthancVersion": "1.10.1"}
     assert (
-        await service.post("/orthanc-jobs/internal/heartbeat", json=beat, headers=PLUGIN)
+        await service.post("/orthanc-jobs/internal/heartbeat", json=beat, headers=plugin())
     ).status_code == 200
     servers = (await service.get("/orthanc-jobs/servers", headers=public())).json()
     assert [s["OrthancVersion"] for s in servers] == ["1.10.1", ""]
@@ -291,8 +363,10 @@ async def test_metrics_health_and_readiness_need_no_credentials(
     job_id = orthanc.add_job("http://127.0.0.1:8001", "Running")
     await service.get(f"/jobs/{job_id}", headers=public())
     event = {"Type": "JOB_SUBMITTED", "JobId": job_id, "Time": time.time() - 0.01}
-    body = {"Incarnation": "inc-1", "Events": [event]}
-    assert (await service.post("/orthanc-jobs/internal/events", json=body, headers=PLUGIN)).status_code == 200
+    body = {"Incarnation": "inc-1", "Url": URL1, "Events": [event]}
+    assert (
+        await service.post("/orthanc-jobs/internal/events", json=body, headers=plugin())
+    ).status_code == 200
     text = (await service.get("/metrics")).text
     assert 'orthanc_jobs_jobs{server="orthanc-1",state="Running",type="Archive"} 1.0' in text
     assert 'orthanc_jobs_server_up{server="orthanc-2"} 1.0' in text
@@ -340,14 +414,18 @@ async def on_a_history_file(orthanc: FakeOrthanc, store: SqliteStore) -> AsyncIt
     registration = {"Name": "orthanc-1", "Url": "http://127.0.0.1:8001", "Incarnation": "inc-1", "Token": "t"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
         assert (
-            await client.post("/orthanc-jobs/internal/register", json=registration, headers=PLUGIN)
+            await client.post("/orthanc-jobs/internal/register", json=registration, headers=plugin())
         ).is_success
         yield client
 
 
 def one_success(job_id: str) -> dict[str, Any]:
     snapshot = {"ID": job_id, "State": "Success", "Type": "Archive", "Timestamp": "20261128T100000.000000"}
-    return {"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": job_id, "Job": snapshot}]}
+    return {
+        "Incarnation": "inc-1",
+        "Url": URL1,
+        "Events": [{"Type": "JOB_SUCCESS", "JobId": job_id, "Job": snapshot}],
+    }
 
 
 def stored_jobs(database: str) -> list[tuple[str, str]]:
@@ -364,7 +442,9 @@ async def test_events_are_in_the_store_when_the_plugin_gets_its_answer(
     database = str(tmp_path / "history.sqlite3")
     job_id = str(uuid.uuid4())
     async with on_a_history_file(orthanc, SqliteStore(database)) as client:
-        answer = await client.post("/orthanc-jobs/internal/events", json=one_success(job_id), headers=PLUGIN)
+        answer = await client.post(
+            "/orthanc-jobs/internal/events", json=one_success(job_id), headers=plugin()
+        )
 
         assert answer.json() == {"Accepted": 1, "Refused": []}
         assert stored_jobs(database) == [(job_id, "Success")]
@@ -402,10 +482,12 @@ async def test_events_the_history_cannot_take_are_refused_503_and_kept_for_the_r
     database = str(tmp_path / "history.sqlite3")
     job_id = str(uuid.uuid4())
     async with on_a_history_file(orthanc, FailingOnce(database)) as client:
-        refused = await client.post("/orthanc-jobs/internal/events", json=one_success(job_id), headers=PLUGIN)
+        refused = await client.post(
+            "/orthanc-jobs/internal/events", json=one_success(job_id), headers=plugin()
+        )
         assert refused.status_code == 503
         assert "cannot be written" in refused.json()["Message"]
-        again = await client.post("/orthanc-jobs/internal/events", json=one_success(job_id), headers=PLUGIN)
+        again = await client.post("/orthanc-jobs/internal/events", json=one_success(job_id), headers=plugin())
         assert again.json() == {"Accepted": 1, "Refused": []}
 
         assert stored_jobs(database) == [(job_id, "Success")]

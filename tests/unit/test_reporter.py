@@ -466,7 +466,12 @@ def test_heartbeats_keep_coming(servers, make_reporter):
     assert 4 <= len(heartbeats) <= 16
     assert all(r.status == 200 for r in heartbeats)
     assert all(
-        r.body == {"Incarnation": harness.identity["Incarnation"], "OrthancVersion": ORTHANC_VERSION}
+        r.body
+        == {
+            "Incarnation": harness.identity["Incarnation"],
+            "Url": harness.identity["Url"],  # whose secret the heartbeat carries
+            "OrthancVersion": ORTHANC_VERSION,
+        }
         for r in heartbeats
     )
     assert all(r.authorization == "Bearer " + SECRET for r in heartbeats)
@@ -937,7 +942,7 @@ def test_inside_orthanc_without_a_secret_the_reporter_is_off(clean_env):
 
     assert module._reporter is None
     assert fake.callbacks == []
-    assert any("no shared secret" in message for message in fake.errors)
+    assert any("no secret" in message for message in fake.errors)
 
 
 def test_inside_orthanc_as_the_python_script_it_registers_and_reports(servers, clean_env):
@@ -1179,8 +1184,11 @@ def test_a_job_orthanc_cannot_write_or_a_failing_read_leaves_the_capture_thread_
 def test_job_json_goes_on_as_orthanc_wrote_it_however_deep():
     """The plugin never parses a job's JSON: nesting beyond Python's recursion limit cannot break it."""
     deep = b'{"ID": "job-1", "Content": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
-    body = plugin._encode_events("inc-1", [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": deep}])
-    assert body.startswith(b'{"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": "job-1", ')
+    identity = {"Incarnation": "inc-1", "Url": "http://10.0.0.5:8042"}
+    body = plugin._encode_events(identity, [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": deep}])
+    assert body.startswith(
+        b'{"Incarnation": "inc-1", "Url": "http://10.0.0.5:8042", "Events": [{"Type": "JOB_SUCCESS", '
+    )
     assert body.endswith(b'"Job": ' + deep + b"}]}")
 
 
@@ -1560,8 +1568,7 @@ def test_batches_fit_what_the_service_accepts_and_a_job_too_large_goes_without_j
         return json.dumps({"ID": job_id, "Padding": "x" * sizes.get(job_id, 300)}).encode()
 
     harness = make_reporter(stub.url, heartbeat_interval=30, read_local=read)
-    assert wait_until(lambda: stub.received("/register", 200))
-    assert harness.reporter.batch_bytes == 2000
+    assert wait_until(lambda: harness.reporter.batch_bytes == 2000)  # once the registration is answered
     harness.reporter.on_change(JOB_SUCCESS, 0, "huge")
     for i in range(20):
         harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")

@@ -8,6 +8,7 @@ import time
 from fastapi import Request
 
 from orthanc_jobs.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
+from orthanc_jobs.model import normalize_server_url
 from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
 from orthanc_jobs.registry import Registry
 
@@ -59,15 +60,29 @@ class ClusterAuthenticator:
         raise ServerUnavailable("no Orthanc server answered the credentials check")
 
 
+def plugin_secret_for(secret: str, server_url: str) -> str:
+    """The secret of one server's plugin: HMAC-SHA256 of its normalised URL under the job-service's secret,
+    in hex (``printf %s URL | openssl dgst -sha256 -hmac SECRET`` gives the same). A plugin's secret lets
+    it speak for its own URL only: one leaked from a server cannot register, or speak for, another."""
+    return hmac.new(secret.encode(), normalize_server_url(server_url).encode(), hashlib.sha256).hexdigest()
+
+
 class PluginSecret:
+    """Checks the plugins' ``Authorization: Bearer <the secret of the server's URL>``."""
+
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("the job-service needs a shared secret (ORTHANC_JOBS_SECRET)")
-        self._expected = ("Bearer " + secret).encode()
+        self._secret = secret
 
-    def check(self, request: Request) -> None:
+    @staticmethod
+    def presented(request: Request) -> str:
         given = request.headers.get("authorization")
         if not given:
-            raise Unauthorized("the internal API needs the shared secret")
-        if not hmac.compare_digest(given.encode(), self._expected):
-            raise Forbidden("wrong shared secret")
+            raise Unauthorized("the internal API needs the server's secret")
+        return given
+
+    def check(self, presented: str, server_url: str) -> None:
+        expected = "Bearer " + plugin_secret_for(self._secret, server_url)
+        if not hmac.compare_digest(presented.encode(errors="replace"), expected.encode()):
+            raise Forbidden(f"wrong secret for {server_url}")

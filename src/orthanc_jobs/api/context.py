@@ -48,6 +48,7 @@ async def require_cluster_change(request: Request) -> Services:
 
 
 async def require_plugin_secret(request: Request) -> Services:
+    """A secret is presented (401 otherwise); whose it is, each route checks once it knows the server."""
     found = services(request)
-    found.plugin_secret.check(request)
+    found.plugin_secret.presented(request)
     return found

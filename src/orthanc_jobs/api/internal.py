@@ -13,7 +13,7 @@ from orthanc_jobs import INTERNAL_PREFIX
 from orthanc_jobs.api.context import Services, require_plugin_secret
 from orthanc_jobs.api.responses import describe_problems, raw_json
 from orthanc_jobs.errors import BadRequest, Forbidden, ServerUnavailable, UnknownJob
-from orthanc_jobs.model import JobState, Server, is_job_id
+from orthanc_jobs.model import JobState, Server, is_job_id, normalize_server_url
 
 router = APIRouter(prefix=INTERNAL_PREFIX, tags=["Reporter plugin (internal)"])
 
@@ -32,7 +32,7 @@ class Registration(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     Name: str = Field(min_length=1, max_length=256)
-    Url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=1024)
+    Url: str = Field(max_length=1024)  # checked by normalize_server_url
     Incarnation: str = Field(pattern=_INCARNATION)
     Token: str = Field(min_length=1, max_length=1024)
     OrthancVersion: str = Field(default="", max_length=64)
@@ -51,6 +51,8 @@ class PluginGap(BaseModel):
 
 class Heartbeat(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
+    #: The server's URL, as it registered: whose secret the request must carry.
+    Url: str = Field(max_length=1024)
     #: Orthanc's REST API may not answer yet when the plugin registers: the version can come later.
     OrthancVersion: str = Field(default="", max_length=64)
     Gap: PluginGap | None = None
@@ -71,6 +73,7 @@ class Event(BaseModel):
 
 class EventBatch(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
+    Url: str = Field(max_length=1024)
     #: Judged one by one (``_judge``): one event the service cannot use must not hold back the others.
     Events: list[Any] = Field(max_length=10_000)
 
@@ -84,22 +87,34 @@ async def _parse(request: Request, model: type[Model]) -> Model:
         raise BadRequest(f"invalid {model.__name__}: {describe_problems(error.errors())}") from None
 
 
-def _known_server(services: Services, incarnation: str) -> Server:
+def _server_url(given: str) -> str:
+    try:
+        return normalize_server_url(given)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+
+
+def _speaking_for(request: Request, services: Services, url: str, incarnation: str) -> Server:
+    """The server this request speaks for: its secret checked (403), its incarnation known (404: register
+    again), and that incarnation registered at this very URL (403)."""
+    url = _server_url(url)
+    services.plugin_secret.check(services.plugin_secret.presented(request), url)
     server = services.registry.server_by_incarnation(incarnation)
     if server is None:
         raise UnknownJob(f"unknown incarnation {incarnation}: register first")
+    if server.url != url:
+        raise Forbidden(f"incarnation {incarnation} is not the server at {url}")
     return server
 
 
 @router.post("/register", summary="A server (re)starts: it is resynchronised at once")
 async def register(request: Request, services: Plugin) -> Response:
     registration = await _parse(request, Registration)
-    url = registration.Url.rstrip("/")
-    allowed = [
-        prefix.strip() for prefix in services.settings.allowed_server_urls.split(",") if prefix.strip()
-    ]
-    if allowed and not any(url.startswith(prefix) for prefix in allowed):
-        raise Forbidden(f"{url} is not among the allowed server URLs (ORTHANC_JOBS_ALLOWED_SERVER_URLS)")
+    url = _server_url(registration.Url)
+    services.plugin_secret.check(services.plugin_secret.presented(request), url)
+    allowed = services.settings.allowed_servers
+    if allowed is not None and url not in allowed:
+        raise Forbidden(f"{url} is not a declared server (ORTHANC_JOBS_ALLOWED_SERVER_URLS)")
     server = services.registry.register_server(
         name=registration.Name,
         url=url,
@@ -115,7 +130,7 @@ async def register(request: Request, services: Plugin) -> Response:
 @router.post("/heartbeat", summary="A server is alive; 404 asks it to register again")
 async def heartbeat(request: Request, services: Plugin) -> Response:
     beat = await _parse(request, Heartbeat)
-    server = _known_server(services, beat.Incarnation)
+    server = _speaking_for(request, services, beat.Url, beat.Incarnation)
     if beat.OrthancVersion:
         server.orthanc_version = beat.OrthancVersion
     if beat.Gap is not None:
@@ -174,7 +189,7 @@ async def events(request: Request, services: Plugin) -> Response:
     answered in ``Refused`` with a reason, and the others are applied. The answer comes once the changes are
     written to the store, so that an event answered 200 survives a crash of the job-service."""
     batch = await _parse(request, EventBatch)
-    server = _known_server(services, batch.Incarnation)
+    server = _speaking_for(request, services, batch.Url, batch.Incarnation)
     registry = services.registry
     registry.mark_seen(server)
     metrics = services.metrics

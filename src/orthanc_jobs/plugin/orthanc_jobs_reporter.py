@@ -7,7 +7,7 @@ runs it on the system Python.
 Configuration, in Orthanc's configuration file (environment variables win):
     "OrthancJobs": {
         "Url": "http://127.0.0.1:8050",     # ORTHANC_JOBS_URL: where the job-service listens
-        "Secret": "...",                     # ORTHANC_JOBS_SECRET: the shared secret
+        "Secret": "...",                     # ORTHANC_JOBS_SECRET: this server's own secret
         "ServerUrl": "http://10.0.0.5:8042", # ORTHANC_JOBS_SERVER_URL: where the service reaches this Orthanc
         "LocalUrl": "http://127.0.0.1:8042", # where this plugin reads this Orthanc's jobs (loopback)
         "HeartbeatInterval": 2,              # seconds
@@ -281,7 +281,7 @@ class Outbox:
         }
 
 
-def _encode_events(incarnation, events):
+def _encode_events(identity, events):
     """The /events body. A job's JSON goes in as Orthanc wrote it (bytes), never parsed here: a JSON nested
     deeper than Python's recursion limit must not break the plugin. Keys starting with _ stay here."""
     parts = []
@@ -289,9 +289,8 @@ def _encode_events(incarnation, events):
         head = json.dumps({key: value for key, value in event.items() if key[0] != "_" and key != "Job"})
         job = event.get("Job")
         parts.append(head.encode() if job is None else head[:-1].encode() + b', "Job": ' + job + b"}")
-    return (
-        b'{"Incarnation": ' + json.dumps(incarnation).encode() + b', "Events": [' + b", ".join(parts) + b"]}"
-    )
+    envelope = json.dumps({"Incarnation": identity["Incarnation"], "Url": identity["Url"]}).encode()
+    return envelope[:-1] + b', "Events": [' + b", ".join(parts) + b"]}"
 
 
 class Reporter:
@@ -525,7 +524,11 @@ class Reporter:
         self.answered_since_failure = True
 
     def _heartbeat(self):
-        beat = {"Incarnation": self.identity["Incarnation"], "OrthancVersion": self._orthanc_version()}
+        beat = {
+            "Incarnation": self.identity["Incarnation"],
+            "Url": self.identity["Url"],
+            "OrthancVersion": self._orthanc_version(),
+        }
         with self.lock:
             gap = self.outbox.gap()
         if gap is not None:
@@ -544,7 +547,7 @@ class Reporter:
             self._report_losses(self.outbox.give_back(batch))
 
     def _send_events(self, batch):
-        body = _encode_events(self.identity["Incarnation"], batch)
+        body = _encode_events(self.identity, batch)
         try:
             answer = self._post("/events", body)
         except ServiceRefused as refused:
@@ -712,7 +715,7 @@ def _start_in_orthanc():
     settings = _settings(configuration)
     if not settings["Secret"]:
         orthanc.LogError(
-            "orthanc-jobs: no shared secret (OrthancJobs.Secret or ORTHANC_JOBS_SECRET): reporter off"
+            "orthanc-jobs: no secret (OrthancJobs.Secret or ORTHANC_JOBS_SECRET): reporter off"
         )
         return None
 
