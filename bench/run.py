@@ -33,11 +33,14 @@ import httpx
 from orthanc_jobs import __version__
 from orthanc_jobs.cluster.demo import create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, down, up
+from orthanc_jobs.model import plugin_secret_for
 from orthanc_jobs.registry import Registry
 from orthanc_jobs.store import SqliteStore
 
 RESULTS = Path(__file__).parent / "results"
 TERMINAL = {"Success", "Failure"}
+# A server that exists only to send events (nothing answers there: nothing is asked of it).
+INGESTION_SERVER = "http://127.0.0.1:9"
 
 
 def p50_ms(client: httpx.Client, path: str, rounds: int, warm: int = 3) -> float:
@@ -229,14 +232,10 @@ class Bench:
     def ingestion(self) -> None:
         """Plugin events per second the job-service takes, with job JSON as Orthanc writes it."""
         url = f"{self.state.service_url}/orthanc-jobs/internal"
-        headers = {"Authorization": f"Bearer {self.state.secret}"}
+        secret = plugin_secret_for(self.state.secret, INGESTION_SERVER)
+        headers = {"Authorization": f"Bearer {secret}", "X-Orthanc-Jobs-Server": INGESTION_SERVER}
         incarnation = f"bench-{uuid.uuid4()}"
-        registration = {
-            "Name": "bench",
-            "Url": "http://127.0.0.1:9",
-            "Incarnation": incarnation,
-            "Token": "x",
-        }
+        registration = {"Name": "bench", "Url": INGESTION_SERVER, "Incarnation": incarnation, "Token": "x"}
         httpx.post(f"{url}/register", json=registration, headers=headers).raise_for_status()
         template = self.lb.get("/jobs?expand&limit=1").json()[0]
         template.pop("Server")
@@ -253,7 +252,8 @@ class Bench:
                         events.append(
                             {"Type": "JOB_SUCCESS", "JobId": job_id, "Job": dict(template, ID=job_id)}
                         )
-                    body = json.dumps({"Incarnation": incarnation, "Events": events}).encode()
+                    batch = {"Incarnation": incarnation, "Events": events}
+                    body = json.dumps(batch).encode()
                     client.post(f"{url}/events", content=body, headers=headers).raise_for_status()
                     counted[0] += len(events)
 
@@ -462,7 +462,11 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="orthanc-jobs-bench-"))
     overrides = {"JobsHistorySize": sizes[-1] + 1000, "DicomScuTimeout": 3600, "ConcurrentJobs": 2}
     started = time.monotonic()
-    state = up(directory, lb_port=0, orthanc_overrides=overrides, say=lambda *_: None)
+    # The made-up server of the ingestion figure must be declared, as every server is.
+    settings = {"allowed_server_urls": INGESTION_SERVER}
+    state = up(
+        directory, lb_port=0, orthanc_overrides=overrides, service_settings=settings, say=lambda *_: None
+    )
     try:
         bench = Bench(state, arguments.quick)
         bench.say(f"cluster up in {directory}")

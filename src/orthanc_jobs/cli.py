@@ -282,6 +282,24 @@ def demo(
     _run_until_interrupted(directory, start)
 
 
+@app.command("server-secret")
+def server_secret(
+    url: Annotated[str, typer.Argument(help="The server's URL, as its plugin registers it (ServerUrl).")],
+) -> None:
+    """Print the secret of one server's plugin (its OrthancJobs.Secret), made from the job-service's secret
+    (ORTHANC_JOBS_SECRET) and the server's URL: a plugin's secret speaks for that server only."""
+    from orthanc_jobs.config import Settings
+    from orthanc_jobs.model import plugin_secret_for
+
+    secret = Settings().secret.get_secret_value()
+    if not secret:
+        _fail("set ORTHANC_JOBS_SECRET to the job-service's secret", code=2)
+    try:
+        typer.echo(plugin_secret_for(secret, url))
+    except ValueError as error:
+        _fail(str(error), code=2)
+
+
 @app.command("plugin-path")
 def plugin_path() -> None:
     """Print the path of the reporter plugin, to copy next to an existing Orthanc."""

@@ -1,5 +1,7 @@
 """Plain typed data: Orthanc job states, servers and jobs as the registry keeps them."""
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +58,13 @@ def normalize_server_url(url: str) -> str:
     port = parts.port or (443 if parts.scheme == "https" else 80)  # parts.port raises for a bad port
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
+
+
+def plugin_secret_for(secret: str, server_url: str) -> str:
+    """The secret of one server's plugin: HMAC-SHA256 of its normalised URL under the job-service's secret,
+    in hex (``printf %s URL | openssl dgst -sha256 -hmac SECRET`` gives the same). A plugin's secret lets
+    it speak for its own URL only: one leaked from a server cannot register, or speak for, another."""
+    return hmac.new(secret.encode(), normalize_server_url(server_url).encode(), hashlib.sha256).hexdigest()
 
 
 def is_job_id(value: str) -> bool:

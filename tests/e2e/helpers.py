@@ -13,6 +13,7 @@ import httpx
 
 from orthanc_jobs.cluster.demo import create_instance, create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, free_port
+from orthanc_jobs.model import plugin_secret_for
 
 __all__ = ["create_instance", "create_study", "free_port"]
 
@@ -121,3 +122,9 @@ def wait_all_listed(lb: httpx.Client, ids: set[str], timeout: float = 60) -> dic
             raise AssertionError(f"{len(ids) - len(found)} of {len(ids)} jobs never listed")
         time.sleep(0.2)
     return found
+
+
+def plugin_headers(cluster: ClusterState, name: str) -> dict[str, str]:
+    """The headers of the plugin of one server of the cluster: it names its server, with its own secret."""
+    url = cluster.orthanc_urls[name]
+    return {"Authorization": f"Bearer {plugin_secret_for(cluster.secret, url)}", "X-Orthanc-Jobs-Server": url}

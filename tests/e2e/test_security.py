@@ -1,5 +1,6 @@
 """Credentials, the shared secret and bad input: 4xx JSON answers, no 5xx, nothing forwarded unchecked."""
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -8,7 +9,14 @@ import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
-from tests.e2e.helpers import SilentModality, create_async_job, create_study, direct, wait_job_state
+from tests.e2e.helpers import (
+    SilentModality,
+    create_async_job,
+    create_study,
+    direct,
+    plugin_headers,
+    wait_job_state,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,45 +63,62 @@ def test_a_bearer_token_orthanc_refuses_is_refused(cluster: ClusterState) -> Non
 
 
 def test_the_internal_api_is_not_exposed_by_the_load_balancer(cluster: ClusterState) -> None:
-    headers = {"Authorization": f"Bearer {cluster.secret}"}  # even with the secret
+    headers = plugin_headers(cluster, "orthanc-1")  # even with a plugin's secret
     for route in ("register", "heartbeat", "events"):
         answer = httpx.post(f"{cluster.lb_url}/orthanc-jobs/internal/{route}", json={}, headers=headers)
         assert answer.status_code == 404
 
 
-def test_the_internal_api_needs_the_secret(cluster: ClusterState) -> None:
+def test_the_internal_api_needs_the_servers_own_secret(cluster: ClusterState) -> None:
     url = f"{cluster.service_url}/orthanc-jobs/internal"
-    registration = {
-        "Name": "forged",
-        "Url": "http://127.0.0.1:1",
-        "Incarnation": "forged-1",
-        "Token": "Bearer x",
-    }
-    before = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=("demo", "demo")).json()
+    servers = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=DEMO_USER).json()
+    first = next(s for s in servers if s["Name"] == "orthanc-1")
+    registration = {"Name": "forged", "Url": first["Url"], "Incarnation": "forged-1", "Token": "Bearer x"}
+    stop = {"Incarnation": first["Incarnation"], "Events": [{"Type": "ORTHANC_STOPPED"}]}
+    own = plugin_headers(cluster, "orthanc-1")
     for route, body in [
         ("register", registration),
-        ("heartbeat", {"Incarnation": "forged-1"}),
-        ("events", {}),
+        ("heartbeat", {"Incarnation": first["Incarnation"]}),
+        ("events", stop),
     ]:
         assert httpx.post(f"{url}/{route}", json=body).status_code == 401
-        wrong = httpx.post(f"{url}/{route}", json=body, headers={"Authorization": "Bearer not-the-secret"})
-        assert wrong.status_code == 403
-        assert wrong.json()["HttpStatus"] == 403
-    after = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=("demo", "demo")).json()
-    assert [s["Incarnation"] for s in after] == [s["Incarnation"] for s in before]
+        # A wrong secret; the job-service's own, which no plugin needs; another server's (leaked from
+        # orthanc-2); orthanc-1's secret without saying whose it is.
+        for forged in (
+            {**own, "Authorization": "Bearer not-the-secret"},
+            {**own, "Authorization": f"Bearer {cluster.secret}"},
+            {**plugin_headers(cluster, "orthanc-2"), "X-Orthanc-Jobs-Server": first["Url"]},
+            {"Authorization": own["Authorization"]},
+        ):
+            wrong = httpx.post(f"{url}/{route}", json=body, headers=forged)
+            assert wrong.status_code == 403, (route, forged)
+            assert wrong.json()["HttpStatus"] == 403
+        # orthanc-2's own secret, speaking as orthanc-2, for orthanc-1's incarnation: refused as well.
+        if route != "register":
+            assert (
+                httpx.post(
+                    f"{url}/{route}", json=body, headers=plugin_headers(cluster, "orthanc-2")
+                ).status_code
+                == 403
+            )
+    after = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=DEMO_USER).json()
+    assert [(s["Incarnation"], s["Status"]) for s in after] == [
+        (s["Incarnation"], s["Status"]) for s in servers
+    ]
 
 
 def test_forged_plugin_payloads_are_refused(
     cluster: ClusterState, lb: httpx.Client, finished_job: str
 ) -> None:
     url = f"{cluster.service_url}/orthanc-jobs/internal"
-    headers = {"Authorization": f"Bearer {cluster.secret}"}
-    incarnation = lb.get(f"/jobs/{finished_job}").json()["Server"]
+    owner = lb.get(f"/jobs/{finished_job}").json()["Server"]
+    headers = plugin_headers(cluster, owner["Name"])
     known = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=("demo", "demo")).json()
-    incarnation = next(s["Incarnation"] for s in known if s["Name"] == incarnation["Name"])
+    incarnation = next(s["Incarnation"] for s in known if s["Name"] == owner["Name"])
     job = lb.get(f"/jobs/{finished_job}").json()
     other_id = str(uuid.uuid4())
-    forged_batches = [b"not json", b'{"Incarnation": "unknown-incarnation", "Events": []}', b"[1, 2]"]
+    unknown = json.dumps({"Incarnation": "unknown-incarnation", "Events": []}).encode()
+    forged_batches = [b"not json", unknown, b"[1, 2]"]
     for body in forged_batches:
         answer = httpx.post(f"{url}/events", content=body, headers=headers)
         assert 400 <= answer.status_code < 500, (body, answer.status_code)
@@ -105,9 +130,8 @@ def test_forged_plugin_payloads_are_refused(
         {"Type": "JOB_SUCCESS", "JobId": "../../patients"},
         {"Type": "JOB_FAILURE", "JobId": finished_job, "Job": dict(job, State="Exploded")},
     ]
-    answer = httpx.post(
-        f"{url}/events", json={"Incarnation": incarnation, "Events": forged_events}, headers=headers
-    )
+    batch = {"Incarnation": incarnation, "Events": forged_events}
+    answer = httpx.post(f"{url}/events", json=batch, headers=headers)
     assert answer.status_code == 200
     assert answer.json()["Accepted"] == 0
     assert [refused["Index"] for refused in answer.json()["Refused"]] == [0, 1, 2, 3]

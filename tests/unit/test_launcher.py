@@ -28,7 +28,7 @@ def test_orthanc_configuration_shares_the_index_and_storage(tmp_path: Path) -> N
         root=tmp_path,
         pg_port=5433,
         service_url="http://127.0.0.1:8050",
-        secret="s",
+        plugin_secret="s",
         binaries=binaries,
         overrides={"ConcurrentJobs": 1},
     )

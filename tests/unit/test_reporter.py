@@ -63,6 +63,7 @@ class Received:
     path: str
     route: str
     authorization: str | None
+    server: str | None  # X-Orthanc-Jobs-Server: whose secret the plugin presents
     content_type: str | None
     body: Any
     status: int
@@ -109,7 +110,13 @@ class ServiceStub:
                 with stub.lock:  # recorded before answering: once the reporter has its answer, it is here
                     stub.requests.append(
                         Received(
-                            self.path, route, authorization, self.headers.get("Content-Type"), body, status
+                            self.path,
+                            route,
+                            authorization,
+                            self.headers.get("X-Orthanc-Jobs-Server"),
+                            self.headers.get("Content-Type"),
+                            body,
+                            status,
                         )
                     )
                 data = stub.reply(route, body) if stub.reply is not None and status == 200 else b"{}"
@@ -371,6 +378,8 @@ def test_registers_at_start_with_identity_and_secret(servers, make_reporter):
     time.sleep(0.2)
     assert len(stub.received("/register")) == 1  # once, not at every heartbeat
     assert all(r.authorization == "Bearer " + SECRET for r in stub.received())
+    # Every request names the server whose secret it carries.
+    assert all(r.server == harness.identity["Url"] for r in stub.received())
 
 
 def test_known_orthanc_version_is_not_asked_again(servers, make_reporter):
@@ -466,12 +475,7 @@ def test_heartbeats_keep_coming(servers, make_reporter):
     assert 4 <= len(heartbeats) <= 16
     assert all(r.status == 200 for r in heartbeats)
     assert all(
-        r.body
-        == {
-            "Incarnation": harness.identity["Incarnation"],
-            "Url": harness.identity["Url"],  # whose secret the heartbeat carries
-            "OrthancVersion": ORTHANC_VERSION,
-        }
+        r.body == {"Incarnation": harness.identity["Incarnation"], "OrthancVersion": ORTHANC_VERSION}
         for r in heartbeats
     )
     assert all(r.authorization == "Bearer " + SECRET for r in heartbeats)
@@ -1184,11 +1188,10 @@ def test_a_job_orthanc_cannot_write_or_a_failing_read_leaves_the_capture_thread_
 def test_job_json_goes_on_as_orthanc_wrote_it_however_deep():
     """The plugin never parses a job's JSON: nesting beyond Python's recursion limit cannot break it."""
     deep = b'{"ID": "job-1", "Content": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
-    identity = {"Incarnation": "inc-1", "Url": "http://10.0.0.5:8042"}
-    body = plugin._encode_events(identity, [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": deep}])
-    assert body.startswith(
-        b'{"Incarnation": "inc-1", "Url": "http://10.0.0.5:8042", "Events": [{"Type": "JOB_SUCCESS", '
+    body = plugin._encode_events(
+        {"Incarnation": "inc-1"}, [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": deep}]
     )
+    assert body.startswith(b'{"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": "job-1", ')
     assert body.endswith(b'"Job": ' + deep + b"}]}")
 
 

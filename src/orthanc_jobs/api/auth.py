@@ -8,10 +8,12 @@ import time
 from fastapi import Request
 
 from orthanc_jobs.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
-from orthanc_jobs.model import normalize_server_url
+from orthanc_jobs.model import normalize_server_url, plugin_secret_for
 from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
 from orthanc_jobs.registry import Registry
 
+# The header in which a plugin names the server it speaks for (the URL it registers with).
+SERVER_HEADER = "x-orthanc-jobs-server"
 # Accepted credentials kept at most; past that the cache starts again empty.
 _CACHE_LIMIT = 10_000
 # Larger Authorization headers are refused without asking any Orthanc (nginx takes 8 KiB per header line).
@@ -60,29 +62,27 @@ class ClusterAuthenticator:
         raise ServerUnavailable("no Orthanc server answered the credentials check")
 
 
-def plugin_secret_for(secret: str, server_url: str) -> str:
-    """The secret of one server's plugin: HMAC-SHA256 of its normalised URL under the job-service's secret,
-    in hex (``printf %s URL | openssl dgst -sha256 -hmac SECRET`` gives the same). A plugin's secret lets
-    it speak for its own URL only: one leaked from a server cannot register, or speak for, another."""
-    return hmac.new(secret.encode(), normalize_server_url(server_url).encode(), hashlib.sha256).hexdigest()
-
-
 class PluginSecret:
-    """Checks the plugins' ``Authorization: Bearer <the secret of the server's URL>``."""
+    """Checks the plugins' ``Authorization: Bearer <the secret of their server's URL>``."""
 
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("the job-service needs a shared secret (ORTHANC_JOBS_SECRET)")
         self._secret = secret
 
-    @staticmethod
-    def presented(request: Request) -> str:
+    def check(self, request: Request) -> str:
+        """The normalised URL of the server the request speaks for, once its secret is checked."""
         given = request.headers.get("authorization")
         if not given:
             raise Unauthorized("the internal API needs the server's secret")
-        return given
-
-    def check(self, presented: str, server_url: str) -> None:
-        expected = "Bearer " + plugin_secret_for(self._secret, server_url)
-        if not hmac.compare_digest(presented.encode(errors="replace"), expected.encode()):
-            raise Forbidden(f"wrong secret for {server_url}")
+        claimed = request.headers.get(SERVER_HEADER)
+        if not claimed:
+            raise Forbidden(f"a plugin names its server ({SERVER_HEADER}): update the reporter plugin")
+        try:
+            url = normalize_server_url(claimed)
+        except ValueError:
+            raise Forbidden(f"{SERVER_HEADER} is not a server's URL") from None
+        expected = "Bearer " + plugin_secret_for(self._secret, url)
+        if not hmac.compare_digest(given.encode(errors="replace"), expected.encode()):
+            raise Forbidden(f"wrong secret for {url}")
+        return url

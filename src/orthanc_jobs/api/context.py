@@ -47,8 +47,16 @@ async def require_cluster_change(request: Request) -> Services:
     return found
 
 
-async def require_plugin_secret(request: Request) -> Services:
-    """A secret is presented (401 otherwise); whose it is, each route checks once it knows the server."""
+@dataclass
+class PluginCaller:
+    """A plugin's request: the server it speaks for, its secret checked."""
+
+    services: Services
+    server_url: str
+
+
+async def require_plugin_secret(request: Request) -> PluginCaller:
+    """The plugin names its server (``X-Orthanc-Jobs-Server``) and carries that server's own secret: checked
+    from the headers alone, before anything of the body is read (401 without a secret, 403 otherwise)."""
     found = services(request)
-    found.plugin_secret.presented(request)
-    return found
+    return PluginCaller(found, found.plugin_secret.check(request))

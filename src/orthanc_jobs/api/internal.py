@@ -10,14 +10,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orthanc_jobs import INTERNAL_PREFIX
-from orthanc_jobs.api.context import Services, require_plugin_secret
+from orthanc_jobs.api.context import PluginCaller, Services, require_plugin_secret
 from orthanc_jobs.api.responses import describe_problems, raw_json
 from orthanc_jobs.errors import BadRequest, Forbidden, ServerUnavailable, UnknownJob
 from orthanc_jobs.model import JobState, Server, is_job_id, normalize_server_url
 
 router = APIRouter(prefix=INTERNAL_PREFIX, tags=["Reporter plugin (internal)"])
 
-Plugin = Annotated[Services, Depends(require_plugin_secret)]
+Plugin = Annotated[PluginCaller, Depends(require_plugin_secret)]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ class PluginGap(BaseModel):
 
 class Heartbeat(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
-    #: The server's URL, as it registered: whose secret the request must carry.
-    Url: str = Field(max_length=1024)
     #: Orthanc's REST API may not answer yet when the plugin registers: the version can come later.
     OrthancVersion: str = Field(default="", max_length=64)
     Gap: PluginGap | None = None
@@ -73,7 +71,6 @@ class Event(BaseModel):
 
 class EventBatch(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
-    Url: str = Field(max_length=1024)
     #: Judged one by one (``_judge``): one event the service cannot use must not hold back the others.
     Events: list[Any] = Field(max_length=10_000)
 
@@ -87,18 +84,9 @@ async def _parse(request: Request, model: type[Model]) -> Model:
         raise BadRequest(f"invalid {model.__name__}: {describe_problems(error.errors())}") from None
 
 
-def _server_url(given: str) -> str:
-    try:
-        return normalize_server_url(given)
-    except ValueError as error:
-        raise BadRequest(str(error)) from None
-
-
-def _speaking_for(request: Request, services: Services, url: str, incarnation: str) -> Server:
-    """The server this request speaks for: its secret checked (403), its incarnation known (404: register
-    again), and that incarnation registered at this very URL (403)."""
-    url = _server_url(url)
-    services.plugin_secret.check(services.plugin_secret.presented(request), url)
+def _speaking_for(services: Services, url: str, incarnation: str) -> Server:
+    """The server a request speaks for: its incarnation known (404: register again), and registered at the
+    URL whose secret the request carries (403)."""
     server = services.registry.server_by_incarnation(incarnation)
     if server is None:
         raise UnknownJob(f"unknown incarnation {incarnation}: register first")
@@ -108,10 +96,15 @@ def _speaking_for(request: Request, services: Services, url: str, incarnation: s
 
 
 @router.post("/register", summary="A server (re)starts: it is resynchronised at once")
-async def register(request: Request, services: Plugin) -> Response:
+async def register(request: Request, caller: Plugin) -> Response:
+    services, url = caller.services, caller.server_url
     registration = await _parse(request, Registration)
-    url = _server_url(registration.Url)
-    services.plugin_secret.check(services.plugin_secret.presented(request), url)
+    try:
+        registered = normalize_server_url(registration.Url)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    if registered != url:
+        raise Forbidden(f"a plugin with the secret of {url} registers {registered}")
     allowed = services.settings.allowed_servers
     if allowed is not None and url not in allowed:
         raise Forbidden(f"{url} is not a declared server (ORTHANC_JOBS_ALLOWED_SERVER_URLS)")
@@ -128,9 +121,10 @@ async def register(request: Request, services: Plugin) -> Response:
 
 
 @router.post("/heartbeat", summary="A server is alive; 404 asks it to register again")
-async def heartbeat(request: Request, services: Plugin) -> Response:
+async def heartbeat(request: Request, caller: Plugin) -> Response:
+    services = caller.services
     beat = await _parse(request, Heartbeat)
-    server = _speaking_for(request, services, beat.Url, beat.Incarnation)
+    server = _speaking_for(services, caller.server_url, beat.Incarnation)
     if beat.OrthancVersion:
         server.orthanc_version = beat.OrthancVersion
     if beat.Gap is not None:
@@ -184,12 +178,13 @@ def _apply(services: Services, server: Server, raw: Any) -> str | None:
 
 
 @router.post("/events", summary="Job events of one server, in the order Orthanc emitted them")
-async def events(request: Request, services: Plugin) -> Response:
+async def events(request: Request, caller: Plugin) -> Response:
     """Each event is judged on its own: those the service cannot use (or whose job JSON it cannot use) are
     answered in ``Refused`` with a reason, and the others are applied. The answer comes once the changes are
     written to the store, so that an event answered 200 survives a crash of the job-service."""
+    services = caller.services
     batch = await _parse(request, EventBatch)
-    server = _speaking_for(request, services, batch.Url, batch.Incarnation)
+    server = _speaking_for(services, caller.server_url, batch.Incarnation)
     registry = services.registry
     registry.mark_seen(server)
     metrics = services.metrics

@@ -22,6 +22,7 @@ import httpx
 from orthanc_jobs import SERVICE_PREFIX
 from orthanc_jobs.cluster import processes
 from orthanc_jobs.cluster.processes import OwnedProcess
+from orthanc_jobs.model import plugin_secret_for
 
 DEBIAN_PACKAGES = "orthanc orthanc-python orthanc-postgresql nginx-light postgresql"
 DEMO_USER = ("demo", "demo")
@@ -171,7 +172,7 @@ def orthanc_configuration(
     root: Path,
     pg_port: int,
     service_url: str,
-    secret: str,
+    plugin_secret: str,
     binaries: Binaries,
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
@@ -206,7 +207,7 @@ def orthanc_configuration(
         },
         "OrthancJobs": {
             "Url": service_url,
-            "Secret": secret,
+            "Secret": plugin_secret,
             "ServerUrl": f"http://127.0.0.1:{http_port}",
             "HeartbeatInterval": 1,
         },
@@ -279,10 +280,18 @@ def up(
         orthanc_urls={},
         secret=secret,
     )
+    # The servers' ports are chosen first: the job-service is told which servers may register (the callers'
+    # credentials go to them), and each server's plugin gets a secret of its own.
+    ports = [free_port() for _ in range(instances)]
+    settings = dict(service_settings or {})
+    declared = [f"http://127.0.0.1:{port}" for port in ports]
+    settings["allowed_server_urls"] = ",".join(
+        [*declared, *filter(None, [settings.get("allowed_server_urls")])]
+    )
     try:
         pg_port = _start_postgresql(state, root, binaries, say)
-        _start_service(state, service_port, secret, service_settings or {}, say)
-        _start_orthancs(state, root, instances, pg_port, secret, binaries, orthanc_overrides or {}, say)
+        _start_service(state, service_port, secret, settings, say)
+        _start_orthancs(state, root, ports, pg_port, secret, binaries, orthanc_overrides or {}, say)
         _start_nginx(state, root, lb_port, service_port, binaries, say)
         _wait_registered(state, instances)
     except BaseException:
@@ -376,7 +385,7 @@ def _start_service(state: ClusterState, port: int, secret: str, settings: dict[s
 def _start_orthancs(
     state: ClusterState,
     root: Path,
-    instances: int,
+    ports: list[int],
     pg_port: int,
     secret: str,
     binaries: Binaries,
@@ -384,9 +393,8 @@ def _start_orthancs(
     say: Any,
 ) -> None:
     started = []
-    for number in range(1, instances + 1):
+    for number, http_port in enumerate(ports, start=1):
         name = f"orthanc-{number}"
-        http_port = free_port()
         configuration = orthanc_configuration(
             name=name,
             http_port=http_port,
@@ -394,7 +402,7 @@ def _start_orthancs(
             root=root,
             pg_port=pg_port,
             service_url=state.service_url,
-            secret=secret,
+            plugin_secret=plugin_secret_for(secret, f"http://127.0.0.1:{http_port}"),
             binaries=binaries,
             overrides=overrides,
         )
@@ -416,7 +424,7 @@ def _start_orthancs(
             _wait_orthanc(state, name, process)
     for name, process in started[1:]:
         _wait_orthanc(state, name, process)
-    say(f"{instances} Orthanc server(s) ready: " + ", ".join(state.orthanc_urls.values()))
+    say(f"{len(ports)} Orthanc server(s) ready: " + ", ".join(state.orthanc_urls.values()))
 
 
 def _wait_orthanc(state: ClusterState, name: str, process: OwnedProcess) -> None:

@@ -289,8 +289,8 @@ def _encode_events(identity, events):
         head = json.dumps({key: value for key, value in event.items() if key[0] != "_" and key != "Job"})
         job = event.get("Job")
         parts.append(head.encode() if job is None else head[:-1].encode() + b', "Job": ' + job + b"}")
-    envelope = json.dumps({"Incarnation": identity["Incarnation"], "Url": identity["Url"]}).encode()
-    return envelope[:-1] + b', "Events": [' + b", ".join(parts) + b"]}"
+    incarnation = json.dumps(identity["Incarnation"]).encode()
+    return b'{"Incarnation": ' + incarnation + b', "Events": [' + b", ".join(parts) + b"]}"
 
 
 class Reporter:
@@ -489,7 +489,12 @@ class Reporter:
         request = urllib.request.Request(
             self.service_url + route,
             data=body if isinstance(body, bytes) else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Authorization": "Bearer " + self.secret},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Bearer " + self.secret,
+                # Whose secret this is: the job-service checks it before it reads the body.
+                "X-Orthanc-Jobs-Server": self.identity["Url"],
+            },
             method="POST",
         )
         try:
@@ -524,11 +529,7 @@ class Reporter:
         self.answered_since_failure = True
 
     def _heartbeat(self):
-        beat = {
-            "Incarnation": self.identity["Incarnation"],
-            "Url": self.identity["Url"],
-            "OrthancVersion": self._orthanc_version(),
-        }
+        beat = {"Incarnation": self.identity["Incarnation"], "OrthancVersion": self._orthanc_version()}
         with self.lock:
             gap = self.outbox.gap()
         if gap is not None:
@@ -714,9 +715,7 @@ def _start_in_orthanc():
     configuration = json.loads(orthanc.GetConfiguration())
     settings = _settings(configuration)
     if not settings["Secret"]:
-        orthanc.LogError(
-            "orthanc-jobs: no secret (OrthancJobs.Secret or ORTHANC_JOBS_SECRET): reporter off"
-        )
+        orthanc.LogError("orthanc-jobs: no secret (OrthancJobs.Secret or ORTHANC_JOBS_SECRET): reporter off")
         return None
 
     token = orthanc.GenerateRestApiAuthorizationToken()
