@@ -2,13 +2,16 @@
 
 import json
 import subprocess
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
+from orthanc_jobs.model import plugin_secret_for
 from tests.e2e.helpers import (
     SilentModality,
     create_async_job,
@@ -315,3 +318,66 @@ def test_the_dashboard_and_the_api_forbid_framing_and_foreign_content(cluster: C
         assert answer.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
     assert "default-src 'none'; script-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+class AcceptsAnything:
+    """A fake Orthanc that lets every caller in: what a thief of credentials would register."""
+
+    def __init__(self) -> None:
+        self.authorizations: list[str | None] = []
+        seen = self.authorizations
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                body = b"[]" if self.path.startswith("/jobs") else b'{"Version": "1.12.7"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_only_declared_servers_register_so_credentials_go_nowhere_else(cluster: ClusterState) -> None:
+    """Even with secrets made from the job-service's own (the worst leak), a server the operator did not
+    declare, or a look-alike of one, cannot register: no caller's password is ever sent there. Before, 5 of
+    20 wrong passwords got in through such a server."""
+    fake = AcceptsAnything()
+    declared = cluster.orthanc_urls["orthanc-1"]
+    try:
+        for url in (
+            fake.url,
+            f"{declared}.attacker.example",
+            declared.replace("http://", "http://user@"),
+            f"{declared}@127.0.0.1:18999",
+            f"{declared}9",
+        ):
+            try:
+                secret = plugin_secret_for(cluster.secret, url)
+            except ValueError:
+                secret = "anything"
+            headers = {"Authorization": f"Bearer {secret}", "X-Orthanc-Jobs-Server": url}
+            registration = {"Name": "thief", "Url": url, "Incarnation": f"thief-{uuid.uuid4()}", "Token": "x"}
+            answer = httpx.post(
+                f"{cluster.service_url}/orthanc-jobs/internal/register", json=registration, headers=headers
+            )
+            assert answer.status_code == 403, (url, answer.text)
+        servers = httpx.get(f"{cluster.lb_url}/orthanc-jobs/servers", auth=DEMO_USER).json()
+        assert sorted(s["Url"] for s in servers) == sorted(cluster.orthanc_urls.values())
+        for attempt in range(20):
+            wrong = httpx.get(f"{cluster.lb_url}/orthanc/jobs", auth=("demo", f"wrong-{attempt}"))
+            assert wrong.status_code == 401
+        assert fake.authorizations == []  # never asked anything
+    finally:
+        fake.close()

@@ -65,8 +65,11 @@ def _run_config(environment: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+SECRETS = {"ORTHANC_JOBS_SECRET": "test", **{f"ORTHANC_{n}_SECRET": f"server-{n}" for n in (1, 2, 3)}}
+
+
 def test_compose_config_is_valid_and_names_every_service() -> None:
-    result = _run_config({**os.environ, "ORTHANC_JOBS_SECRET": "test"})
+    result = _run_config({**os.environ, **SECRETS})
     assert result.returncode == 0, f"compose config failed:\n{result.stdout}\n{result.stderr}"
     for service in SERVICES:
         assert re.search(rf"^\s+{re.escape(service)}:\s*$", result.stdout, re.MULTILINE), (
@@ -74,13 +77,37 @@ def test_compose_config_is_valid_and_names_every_service() -> None:
         )
 
 
-def test_compose_config_requires_the_secret() -> None:
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_config_requires_every_secret(missing: str) -> None:
     if (DEPLOY / ".env").exists():
-        pytest.skip("deploy/.env exists and may set ORTHANC_JOBS_SECRET")
-    environment = {key: value for key, value in os.environ.items() if key != "ORTHANC_JOBS_SECRET"}
+        pytest.skip("deploy/.env exists and may set the secrets")
+    environment = {**os.environ, **SECRETS}
+    del environment[missing]
     result = _run_config(environment)
     assert result.returncode != 0
-    assert "ORTHANC_JOBS_SECRET" in result.stdout + result.stderr
+    assert missing in result.stdout + result.stderr
+    assert "deploy/make-env.sh" in result.stdout + result.stderr
+
+
+def test_make_env_writes_the_secrets_each_server_needs(tmp_path: Path) -> None:
+    """The job-service's secret, and each server's own, as `orthanc-jobs server-secret` makes it."""
+    from orthanc_jobs.model import plugin_secret_for
+
+    env = tmp_path / ".env"
+    subprocess.run([str(DEPLOY / "make-env.sh"), str(env)], check=True, capture_output=True)
+    values = dict(line.split("=", 1) for line in env.read_text().split())
+    assert set(values) == set(SECRETS)
+    assert len(values["ORTHANC_JOBS_SECRET"]) >= 32
+    for n in (1, 2, 3):
+        assert values[f"ORTHANC_{n}_SECRET"] == plugin_secret_for(
+            values["ORTHANC_JOBS_SECRET"], f"http://orthanc-{n}:8042"
+        )
+    assert oct(env.stat().st_mode & 0o777) == "0o600"
+    again = subprocess.run(
+        [str(DEPLOY / "make-env.sh"), str(env)], check=True, capture_output=True, text=True
+    )
+    assert "left as it is" in again.stderr
+    assert dict(line.split("=", 1) for line in env.read_text().split()) == values
 
 
 # --- nginx.conf, as text ---------------------------------------------------------------------------
@@ -181,12 +208,14 @@ def test_nginx_routes_like_the_local_cluster(nginx_conf: str) -> None:
 # --- docker-compose.yml ---------------------------------------------------------------------------
 
 
-def test_compose_commits_no_secret() -> None:
-    lines = [line.strip() for line in COMPOSE_FILE.read_text().splitlines()]
-    secrets = [line for line in lines if line.startswith("ORTHANC_JOBS_SECRET:")]
-    assert secrets, "ORTHANC_JOBS_SECRET is never set"
-    for line in secrets:
-        assert "${ORTHANC_JOBS_SECRET:?" in line, line
+def test_compose_commits_no_secret_and_gives_each_server_its_own() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the compose file is not parsed")
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert _environment(services["job-service"])["ORTHANC_JOBS_SECRET"].startswith("${ORTHANC_JOBS_SECRET:?")
+    for number, name in enumerate(ORTHANC_SERVICES, start=1):
+        assert _environment(services[name])["ORTHANC_JOBS_SECRET"].startswith(f"${{ORTHANC_{number}_SECRET:?")
+    declared = _environment(services["job-service"])["ORTHANC_JOBS_ALLOWED_SERVER_URLS"].split(",")
+    assert declared == [f"http://{name}:8042" for name in ORTHANC_SERVICES]
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:

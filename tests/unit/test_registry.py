@@ -377,3 +377,17 @@ def test_a_gap_is_kept_across_restarts_of_the_service_and_of_the_server(tmp_path
     newer = dict(gap, DroppedEvents=1)
     again.report_gap(restarted, newer)
     assert again.server_by_url(server.url).gap == newer
+
+
+def test_a_new_process_at_a_url_cannot_rewrite_the_jobs_of_the_previous_one(registry: Registry) -> None:
+    """A forged registration (or a restart) at orthanc-1's URL: the new incarnation starts with no job, so a
+    snapshot of an old job from it, even newer, is ignored. Before, a forged old snapshot took a job from
+    Success back to Running."""
+    old = register(registry, "orthanc-1", "inc-1")
+    registry.apply_snapshot(old, job(JOB_A, "Success", Timestamp="20261128T100005.000000"))
+    forged = register(registry, "orthanc-1", "forged")
+
+    registry.apply_snapshot(forged, job(JOB_A, "Running", Timestamp="20261128T100009.000000"))
+
+    known = registry.get_job(JOB_A)
+    assert (known.state, known.incarnation) == ("Success", "inc-1")
