@@ -1188,9 +1188,7 @@ def test_a_job_orthanc_cannot_write_or_a_failing_read_leaves_the_capture_thread_
 def test_job_json_goes_on_as_orthanc_wrote_it_however_deep():
     """The plugin never parses a job's JSON: nesting beyond Python's recursion limit cannot break it."""
     deep = b'{"ID": "job-1", "Content": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
-    body = plugin._encode_events(
-        {"Incarnation": "inc-1"}, [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": deep}]
-    )
+    body = plugin._encode_events("inc-1", [{"Type": "JOB_SUCCESS", "JobId": "job-1", "Job": deep}])
     assert body.startswith(b'{"Incarnation": "inc-1", "Events": [{"Type": "JOB_SUCCESS", "JobId": "job-1", ')
     assert body.endswith(b'"Job": ' + deep + b"}]}")
 

@@ -1,8 +1,8 @@
-"""The reporter plugin's API: registration, heartbeats and job events. Needs the shared secret."""
+"""The reporter plugin's API: registration, heartbeats and job events. Needs the server's own secret."""
 
 import logging
 import time
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -22,7 +22,6 @@ Plugin = Annotated[PluginCaller, Depends(require_plugin_secret)]
 log = logging.getLogger(__name__)
 
 _INCARNATION = r"^[A-Za-z0-9._-]{1,128}$"
-_KNOWN_TYPES = ("JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE", "ORTHANC_STOPPED")
 _OK = orjson.dumps({"Status": "ok"})
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -56,8 +55,12 @@ class Heartbeat(BaseModel):
     Gap: PluginGap | None = None
 
 
+EventType = Literal["JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE", "ORTHANC_STOPPED"]
+_EVENT_TYPES = get_args(EventType)
+
+
 class Event(BaseModel):
-    Type: Literal["JOB_SUBMITTED", "JOB_SUCCESS", "JOB_FAILURE", "ORTHANC_STOPPED"]
+    Type: EventType
     JobId: str | None = Field(default=None, max_length=64)
     #: When Orthanc emitted it (the plugin's clock, seconds since the epoch), for the lag metric.
     Time: float | None = None
@@ -71,7 +74,7 @@ class Event(BaseModel):
 
 class EventBatch(BaseModel):
     Incarnation: str = Field(pattern=_INCARNATION)
-    #: Judged one by one (``_judge``): one event the service cannot use must not hold back the others.
+    #: Judged one by one (``_apply``): one event the service cannot use must not hold back the others.
     Events: list[Any] = Field(max_length=10_000)
 
 
@@ -195,10 +198,11 @@ async def events(request: Request, caller: Plugin) -> Response:
         except Exception:  # a defect of ours must not hold back the plugin's later events
             log.exception("event %d from %s could not be applied: %.500r", index, server.name, raw)
             problem = "the job-service could not apply it (see its log)"
-        event_type = raw.get("Type") if isinstance(raw, dict) else None
-        metrics.events_received.labels(event_type if event_type in _KNOWN_TYPES else "invalid").inc()
+        fields = raw if isinstance(raw, dict) else {}
+        event_type = fields.get("Type")
+        metrics.events_received.labels(event_type if event_type in _EVENT_TYPES else "invalid").inc()
         if problem is not None:
-            job_id = raw.get("JobId") if isinstance(raw, dict) else None
+            job_id = fields.get("JobId")
             refused.append(
                 {"Index": index, "JobId": job_id if isinstance(job_id, str) else None, "Reason": problem}
             )

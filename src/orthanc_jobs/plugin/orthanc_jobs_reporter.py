@@ -217,8 +217,7 @@ class Outbox:
             self.bytes -= job_size
             size += job_size
             batch.append(event)
-        if len(self.with_json) > 2 * len(self.events) + 64:
-            self._forget_sent()
+        self._forget_sent()
         return batch
 
     def give_back(self, batch):
@@ -234,15 +233,15 @@ class Outbox:
             self._add(key, event, newest=False)
         return self._bound()
 
-    def lose(self, what, count=1):
-        """Count a loss ("event" or "json") decided outside the bounds; returns ``count``."""
+    def lose(self, what):
+        """Count one loss ("event" or "json"), with when; returns 1, for the caller's count of losses."""
         if what == "event":
-            self.dropped_events += count
+            self.dropped_events += 1
         else:
-            self.dropped_json += count
+            self.dropped_json += 1
         self.last_loss = time.time()
         self.first_loss = self.first_loss or self.last_loss
-        return count
+        return 1
 
     def _bound(self):
         """Enforce the bounds; returns how many losses this caused (job JSON and events)."""
@@ -257,12 +256,14 @@ class Outbox:
             _, event = self.events.popitem(last=False)
             self.bytes -= len(event.get("Job", b""))
             losses += self.lose("event")
-        if len(self.with_json) > 2 * len(self.events) + 64:
-            self._forget_sent()
+        self._forget_sent()
         return losses
 
     def _forget_sent(self):
-        """Drop the entries of events sent, replaced or stripped since (they hold no bytes, only room)."""
+        """Drop the entries of events sent, replaced or stripped since (they hold no bytes, only room), once
+        they outnumber the events queued: amortised O(1)."""
+        if len(self.with_json) <= 2 * len(self.events) + 64:
+            return
         self.with_json = collections.deque(
             (key, seq)
             for key, seq in self.with_json
@@ -281,7 +282,7 @@ class Outbox:
         }
 
 
-def _encode_events(identity, events):
+def _encode_events(incarnation, events):
     """The /events body. A job's JSON goes in as Orthanc wrote it (bytes), never parsed here: a JSON nested
     deeper than Python's recursion limit must not break the plugin. Keys starting with _ stay here."""
     parts = []
@@ -289,8 +290,9 @@ def _encode_events(identity, events):
         head = json.dumps({key: value for key, value in event.items() if key[0] != "_" and key != "Job"})
         job = event.get("Job")
         parts.append(head.encode() if job is None else head[:-1].encode() + b', "Job": ' + job + b"}")
-    incarnation = json.dumps(identity["Incarnation"]).encode()
-    return b'{"Incarnation": ' + incarnation + b', "Events": [' + b", ".join(parts) + b"]}"
+    return (
+        b'{"Incarnation": ' + json.dumps(incarnation).encode() + b', "Events": [' + b", ".join(parts) + b"]}"
+    )
 
 
 class Reporter:
@@ -548,7 +550,7 @@ class Reporter:
             self._report_losses(self.outbox.give_back(batch))
 
     def _send_events(self, batch):
-        body = _encode_events(self.identity, batch)
+        body = _encode_events(self.identity["Incarnation"], batch)
         try:
             answer = self._post("/events", body)
         except ServiceRefused as refused:

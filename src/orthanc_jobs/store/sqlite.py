@@ -72,13 +72,19 @@ class SqliteStore:
         #: Where a damaged file was moved at start (None: it was sound, or new).
         self.moved_aside: str | None = None
         self._path = path
+        #: What the start's check read, handed over by the first load() (None: read when asked).
+        self._loaded: tuple[list[Server], list[Job]] | None = None
         if path == ":memory:":
             self._db = self._open(path, existed=False)
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._db = self._open(path, existed=os.path.exists(path))
-                self._loaded = self._read()
+                try:
+                    self._loaded = self._read()
+                except sqlite3.DatabaseError:
+                    self._db.close()  # before the file is moved aside
+                    raise
             except sqlite3.DatabaseError as error:
                 if not _is_damage(error):
                     # Not the file's fault (permissions, a lock, a full disk): the file is kept, the service
@@ -143,11 +149,8 @@ class SqliteStore:
         return aside
 
     def load(self) -> tuple[list[Server], list[Job]]:
-        loaded = getattr(self, "_loaded", None)
-        if loaded is not None:
-            del self._loaded  # read once, at start
-            return loaded
-        return self._read()
+        loaded, self._loaded = self._loaded, None  # read once, at start: not kept in memory twice
+        return loaded if loaded is not None else self._read()
 
     def _read(self) -> tuple[list[Server], list[Job]]:
         """Every server and job in the file; any row that cannot be read makes the file damaged."""
