@@ -2,8 +2,9 @@
 # Installs the Debian packages the local cluster needs, only those missing (Debian/Ubuntu, root or sudo).
 set -euo pipefail
 # chromium: the browser of the dashboard's end-to-end tests (driven by Playwright, which downloads none);
-# docker-compose: checks deploy/docker-compose.yml offline (`docker-compose config`), no engine needed.
-packages=(orthanc orthanc-python orthanc-postgresql nginx-light postgresql chromium docker-compose)
+# docker-compose: checks deploy/docker-compose.yml offline (`docker-compose config`), no engine needed;
+# wrk: the lean load generator of the flood test (tests/e2e/test_flood.py).
+packages=(orthanc orthanc-python orthanc-postgresql nginx-light postgresql chromium docker-compose wrk)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

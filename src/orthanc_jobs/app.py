@@ -16,7 +16,8 @@ from orthanc_jobs.api import internal, public, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
-from orthanc_jobs.api.limits import BodySizeLimit
+from orthanc_jobs.api.fast import JobReads
+from orthanc_jobs.api.limits import RequestLimits
 from orthanc_jobs.api.public import job_json, server_field
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
 from orthanc_jobs.api.service import server_entry
@@ -53,7 +54,10 @@ def build_services(
         resync_interval=settings.resync_interval,
         lookup_timeout=settings.lookup_timeout,
         poll_duration=metrics.poll_duration,
+        lookup_rounds=metrics.lookup_rounds,
+        unknown_jobs=metrics.unknown_jobs,
     )
+    metrics.pools_replaced.set_function(lambda: client.pools_replaced)
     events = EventLog()
     registry.listeners.append(lambda kind, subject: publish(events, registry, kind, subject))
     return Services(
@@ -141,6 +145,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 return error_response(request, refused)
         return status_error(request, error.status_code, str(error.detail), dict(error.headers or {}))
 
-    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
+    settings = services.settings
+    # Innermost first: the job reads' short path still goes through the limits and the security headers.
+    app.add_middleware(JobReads, services=services)
+    app.add_middleware(
+        RequestLimits,
+        max_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+        max_requests_in_progress=settings.max_requests_in_progress,
+    )
     app.add_middleware(SecurityHeaders)
     return app

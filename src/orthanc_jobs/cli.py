@@ -87,8 +87,11 @@ def serve(
         _fail("the job-service needs a shared secret: set ORTHANC_JOBS_SECRET", code=2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from orthanc_jobs.server import uvicorn_options
+
     uvicorn.run(
         create_app(settings),
+        **uvicorn_options(settings.max_connections, settings.header_timeout),
         host=settings.host,
         port=settings.port,
         log_level=log_level,

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     )
     request_timeout: float = Field(default=10.0, gt=0, description="Timeout of requests to Orthanc servers.")
     auth_cache_seconds: float = Field(
-        default=10.0, ge=0, description="How long an accepted Authorization header is trusted."
+        default=10.0,
+        ge=0,
+        description="How long the servers' answer on an Authorization header (accepted or refused) is kept.",
     )
     not_responding_after: float = Field(
         default=10.0, gt=0, description="Silence (s) after which a server is 'not-responding'."
@@ -52,6 +54,24 @@ class Settings(BaseSettings):
         "(still readable by id). Unset: they stay listed, flagged.",
     )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a request's body may take to arrive (then 408)."
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a request's headers may take to arrive (then closed)."
+    )
+    max_connections: int = Field(
+        default=10_000,
+        gt=0,
+        description="Most connections open at once (fewer if the open files limit is lower); past it, "
+        "the connection that waited longest for its headers is closed.",
+    )
+    max_requests_in_progress: int = Field(
+        default=2_000,
+        gt=0,
+        description="Most public requests in progress at once (then 503); the plugins' and health routes "
+        "are not counted.",
+    )
     allowed_server_urls: str = Field(
         default="",
         description="Comma-separated URLs of the servers that may register (scheme, host, port and path, "

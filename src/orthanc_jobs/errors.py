@@ -56,6 +56,12 @@ class Conflict(OrthancJobsError):
     orthanc_status = 9
 
 
+class RequestTimeout(OrthancJobsError):
+    status_code = 408
+    orthanc_error = "Timeout"
+    orthanc_status = 16
+
+
 class PayloadTooLarge(OrthancJobsError):
     status_code = 413
     orthanc_error = "Bad request"
@@ -83,6 +89,7 @@ def orthanc_error_for(status_code: int) -> tuple[str, int]:
         UnknownJob,
         MethodNotAllowed,
         Conflict,
+        RequestTimeout,
         PayloadTooLarge,
         HeaderTooLarge,
     ):

@@ -69,10 +69,16 @@ class EventLog:
             return None
         return [event for event in self._recent if event.id > last_id]
 
+    def end(self, queue: "asyncio.Queue[Event | None]") -> None:
+        """End one stream (its caller's credentials are refused now); once ended, nothing more happens."""
+        if queue not in self._subscribers:
+            return
+        self._subscribers.discard(queue)
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(None)
+
     def close_all(self) -> None:
         """End every stream (the service stops)."""
         for queue in list(self._subscribers):
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(None)
-        self._subscribers.clear()
+            self.end(queue)

@@ -78,6 +78,24 @@ class Metrics:
             ["kind"],
             registry=self.collectors,
         )
+        self.lookup_rounds = CounterMetric(
+            "orthanc_jobs_lookup_rounds",
+            "Rounds of GET /jobs asked of a server for job ids not known yet (one round answers for "
+            "every id waiting)",
+            ["server"],
+            registry=self.collectors,
+        )
+        self.unknown_jobs = CounterMetric(
+            "orthanc_jobs_unknown_job_lookups",
+            "Job ids asked for that no live server holds (answered 404)",
+            registry=self.collectors,
+        )
+        self.pools_replaced = Gauge(
+            "orthanc_jobs_orthanc_pools_replaced",
+            "Connection pools to the Orthanc servers replaced since start, because an error broke out of "
+            "one (e.g. the process ran out of file handles)",
+            registry=self.collectors,
+        )
         self.event_lag = Histogram(
             "orthanc_jobs_event_lag_seconds",
             "From Orthanc's change (the plugin's clock) to the change being visible in the API",

@@ -49,13 +49,32 @@ def job_path(job_id: str, tail: str | None = None) -> str:
 
 class OrthancClient:
     def __init__(self, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(
-            timeout=timeout,
+        self._timeout = timeout
+        self._transport = transport
+        self._http = self._new_pool()
+        self._retired: set[asyncio.Task[None]] = set()
+        #: Connection pools replaced because an error broke out of one (see _broken).
+        self.pools_replaced = 0
+
+    def _new_pool(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=self._timeout,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            transport=transport,
+            transport=self._transport,
             # One client serves every caller: a cookie set for one must never be sent for another.
             cookies=httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))),
         )
+
+    def _broken(self, server: Server, error: OSError) -> OrthancUnreachable:
+        """An error that is not httpx's came out of the pool (e.g. out of file handles): the pool may have
+        lost track of the connections it was opening, and would keep their slots taken for good. The
+        requests under way finish on the old pool; the next ones get a new one."""
+        old, self._http = self._http, self._new_pool()
+        self.pools_replaced += 1
+        task = asyncio.ensure_future(old.aclose())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        return OrthancUnreachable(f"{server.url}: {error!r} (connection pool replaced)")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -70,6 +89,8 @@ class OrthancClient:
             )
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
+        except OSError as error:
+            raise self._broken(server, error) from error
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -85,6 +106,17 @@ class OrthancClient:
         content = await self._get_json(server, job_path(job_id), timeout)
         return content if isinstance(content, dict) else None
 
+    async def check_reachable(self, server: Server, timeout: float) -> None:
+        """Raises OrthancUnreachable unless the server answers ``GET /system`` within ``timeout``."""
+        await self._get_json(server, "/system", timeout)
+
+    async def job_ids(self, server: Server, timeout: float | None = None) -> frozenset[str]:
+        """The ids of every job the server holds (``GET /jobs``)."""
+        ids = await self._get_json(server, "/jobs", timeout)
+        if not isinstance(ids, list):
+            raise OrthancUnreachable(f"{server.url}/jobs did not answer a list")
+        return frozenset(i for i in ids if isinstance(i, str))
+
     async def list_jobs(self, server: Server) -> JobListing:
         try:
             content = await self._get_json(server, "/jobs?expand")
@@ -98,9 +130,7 @@ class OrthancClient:
         return JobListing([job for job in content if isinstance(job, dict)])
 
     async def _list_one_by_one(self, server: Server) -> JobListing:
-        ids = await self._get_json(server, "/jobs")
-        if not isinstance(ids, list):
-            raise OrthancUnreachable(f"{server.url}/jobs did not answer a list")
+        ids = await self.job_ids(server)
         gate = asyncio.Semaphore(_ONE_BY_ONE_CONCURRENCY)
         unreadable = set()
 
@@ -114,7 +144,7 @@ class OrthancClient:
                     unreadable.add(job_id)
                     return None
 
-        contents = await asyncio.gather(*(read(i) for i in ids if isinstance(i, str) and is_job_id(i)))
+        contents = await asyncio.gather(*(read(i) for i in ids if is_job_id(i)))
         return JobListing([job for job in contents if job is not None], frozenset(unreadable))
 
     async def credentials_accepted(self, server: Server, authorization: str | None, timeout: float) -> bool:
@@ -125,6 +155,8 @@ class OrthancClient:
             )
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
+        except OSError as error:
+            raise self._broken(server, error) from error
         if response.status_code in (401, 403):
             return False
         if response.status_code != 200:
@@ -147,6 +179,8 @@ class OrthancClient:
             return await self._http.send(request, stream=stream)
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
+        except OSError as error:
+            raise self._broken(server, error) from error
 
 
 def _caller_headers(authorization: str | None) -> dict[bytes, bytes]:

@@ -7,6 +7,9 @@ from typing import Any
 
 import httpx
 
+from orthanc_jobs.registry import Registry
+from orthanc_jobs.store import SqliteStore
+
 GOOD = "Basic " + base64.b64encode(b"demo:demo").decode()
 TOKEN = "Bearer token"
 
@@ -31,9 +34,12 @@ class FakeOrthanc:
         self.down: set[str] = set()
         #: Jobs Orthanc cannot write as JSON (NaN progress): 400 for them, and for a listing with them.
         self.unwritable: set[str] = set()
+        #: The Authorization headers each server accepts (its RegisteredUsers).
+        self.credentials: dict[str, set[str]] = {}
 
     def add_server(self, url: str) -> None:
         self.jobs[url] = {}
+        self.credentials[url] = {GOOD, TOKEN}
 
     def add_job(self, url: str, state: str = "Pending", created: str = "20261128T100000.000000") -> str:
         job_id = str(uuid.uuid4())
@@ -56,7 +62,7 @@ class FakeOrthanc:
         jobs = self.jobs[url]
         path = request.url.path
         auth = request.headers.get("authorization", "")
-        if auth not in (GOOD, TOKEN):
+        if auth not in self.credentials[url]:
             return httpx.Response(401)
         if path == "/system":
             return httpx.Response(200, json={"Version": "1.10.1"})
@@ -93,3 +99,11 @@ class FakeOrthanc:
             headers = {"Content-Type": "application/zip", "Content-Disposition": "filename=a.zip"}
             return httpx.Response(200, stream=Chunks(b"PK", b"x" * 50_000, b"x" * 50_000), headers=headers)
         return httpx.Response(404, json={"HttpStatus": 404, "Message": "Job has no such output"})
+
+
+def registry_of(urls: list[str]) -> Registry:
+    """A registry in memory with one live server per URL (orthanc-1, orthanc-2...), with TOKEN."""
+    registry = Registry(SqliteStore(":memory:"), not_responding_after=10, stopped_after=60)
+    for n, url in enumerate(urls, start=1):
+        registry.register_server(name=f"orthanc-{n}", url=url, incarnation=f"inc-{n}", token=TOKEN)
+    return registry

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import uuid
 
 import httpx
 import pytest
@@ -9,8 +10,7 @@ import pytest
 from orthanc_jobs.orthanc import OrthancClient
 from orthanc_jobs.poller import EXPAND_THRESHOLD, Poller
 from orthanc_jobs.registry import Registry
-from orthanc_jobs.store import SqliteStore
-from tests.unit.fake_orthanc import TOKEN, FakeOrthanc
+from tests.unit.fake_orthanc import TOKEN, FakeOrthanc, registry_of
 
 URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
 
@@ -25,10 +25,7 @@ def orthanc() -> FakeOrthanc:
 
 @pytest.fixture
 def registry() -> Registry:
-    registry = Registry(SqliteStore(":memory:"), not_responding_after=10, stopped_after=60)
-    for n, url in enumerate(URLS, start=1):
-        registry.register_server(name=f"orthanc-{n}", url=url, incarnation=f"inc-{n}", token=TOKEN)
-    return registry
+    return registry_of(URLS)
 
 
 @pytest.fixture
@@ -99,8 +96,71 @@ async def test_concurrent_lookups_of_one_id_share_one_round_of_requests(
     job_id = orthanc.add_job(URLS[1], "Running")
     found = await asyncio.gather(*(poller.discover_job(job_id) for _ in range(50)))
     assert {job.server_url for job in found if job is not None} == {URLS[1]}
-    asked = [r for r in orthanc.requests if r.url.path == f"/jobs/{job_id}"]
-    assert len(asked) == len(URLS)  # once per server, not once per caller
+    asked = [(r.url.port, r.url.path) for r in orthanc.requests]
+    # One listing per server, once for every caller, then one read of the job from its owner.
+    assert sorted(asked) == [(8001, "/jobs"), (8002, "/jobs"), (8002, f"/jobs/{job_id}")]
+
+
+async def test_lookups_of_many_unknown_ids_share_each_servers_rounds(
+    poller: Poller, registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    unknown = [str(uuid.uuid4()) for _ in range(200)]
+    job_id = orthanc.add_job(URLS[0], "Success")
+    found = await asyncio.gather(*(poller.discover_job(i) for i in [*unknown, job_id]))
+    assert found[:-1] == [None] * len(unknown)
+    assert found[-1] is not None and found[-1].server_url == URLS[0]
+    listings = [r for r in orthanc.requests if r.url.path == "/jobs"]
+    assert len(listings) == len(URLS)  # one round per server for all 201 ids
+    assert not any(
+        r.url.path.startswith("/jobs/") and r.url.path != f"/jobs/{job_id}" for r in orthanc.requests
+    )
+
+
+async def test_a_job_created_while_a_round_is_on_its_way_is_found_by_the_next(
+    registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    listing_sent = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_listing(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/jobs" and not release.is_set():
+            answer = orthanc.handler(request)  # the listing as it was when the round was sent
+            listing_sent.set()
+            await release.wait()
+            return answer
+        return orthanc.handler(request)
+
+    client = OrthancClient(5, transport=httpx.MockTransport(slow_listing))
+    poller = Poller(registry, client, poll_interval=1, resync_interval=30, lookup_timeout=5)
+    first = asyncio.ensure_future(poller.discover_job(str(uuid.uuid4())))
+    await listing_sent.wait()
+    job_id = orthanc.add_job(URLS[1], "Pending")  # created after the round's listing was written
+    second = asyncio.ensure_future(poller.discover_job(job_id))
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await first is None
+    found = await second
+    assert found is not None and found.id == job_id and found.server_url == URLS[1]
+    await client.aclose()
+
+
+async def test_a_lookup_round_a_server_does_not_answer_in_time_counts_as_not_found(
+    registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    async def frozen_first_server(request: httpx.Request) -> httpx.Response:
+        if request.url.port == 8001:
+            await asyncio.sleep(10)
+        return orthanc.handler(request)
+
+    client = OrthancClient(5, transport=httpx.MockTransport(frozen_first_server))
+    poller = Poller(registry, client, poll_interval=1, resync_interval=30, lookup_timeout=0.2)
+    job_id = orthanc.add_job(URLS[1], "Running")
+    started = time.monotonic()
+    found = await poller.discover_job(job_id)
+    assert found is not None and found.server_url == URLS[1]  # without waiting for the frozen one
+    assert await poller.discover_job(str(uuid.uuid4())) is None
+    assert time.monotonic() - started < 2
+    await client.aclose()
 
 
 async def test_a_listing_orthanc_cannot_write_is_read_job_by_job(

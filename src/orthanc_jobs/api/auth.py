@@ -1,65 +1,174 @@
 """Who may call what: cluster credentials for public routes, the shared secret for the plugin's routes."""
 
+import asyncio
 import hashlib
 import hmac
-import itertools
 import time
+from collections.abc import Callable
 
 from fastapi import Request
 
 from orthanc_jobs.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
-from orthanc_jobs.model import normalize_server_url, plugin_secret_for
+from orthanc_jobs.model import Server, normalize_server_url, plugin_secret_for
 from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
 from orthanc_jobs.registry import Registry
 
 # The header in which a plugin names the server it speaks for (the URL it registers with).
 SERVER_HEADER = "x-orthanc-jobs-server"
-# Accepted credentials kept at most; past that the cache starts again empty.
+# Answers kept at most (of each kind, accepted and refused); past that the cache starts again empty.
 _CACHE_LIMIT = 10_000
 # Larger Authorization headers are refused without asking any Orthanc (nginx takes 8 KiB per header line).
 MAX_AUTHORIZATION_BYTES = 8192
+# How often an open stream's credentials are asked again when nothing is cached (auth_cache_seconds 0).
+UNCACHED_RECHECK_SECONDS = 1.0
 
 
 class ClusterAuthenticator:
-    """Accepts a public request only if a live Orthanc of the cluster accepts the same credentials."""
+    """Accepts a public request only if the live Orthanc servers of the cluster accept the same credentials.
+
+    Every live server is asked at once: one refusal refuses (a password revoked on one server is revoked),
+    and the answer is the same whichever server a round-robin would have picked. Both answers are kept
+    ``cache_seconds``, counted from when the servers were asked; a refusal seen at any time replaces an
+    acceptance at once and ends the event streams opened with those credentials (``watch``).
+    """
 
     def __init__(
-        self, registry: Registry, client: OrthancClient, cache_seconds: float, check_timeout: float
+        self,
+        registry: Registry,
+        client: OrthancClient,
+        cache_seconds: float,
+        check_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self._client = client
         self._cache_seconds = cache_seconds
-        # A server frozen but not yet found silent (SIGSTOP, a stalled machine) costs a caller this much,
-        # then the next server is asked.
+        # A server frozen but not yet found silent (SIGSTOP, a stalled machine) costs a check this much; its
+        # silence then counts for nothing.
         self._check_timeout = check_timeout
+        self._clock = clock
         self._accepted_until: dict[bytes, float] = {}
-        self._rotation = itertools.count()
+        self._refused_until: dict[bytes, float] = {}
+        # The round of questions under way for a header: concurrent checks of it share one.
+        self._rounds: dict[bytes, asyncio.Future[bool | None]] = {}
+        # What to call when a header is refused: one entry per open event stream.
+        self._on_refusal: dict[bytes, set[Callable[[], None]]] = {}
 
-    async def check(self, authorization: str | None) -> None:
+    @property
+    def recheck_seconds(self) -> float:
+        """How often an open stream's credentials are asked of the servers again."""
+        return self._cache_seconds or UNCACHED_RECHECK_SECONDS
+
+    async def check(self, authorization: str | None, fresh: bool = False) -> None:
+        """Raise unless the cluster accepts these credentials; ``fresh``: ask the servers even if an
+        acceptance is cached (a cached refusal still stands)."""
         if authorization is not None and len(authorization) > MAX_AUTHORIZATION_BYTES:
             raise HeaderTooLarge(f"the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes")
-        key = hashlib.sha256((authorization or "").encode()).digest()
-        now = time.monotonic()
-        if self._accepted_until.get(key, 0.0) > now:
+        key = _key(authorization)
+        now = self._clock()
+        if self._refused_until.get(key, 0.0) > now:
+            raise Unauthorized("the Orthanc servers of the cluster refuse these credentials")
+        if not fresh and self._accepted_until.get(key, 0.0) > now:
             return
-        servers = self._registry.live_servers()
-        if not servers:
-            raise ServerUnavailable("no live Orthanc server to check the credentials against")
-        start = next(self._rotation)
-        for offset in range(len(servers)):
-            server = servers[(start + offset) % len(servers)]
+        round_ = self._rounds.get(key)
+        if round_ is None:
+            servers = self._registry.live_servers()
+            if not servers:
+                raise ServerUnavailable("no live Orthanc server to check the credentials against")
+            round_ = self._rounds[key] = asyncio.ensure_future(
+                self._ask_every_server(key, authorization, servers)
+            )
+            round_.add_done_callback(lambda _: self._rounds.pop(key, None))
+        # Shielded: a caller that goes away does not cancel the round the others wait for.
+        accepted = await asyncio.shield(round_)
+        if accepted is None:
+            raise ServerUnavailable("no Orthanc server answered the credentials check")
+        if not accepted:
+            raise Unauthorized("the Orthanc servers of the cluster refuse these credentials")
+
+    def seconds_trusted(self, authorization: str | None) -> float:
+        """How long a cached acceptance of these credentials still lasts (0 or less: none)."""
+        return self._accepted_until.get(_key(authorization), 0.0) - self._clock()
+
+    def watch(self, authorization: str | None, on_refusal: Callable[[], None]) -> "CredentialsWatch":
+        """Keep checking the credentials of a long request (an event stream), until ``stop()``."""
+        watch = CredentialsWatch(self, authorization, on_refusal)
+        watch.start()
+        return watch
+
+    def _listen(self, authorization: str | None, on_refusal: Callable[[], None]) -> None:
+        self._on_refusal.setdefault(_key(authorization), set()).add(on_refusal)
+
+    def _stop_listening(self, authorization: str | None, on_refusal: Callable[[], None]) -> None:
+        key = _key(authorization)
+        callbacks = self._on_refusal.get(key, set())
+        callbacks.discard(on_refusal)
+        if not callbacks:
+            self._on_refusal.pop(key, None)
+
+    async def _ask_every_server(
+        self, key: bytes, authorization: str | None, servers: list[Server]
+    ) -> bool | None:
+        """True: accepted by every server that answered; False: refused by one; None: nobody answered."""
+        asked_at = self._clock()
+
+        async def ask(server: Server) -> bool | None:
             try:
-                accepted = await self._client.credentials_accepted(server, authorization, self._check_timeout)
+                return await self._client.credentials_accepted(server, authorization, self._check_timeout)
             except OrthancUnreachable:
-                continue
-            if not accepted:
-                self._accepted_until.pop(key, None)
-                raise Unauthorized("the Orthanc servers of the cluster refuse these credentials")
-            if len(self._accepted_until) >= _CACHE_LIMIT:
-                self._accepted_until.clear()
-            self._accepted_until[key] = now + self._cache_seconds
-            return
-        raise ServerUnavailable("no Orthanc server answered the credentials check")
+                return None
+
+        answers = await asyncio.gather(*(ask(server) for server in servers))
+        if False in answers:
+            self._accepted_until.pop(key, None)
+            _remember(self._refused_until, key, asked_at + self._cache_seconds)
+            for callback in list(self._on_refusal.get(key, ())):
+                callback()
+            return False
+        if True in answers:
+            self._refused_until.pop(key, None)
+            _remember(self._accepted_until, key, asked_at + self._cache_seconds)
+            return True
+        return None
+
+
+class CredentialsWatch:
+    """The credentials of an open event stream, while it lasts: asked of the servers again every
+    ``recheck_seconds``, the first time when the acceptance that let the stream in runs out. ``on_refusal``
+    (end the stream) is called when a re-check, or any other check of the same header, is refused; nobody
+    answering is no refusal."""
+
+    def __init__(
+        self, authenticator: ClusterAuthenticator, authorization: str | None, on_refusal: Callable[[], None]
+    ) -> None:
+        self._authenticator = authenticator
+        self._authorization = authorization
+        self._on_refusal = on_refusal
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._authenticator._listen(self._authorization, self._on_refusal)
+        self._task = asyncio.ensure_future(self._recheck())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._authenticator._stop_listening(self._authorization, self._on_refusal)
+
+    async def _recheck(self) -> None:
+        authenticator = self._authenticator
+        # At once if a refusal came between the stream's admission and now (nothing is trusted then).
+        wait = authenticator.seconds_trusted(self._authorization)
+        while True:
+            await asyncio.sleep(max(wait, 0.0))
+            try:
+                await authenticator.check(self._authorization, fresh=True)
+            except Unauthorized:
+                self._on_refusal()
+                return
+            except ServerUnavailable:
+                pass  # nobody could say: the stream stays open until a server refuses
+            wait = authenticator.recheck_seconds
 
 
 class PluginSecret:
@@ -86,3 +195,13 @@ class PluginSecret:
         if not hmac.compare_digest(given.encode(errors="replace"), expected.encode()):
             raise Forbidden(f"wrong secret for {url}")
         return url
+
+
+def _key(authorization: str | None) -> bytes:
+    return hashlib.sha256((authorization or "").encode()).digest()
+
+
+def _remember(cache: dict[bytes, float], key: bytes, until: float) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = until

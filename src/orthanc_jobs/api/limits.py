@@ -1,16 +1,32 @@
-"""Refuse request bodies over a size limit before they are read into memory."""
+"""Bounds on what one request may cost: its body's size and how long it takes to arrive, and how many
+public requests are in progress at once.
+
+The plugins' routes (``/orthanc-jobs/internal/``) and the health routes have no share in the bound on
+public requests: a flood of the public routes cannot keep a server's events out, nor a probe from seeing
+the service alive.
+"""
+
+import asyncio
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orthanc_jobs import INTERNAL_PREFIX
 from orthanc_jobs.api.responses import error_body
-from orthanc_jobs.errors import PayloadTooLarge
+from orthanc_jobs.errors import OrthancJobsError, PayloadTooLarge, RequestTimeout, ServerUnavailable
+
+_UNBOUNDED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+class RequestLimits:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, body_timeout: float, max_requests_in_progress: int
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
+        self.max_requests_in_progress = max_requests_in_progress
+        self.in_progress = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -18,32 +34,65 @@ class BodySizeLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await self._refuse(scope, send)
+                error = PayloadTooLarge(f"request body over {self.max_bytes} bytes (or a bad Content-Length)")
+                await _refuse(scope, send, error)
                 return
-        received = 0
+        path: str = scope["path"]
+        counted = not (path.startswith(INTERNAL_PREFIX) or path in _UNBOUNDED_PATHS)
+        if counted and self.in_progress >= self.max_requests_in_progress:
+            busy = ServerUnavailable(f"{self.in_progress} requests in progress (the most allowed): try again")
+            await _refuse(scope, send, busy, [(b"retry-after", b"1")])
+            return
+        if counted:
+            self.in_progress += 1
+        try:
+            await self.app(scope, self._bounded(receive), send)
+        finally:
+            if counted:
+                self.in_progress -= 1
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+    def _bounded(self, receive: Receive) -> Receive:
+        """``receive``, refusing a body over the size limit or one that has not arrived by the deadline."""
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        received = 0
+        complete = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received, complete
+            if complete:  # past the body, only a disconnect is left to wait for: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.body_timeout:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+                complete = not message.get("more_body", False)
             return message
 
-        await self.app(scope, counting_receive, send)
+        return bounded_receive
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        error = PayloadTooLarge(f"request body over {self.max_bytes} bytes (or a bad Content-Length)")
-        body = error_body(Request(scope), 413, error.message, error.orthanc_error, error.orthanc_status)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def _refuse(
+    scope: Scope, send: Send, error: OrthancJobsError, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = error_body(
+        Request(scope), error.status_code, error.message, error.orthanc_error, error.orthanc_status
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -27,6 +27,8 @@ health_router = APIRouter(tags=["Health"])
 KEEPALIVE_SECONDS = 15.0
 # Buckets one statistics answer may hold (the dashboard asks for at most 60).
 MAX_STATS_BUCKETS = 1000
+# How long /readyz waits for the Orthanc servers.
+READY_TIMEOUT = 1.0
 _UI = Path(__file__).parent.parent / "ui"
 _UI_FILES = {
     "index.html": "text/html; charset=utf-8",
@@ -92,6 +94,7 @@ async def openapi(request: Request, cluster: Cluster) -> Response:
     response_class=StreamingResponse,
 )
 async def event_stream(
+    request: Request,
     cluster: Cluster,
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
     since: Annotated[int | None, Query(ge=0, description="Same as the Last-Event-ID header")] = None,
@@ -100,8 +103,11 @@ async def event_stream(
     queue = events.subscribe()  # before reading the backlog, so that nothing falls in between
     resume_from = last_event_id if last_event_id is not None else since
     backlog = events.since(resume_from) if resume_from is not None else []
+    authorization = request.headers.get("authorization")
 
     async def stream() -> AsyncIterator[bytes]:
+        # Checked again while the stream lasts: it ends when the servers refuse the credentials.
+        credentials = cluster.authenticator.watch(authorization, on_refusal=lambda: events.end(queue))
         try:
             last_sent = events.last_id if resume_from is None else resume_from
             if backlog is None:
@@ -123,6 +129,7 @@ async def event_stream(
                     last_sent = event.id
                     yield event.encode()
         finally:
+            credentials.stop()
             events.unsubscribe(queue)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -182,11 +189,28 @@ async def healthz() -> Response:
     return OrjsonResponse({"Status": "ok"})
 
 
-@health_router.get("/readyz", summary="Ready once the registry is loaded and the service runs")
+@health_router.get("/readyz", summary="Ready when the service can answer: it runs and reaches an Orthanc")
 async def readyz(request: Request) -> Response:
+    """200 only if a public request could be answered now: the registry is loaded and at least one live
+    Orthanc server answers the service within a second (the credentials of every public request are
+    checked against one)."""
     if not getattr(request.app.state, "ready", False):
         return OrjsonResponse({"Status": "starting"}, status_code=503)
-    return OrjsonResponse({"Status": "ready", "Servers": len(services(request).registry.servers())})
+    cluster = services(request)
+    live = cluster.registry.live_servers()
+    if not live:
+        return OrjsonResponse({"Status": "no live Orthanc server", "Servers": 0}, status_code=503)
+    answers = await asyncio.gather(
+        *(cluster.client.check_reachable(server, READY_TIMEOUT) for server in live), return_exceptions=True
+    )
+    reachable = sum(1 for answer in answers if answer is None)
+    if not reachable:
+        reason = "; ".join(str(answer) for answer in answers)
+        return OrjsonResponse(
+            {"Status": "no Orthanc server answers the service", "Servers": len(live), "Reason": reason},
+            status_code=503,
+        )
+    return OrjsonResponse({"Status": "ready", "Servers": len(live), "Reachable": reachable})
 
 
 @health_router.get("/metrics", summary="Prometheus metrics (no job data)")

@@ -1,0 +1,55 @@
+"""``GET /jobs/{id}``, the route every client polls, answered without the framework's layers.
+
+The route only checks the caller's credentials (cached), finds the job and copies its bytes, or answers
+404 once the servers were asked: routing and dependency injection cost several times that. The answers
+are the very ones of the route in api/public.py (same bytes, same headers); what this path does not
+handle (a job its owner cannot write as JSON, any other route) goes on to the application.
+"""
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orthanc_jobs.api.context import Services
+from orthanc_jobs.api.public import job_json, server_field
+from orthanc_jobs.api.responses import error_response, raw_json
+from orthanc_jobs.errors import OrthancJobsError, UnknownJob
+from orthanc_jobs.model import Job, is_job_id
+
+_PREFIX = "/jobs/"
+_ID_LENGTH = 36
+
+
+class JobReads:
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if (
+            len(path) != len(_PREFIX) + _ID_LENGTH
+            or not path.startswith(_PREFIX)
+            or scope["method"] != "GET"
+            or not is_job_id(path[len(_PREFIX) :])
+        ):
+            await self.app(scope, receive, send)
+            return
+        cluster = self.services
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        job_id = path[len(_PREFIX) :]
+        try:
+            await cluster.authenticator.check(authorization)
+            job = cluster.registry.get_job(job_id) or await cluster.poller.discover_job(job_id)
+        except OrthancJobsError as error:
+            await error_response(Request(scope), error)(scope, receive, send)
+            return
+        if job is None:
+            await error_response(Request(scope), UnknownJob(f"unknown job {job_id}"))(scope, receive, send)
+        elif isinstance(job, Job):
+            await raw_json(job_json(job, server_field(cluster.registry, job)))(scope, receive, send)
+        else:  # its owner cannot write it: the route asks the owner
+            await self.app(scope, receive, send)

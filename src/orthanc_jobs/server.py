@@ -1,0 +1,153 @@
+"""How the job-service listens: uvicorn, with limits a slow or hostile client cannot get around.
+
+uvicorn keeps a connection for as long as its client takes to send a request's headers. A client that
+opens thousands of connections and sends half a request on each (slowloris) would hold them for ever,
+until the process has no file handle left: then nothing is accepted, not even the plugins' events. Here:
+
+- a request's headers must arrive within ``header_timeout`` of its first byte (or of the connection);
+- at most ``max_connections`` connections are open; past that, a new connection closes the one that has
+  waited longest for its headers (a client that sends its request at once, as nginx and the plugins do,
+  is never the oldest), or is closed itself if every connection is busy with a request;
+- the process takes all the file handles it may (its soft limit raised to the hard one), and keeps room
+  for its own (connections to Orthanc, the history file).
+
+Bodies have their own deadline (api/limits.py), and requests in progress their own bound.
+"""
+
+import asyncio
+import logging
+import resource
+from collections import OrderedDict
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+# File handles kept for the process's own use: its connections to the Orthanc servers, the history file,
+# the logs.
+RESERVED_FILES = 512
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit of open files to the hard one; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as error:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, error)
+    return soft
+
+
+class ConnectionGuard:
+    """The connections of one server: which are waiting for a request's headers, since when."""
+
+    def __init__(self, max_connections: int, header_timeout: float) -> None:
+        self.configured_max = max_connections
+        self.max_connections = allowed_connections(max_connections)
+        self.header_timeout = header_timeout
+        self.open = 0
+        self.evicted = 0
+        self.timed_out = 0
+        # Connections waiting for headers, oldest first, each with its timer.
+        self._waiting: OrderedDict[GuardedProtocol, asyncio.TimerHandle] = OrderedDict()
+        self._last_warning = 0.0
+
+    def opened(self, protocol: "GuardedProtocol") -> bool:
+        """Account for a new connection; False if it must be closed at once (no room)."""
+        # The open files limit may change while the process runs (prlimit): the bound follows it (one
+        # system call per connection).
+        self.max_connections = allowed_connections(self.configured_max)
+        if self.open >= self.max_connections:
+            if not self._waiting:
+                self._warn("every connection is busy with a request")
+                return False
+            oldest, timer = self._waiting.popitem(last=False)
+            timer.cancel()
+            self.evicted += 1
+            self._warn("closing the connections that wait longest for their headers")
+            oldest.close_waiting()
+        self.open += 1
+        return True
+
+    def closed(self, protocol: "GuardedProtocol") -> None:
+        self.open -= 1
+        self.headers_received(protocol)
+
+    def waiting_for_headers(self, protocol: "GuardedProtocol") -> None:
+        if protocol not in self._waiting:
+            loop = asyncio.get_running_loop()
+            self._waiting[protocol] = loop.call_later(self.header_timeout, self._time_out, protocol)
+
+    def headers_received(self, protocol: "GuardedProtocol") -> None:
+        timer = self._waiting.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _time_out(self, protocol: "GuardedProtocol") -> None:
+        if self._waiting.pop(protocol, None) is not None:
+            self.timed_out += 1
+            protocol.close_waiting()
+
+    def _warn(self, message: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_warning >= 60:
+            self._last_warning = now
+            log.warning("%d connections open (the most allowed): %s", self.open, message)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, accounted for by a ConnectionGuard."""
+
+    guard: ConnectionGuard
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self.guard.opened(self):
+            transport.abort()
+            return
+        self._guarded = True
+        super().connection_made(transport)
+        self.guard.waiting_for_headers(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if getattr(self, "_guarded", False):
+            self._guarded = False
+            self.guard.closed(self)
+            super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.guard.waiting_for_headers(self)
+
+    def on_headers_complete(self) -> None:
+        self.guard.headers_received(self)
+        super().on_headers_complete()
+
+    def close_waiting(self) -> None:
+        """Close a connection whose request has not started (nothing to answer: no headers yet)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedProtocol]:
+    """A protocol class for uvicorn's ``http`` setting, bound to one guard."""
+    return type("BoundGuardedProtocol", (GuardedProtocol,), {"guard": guard})
+
+
+def allowed_connections(configured: int) -> int:
+    """The connections allowed: as configured, within the open files limit less the reserve."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return configured
+    return min(configured, max(64, limit - RESERVED_FILES))
+
+
+def uvicorn_options(max_connections: int, header_timeout: float) -> dict[str, Any]:
+    """uvicorn settings for the job-service: the guarded protocol, and room for its connections."""
+    limit = raise_open_file_limit()
+    guard = ConnectionGuard(max_connections, header_timeout)
+    if guard.max_connections < max_connections:
+        log.info("at most %d connections (open files limit %d)", guard.max_connections, limit)
+    return {"http": guarded_protocol(guard), "backlog": min(4096, guard.max_connections)}

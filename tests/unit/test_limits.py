@@ -1,0 +1,137 @@
+"""Limits a slow or hostile client cannot get around: connections, bodies, requests in progress, and a
+connection pool an unexpected error broke out of."""
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from orthanc_jobs.api.limits import RequestLimits
+from orthanc_jobs.model import Server
+from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
+from orthanc_jobs.server import ConnectionGuard
+
+SERVER = Server(
+    url="http://127.0.0.1:8001",
+    name="orthanc-1",
+    incarnation="inc-1",
+    token="Bearer t",
+    registered_at=0,
+    last_seen=0,
+)
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close_waiting(self) -> None:
+        self.closed = True
+
+
+def _open(guard: ConnectionGuard, count: int) -> list[FakeConnection]:
+    connections = [FakeConnection() for _ in range(count)]
+    for connection in connections:
+        assert guard.opened(connection)  # type: ignore[arg-type]
+        guard.waiting_for_headers(connection)  # type: ignore[arg-type]
+    return connections
+
+
+async def test_past_the_bound_the_connection_waiting_longest_for_its_headers_is_closed() -> None:
+    guard = ConnectionGuard(max_connections=3, header_timeout=60)
+    first, second, third = _open(guard, 3)
+    guard.headers_received(first)  # type: ignore[arg-type]  # busy with a request: not closed for room
+
+    assert guard.opened(FakeConnection())  # type: ignore[arg-type]
+
+    assert (first.closed, second.closed, third.closed) == (False, True, False)
+    assert guard.evicted == 1
+
+
+async def test_when_every_connection_is_busy_a_new_one_is_refused() -> None:
+    guard = ConnectionGuard(max_connections=2, header_timeout=60)
+    for connection in _open(guard, 2):
+        guard.headers_received(connection)  # type: ignore[arg-type]
+    assert not guard.opened(FakeConnection())  # type: ignore[arg-type]
+
+
+async def test_headers_that_do_not_arrive_in_time_close_the_connection() -> None:
+    guard = ConnectionGuard(max_connections=10, header_timeout=0.05)
+    slow, prompt = _open(guard, 2)
+    guard.headers_received(prompt)  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)
+    assert slow.closed and not prompt.closed
+    assert guard.timed_out == 1
+
+
+async def _call(app: RequestLimits, path: str, body_chunks: list[bytes], delay: float = 0) -> dict[str, Any]:
+    chunks = list(body_chunks)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(delay)
+        body = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    return {"status": sent[0]["status"], "body": b"".join(m.get("body", b"") for m in sent[1:])}
+
+
+async def _read_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_refused() -> None:
+    from orthanc_jobs.errors import RequestTimeout
+
+    app = RequestLimits(_read_body, max_bytes=1000, body_timeout=0.05, max_requests_in_progress=10)
+    assert (await _call(app, "/jobs", [b"a", b"b"]))["status"] == 200
+    with pytest.raises(RequestTimeout):  # the application's error handler makes it a 408
+        await _call(app, "/jobs", [b"a", b"b", b"c"], delay=0.03)
+
+
+async def test_public_requests_in_progress_are_bounded_but_not_the_plugins() -> None:
+    release = asyncio.Event()
+
+    async def held(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await release.wait()
+        await _read_body(scope, receive, send)
+
+    app = RequestLimits(held, max_bytes=1000, body_timeout=5, max_requests_in_progress=2)
+    holding = [asyncio.ensure_future(_call(app, "/jobs", [b""])) for _ in range(2)]
+    await asyncio.sleep(0.01)
+
+    refused = await _call(app, "/jobs", [b""])
+    assert refused["status"] == 503 and b'"HttpStatus":503' in refused["body"]
+    plugin = asyncio.ensure_future(_call(app, "/orthanc-jobs/internal/events", [b""]))
+    health = asyncio.ensure_future(_call(app, "/healthz", [b""]))
+    release.set()
+    assert [r["status"] for r in await asyncio.gather(*holding, plugin, health)] == [200] * 4
+    assert app.in_progress == 0
+
+
+async def test_an_unexpected_error_out_of_the_pool_replaces_it() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(24, "Too many open files")  # not an httpx error: the pool may be broken
+        return httpx.Response(200, json={"Version": "1.10.1"})
+
+    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    first_pool = client._http
+    with pytest.raises(OrthancUnreachable, match="connection pool replaced"):
+        await client.check_reachable(SERVER, 1)
+    assert client.pools_replaced == 1 and client._http is not first_pool
+    await client.check_reachable(SERVER, 1)  # the next request goes through the new pool
+    await client.aclose()
