@@ -10,10 +10,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from orthanc_jobs.errors import ServerUnavailable
+
 # Changes kept for clients that reconnect; beyond, they are told to reload.
 WINDOW = 10_000
 # Changes a subscriber may have waiting; a client that slow is dropped (it reconnects and resumes).
 SUBSCRIBER_BACKLOG = 5_000
+# Event streams open at once (each a long request, outside the bound on requests in progress).
+MAX_STREAMS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class EventLog:
                 queue.put_nowait(None)
 
     def subscribe(self) -> "asyncio.Queue[Event | None]":
+        """A new stream's queue; ServerUnavailable past MAX_STREAMS open streams."""
+        if len(self._subscribers) >= MAX_STREAMS:
+            raise ServerUnavailable(f"{MAX_STREAMS} event streams are open (the most allowed): try again")
         queue: asyncio.Queue[Event | None] = asyncio.Queue(SUBSCRIBER_BACKLOG)
         self._subscribers.add(queue)
         return queue

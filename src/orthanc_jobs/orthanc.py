@@ -5,6 +5,7 @@ Orthanc server unchecked.
 """
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -52,7 +53,8 @@ class OrthancClient:
         self._timeout = timeout
         self._transport = transport
         self._http = self._new_pool()
-        self._retired: set[asyncio.Task[None]] = set()
+        # Pools replaced, each with the task that closes it once its requests are done.
+        self._retired: dict[asyncio.Task[None], httpx.AsyncClient] = {}
         #: Connection pools replaced because an error broke out of one (see _broken).
         self.pools_replaced = 0
 
@@ -65,32 +67,39 @@ class OrthancClient:
             cookies=httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))),
         )
 
-    def _broken(self, server: Server, error: OSError) -> OrthancUnreachable:
-        """An error that is not httpx's came out of the pool (e.g. out of file handles): the pool may have
-        lost track of the connections it was opening, and would keep their slots taken for good. The
-        requests under way finish on the old pool; the next ones get a new one."""
-        old, self._http = self._http, self._new_pool()
-        self.pools_replaced += 1
-        task = asyncio.ensure_future(old.aclose())
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+    def _broken(self, pool: httpx.AsyncClient, server: Server, error: OSError) -> OrthancUnreachable:
+        """An error that is not httpx's came out of ``pool`` (e.g. out of file handles): the pool may have
+        lost track of the connections it was opening, and would keep their slots taken for good. The next
+        requests get a new pool; the old one is closed once the requests under way on it are done (the
+        longest a request may take, ``timeout``), and only the pool in use is replaced (a burst of such
+        errors replaces it once)."""
+        if self._http is pool:
+            self._http = self._new_pool()
+            self.pools_replaced += 1
+            task = asyncio.ensure_future(self._close_later(pool))
+            self._retired[task] = pool
+            task.add_done_callback(lambda done: self._retired.pop(done, None))
         return OrthancUnreachable(f"{server.url}: {error!r} (connection pool replaced)")
 
+    async def _close_later(self, pool: httpx.AsyncClient) -> None:
+        await asyncio.sleep(self._timeout + 1)
+        await pool.aclose()
+
     async def aclose(self) -> None:
+        for task, pool in list(self._retired.items()):
+            task.cancel()
+            await pool.aclose()
         await self._http.aclose()
 
     async def _get_json(self, server: Server, path: str, timeout: float | None = None) -> Any | None:
         """GET with the server's own token; None when the server answers 404."""
+        pool = self._http
         try:
-            response = await self._http.get(
-                server.url + path,
-                headers={"Authorization": server.token},
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+            response = await _get(pool, server.url + path, {"Authorization": server.token}, timeout)
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
         except OSError as error:
-            raise self._broken(server, error) from error
+            raise self._broken(pool, server, error) from error
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -149,14 +158,13 @@ class OrthancClient:
 
     async def credentials_accepted(self, server: Server, authorization: str | None, timeout: float) -> bool:
         """Would this Orthanc let a caller with these credentials list its jobs?"""
+        pool = self._http
         try:
-            response = await self._http.get(
-                server.url + "/jobs", headers=_caller_headers(authorization), timeout=timeout
-            )
+            response = await _get(pool, server.url + "/jobs", _caller_headers(authorization), timeout)
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
         except OSError as error:
-            raise self._broken(server, error) from error
+            raise self._broken(pool, server, error) from error
         if response.status_code in (401, 403):
             return False
         if response.status_code != 200:
@@ -174,13 +182,29 @@ class OrthancClient:
     ) -> httpx.Response:
         """Forward a caller's request to the owner, with the caller's own credentials."""
         headers = {b"Accept-Encoding": b"identity", **_caller_headers(authorization)}
-        request = self._http.build_request(method, server.url + path, headers=headers, content=body)
+        pool = self._http
+        request = pool.build_request(method, server.url + path, headers=headers, content=body)
         try:
-            return await self._http.send(request, stream=stream)
+            return await pool.send(request, stream=stream)
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
         except OSError as error:
-            raise self._broken(server, error) from error
+            raise self._broken(pool, server, error) from error
+
+
+async def _get(
+    pool: httpx.AsyncClient,
+    url: str,
+    headers: Mapping[str, str] | Mapping[bytes, bytes],
+    timeout: float | None,
+) -> httpx.Response:
+    """A GET, sent again once if the server closed the connection without answering: a kept-alive
+    connection that Orthanc closed just as it was reused (a GET is safe to repeat)."""
+    timeout_or_default = timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
+    try:
+        return await pool.get(url, headers=headers, timeout=timeout_or_default)
+    except httpx.RemoteProtocolError:
+        return await pool.get(url, headers=headers, timeout=timeout_or_default)
 
 
 def _caller_headers(authorization: str | None) -> dict[bytes, bytes]:

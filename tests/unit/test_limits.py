@@ -6,11 +6,12 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from orthanc_jobs.api.limits import RequestLimits
 from orthanc_jobs.model import Server
 from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
-from orthanc_jobs.server import ConnectionGuard
+from orthanc_jobs.server import ConnectionGuard, uvicorn_options
 
 SERVER = Server(
     url="http://127.0.0.1:8001",
@@ -26,7 +27,7 @@ class FakeConnection:
     def __init__(self) -> None:
         self.closed = False
 
-    def close_waiting(self) -> None:
+    def close_incomplete(self) -> None:
         self.closed = True
 
 
@@ -34,14 +35,14 @@ def _open(guard: ConnectionGuard, count: int) -> list[FakeConnection]:
     connections = [FakeConnection() for _ in range(count)]
     for connection in connections:
         assert guard.opened(connection)  # type: ignore[arg-type]
-        guard.waiting_for_headers(connection)  # type: ignore[arg-type]
+        guard.request_begins(connection)  # type: ignore[arg-type]
     return connections
 
 
 async def test_past_the_bound_the_connection_waiting_longest_for_its_headers_is_closed() -> None:
     guard = ConnectionGuard(max_connections=3, header_timeout=60)
     first, second, third = _open(guard, 3)
-    guard.headers_received(first)  # type: ignore[arg-type]  # busy with a request: not closed for room
+    guard.request_received(first)  # type: ignore[arg-type]  # busy with a request: not closed for room
 
     assert guard.opened(FakeConnection())  # type: ignore[arg-type]
 
@@ -52,7 +53,7 @@ async def test_past_the_bound_the_connection_waiting_longest_for_its_headers_is_
 async def test_when_every_connection_is_busy_a_new_one_is_refused() -> None:
     guard = ConnectionGuard(max_connections=2, header_timeout=60)
     for connection in _open(guard, 2):
-        guard.headers_received(connection)  # type: ignore[arg-type]
+        guard.request_received(connection)  # type: ignore[arg-type]
     assert not guard.opened(FakeConnection())  # type: ignore[arg-type]
 
 
@@ -133,5 +134,85 @@ async def test_an_unexpected_error_out_of_the_pool_replaces_it() -> None:
     with pytest.raises(OrthancUnreachable, match="connection pool replaced"):
         await client.check_reachable(SERVER, 1)
     assert client.pools_replaced == 1 and client._http is not first_pool
+    assert not first_pool.is_closed  # requests still under way on it may finish
     await client.check_reachable(SERVER, 1)  # the next request goes through the new pool
     await client.aclose()
+    assert first_pool.is_closed and client._http.is_closed
+
+
+async def test_a_burst_of_errors_out_of_one_pool_replaces_it_once() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)  # every request under way on the pool when the errors come
+        raise OSError(24, "Too many open files")
+
+    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    answers = await asyncio.gather(
+        *(client.check_reachable(SERVER, 1) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(answer, OrthancUnreachable) for answer in answers)
+    assert client.pools_replaced == 1
+    await client.aclose()
+
+
+@pytest.fixture
+async def guarded_server() -> Any:
+    """A real uvicorn server with the guarded protocol (20 connections, 0.3 s for headers), answering
+    every request at once without reading its body."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    options = uvicorn_options(max_connections=20, header_timeout=0.3)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options)
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield port, options["http"].guard
+    server.should_exit = True
+    await serving
+
+
+async def _connect(port: int, first_bytes: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(first_bytes)
+    await writer.drain()
+    return reader, writer
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        while await asyncio.wait_for(reader.read(1024), 0.05):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def test_half_sent_requests_make_room_and_time_out_on_a_real_server(guarded_server: Any) -> None:
+    port, guard = guarded_server
+    half_sent = [await _connect(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ") for _ in range(40)]
+    await asyncio.sleep(0.05)
+    reader, writer = await _connect(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(1024), 5)).startswith(b"HTTP/1.1 200")
+    writer.close()
+    assert guard.open <= 21 and guard.evicted >= 20
+    await asyncio.sleep(0.5)  # past the header timeout: every one left is closed
+    assert [await _closed(r) for r, _ in half_sent] == [True] * len(half_sent)
+    assert guard.timed_out >= 1
+
+
+async def test_a_body_trickled_after_the_answer_closes_the_connection(guarded_server: Any) -> None:
+    port, guard = guarded_server
+    reader, writer = await _connect(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nab")
+    assert (await asyncio.wait_for(reader.read(1024), 5)).startswith(b"HTTP/1.1 200")
+    writer.write(b"c")  # a byte at a time, for ever: the server does not wait for it
+    assert await _closed(reader) or await _closed(reader)
+    await asyncio.sleep(0.05)
+    assert guard.open == 0

@@ -212,3 +212,24 @@ async def test_a_job_known_only_by_an_event_without_json_is_read_at_the_next_pol
     asked = len(orthanc.requests)
     await poller.poll_unfinished()  # read once, then polled as any unfinished job
     assert len(orthanc.requests) == asked + 1
+
+
+async def test_a_round_on_a_connection_orthanc_just_closed_is_sent_again(
+    registry: Registry, orthanc: FakeOrthanc
+) -> None:
+    """A kept-alive connection Orthanc closes just as it is reused: the owner's listing must not come back
+    empty (its jobs would answer 404)."""
+    closed_once: set[int] = set()
+
+    def closing_once(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/jobs" and request.url.port not in closed_once:
+            closed_once.add(request.url.port)
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return orthanc.handler(request)
+
+    client = OrthancClient(5, transport=httpx.MockTransport(closing_once))
+    poller = Poller(registry, client, poll_interval=1, resync_interval=30, lookup_timeout=1)
+    job_id = orthanc.add_job(URLS[1], "Running")
+    found = await poller.discover_job(job_id)
+    assert found is not None and found.server_url == URLS[1]
+    await client.aclose()

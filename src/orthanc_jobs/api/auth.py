@@ -19,6 +19,8 @@ SERVER_HEADER = "x-orthanc-jobs-server"
 _CACHE_LIMIT = 10_000
 # Larger Authorization headers are refused without asking any Orthanc (nginx takes 8 KiB per header line).
 MAX_AUTHORIZATION_BYTES = 8192
+# Credentials checks under way at once on one server; the others wait (within the check's timeout).
+CHECKS_AT_ONCE = 16
 # How often an open stream's credentials are asked again when nothing is cached (auth_cache_seconds 0).
 UNCACHED_RECHECK_SECONDS = 1.0
 
@@ -51,6 +53,9 @@ class ClusterAuthenticator:
         self._refused_until: dict[bytes, float] = {}
         # The round of questions under way for a header: concurrent checks of it share one.
         self._rounds: dict[bytes, asyncio.Future[bool | None]] = {}
+        # Checks at once per server (server URL -> its places): a flood of passwords never seen before,
+        # each asked of every server, holds at most this many of the connections to each.
+        self._gates: dict[str, asyncio.Semaphore] = {}
         # What to call when a header is refused: one entry per open event stream.
         self._on_refusal: dict[bytes, set[Callable[[], None]]] = {}
 
@@ -113,9 +118,14 @@ class ClusterAuthenticator:
         asked_at = self._clock()
 
         async def ask(server: Server) -> bool | None:
+            gate = self._gates.get(server.url)
+            if gate is None:
+                gate = self._gates[server.url] = asyncio.Semaphore(CHECKS_AT_ONCE)
             try:
-                return await self._client.credentials_accepted(server, authorization, self._check_timeout)
-            except OrthancUnreachable:
+                # The wait for a place counts: a flood of new passwords gets no more of a server's time.
+                async with asyncio.timeout(self._check_timeout), gate:
+                    return await self._client.credentials_accepted(server, authorization, self._check_timeout)
+            except (OrthancUnreachable, TimeoutError):
                 return None
 
         answers = await asyncio.gather(*(ask(server) for server in servers))

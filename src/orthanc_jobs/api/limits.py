@@ -11,11 +11,18 @@ import asyncio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orthanc_jobs import INTERNAL_PREFIX
+from orthanc_jobs import INTERNAL_PREFIX, SERVICE_PREFIX
 from orthanc_jobs.api.responses import error_body
-from orthanc_jobs.errors import OrthancJobsError, PayloadTooLarge, RequestTimeout, ServerUnavailable
+from orthanc_jobs.errors import (
+    BadRequest,
+    OrthancJobsError,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServerUnavailable,
+)
 
-_UNBOUNDED_PATHS = ("/healthz", "/readyz", "/metrics")
+# Not counted: probes, and the event streams, which last and have a bound of their own (events.py).
+_UNBOUNDED_PATHS = ("/healthz", "/readyz", "/metrics", SERVICE_PREFIX + "/events")
 
 
 class RequestLimits:
@@ -33,9 +40,13 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                error = PayloadTooLarge(f"request body over {self.max_bytes} bytes (or a bad Content-Length)")
-                await _refuse(scope, send, error)
+            if name != b"content-length":
+                continue
+            if not value.isdigit():
+                await _refuse(scope, send, BadRequest(f"bad Content-Length {value[:40]!r}"))
+                return
+            if int(value) > self.max_bytes:
+                await _refuse(scope, send, PayloadTooLarge(f"request body over {self.max_bytes} bytes"))
                 return
         path: str = scope["path"]
         counted = not (path.startswith(INTERNAL_PREFIX) or path in _UNBOUNDED_PATHS)

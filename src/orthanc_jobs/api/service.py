@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orthanc_jobs import SERVICE_PREFIX, __version__
-from orthanc_jobs.api.context import services
+from orthanc_jobs.api.context import Services, services
 from orthanc_jobs.api.public import Cluster
 from orthanc_jobs.api.responses import OrjsonResponse
 from orthanc_jobs.errors import BadRequest, UnknownJob
@@ -193,24 +193,34 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     """200 only if a public request could be answered now: the registry is loaded and at least one live
     Orthanc server answers the service within a second (the credentials of every public request are
-    checked against one)."""
+    checked against one). Probes at once share one round of questions."""
     if not getattr(request.app.state, "ready", False):
         return OrjsonResponse({"Status": "starting"}, status_code=503)
-    cluster = services(request)
+    state = request.app.state
+    probe = getattr(state, "readiness_probe", None)
+    if probe is None:
+        probe = state.readiness_probe = asyncio.ensure_future(_readiness(services(request)))
+        probe.add_done_callback(lambda _: setattr(state, "readiness_probe", None))
+    status, body = await asyncio.shield(probe)
+    return OrjsonResponse(body, status_code=status)
+
+
+async def _readiness(cluster: Services) -> tuple[int, dict[str, Any]]:
     live = cluster.registry.live_servers()
     if not live:
-        return OrjsonResponse({"Status": "no live Orthanc server", "Servers": 0}, status_code=503)
+        return 503, {"Status": "no live Orthanc server", "Servers": 0}
     answers = await asyncio.gather(
         *(cluster.client.check_reachable(server, READY_TIMEOUT) for server in live), return_exceptions=True
     )
     reachable = sum(1 for answer in answers if answer is None)
     if not reachable:
-        reason = "; ".join(str(answer) for answer in answers)
-        return OrjsonResponse(
-            {"Status": "no Orthanc server answers the service", "Servers": len(live), "Reason": reason},
-            status_code=503,
-        )
-    return OrjsonResponse({"Status": "ready", "Servers": len(live), "Reachable": reachable})
+        silent = ", ".join(server.name for server in live)
+        return 503, {
+            "Status": "no Orthanc server answers the service",
+            "Servers": len(live),
+            "Reason": f"no answer within {READY_TIMEOUT:g} s from {silent}",
+        }
+    return 200, {"Status": "ready", "Servers": len(live), "Reachable": reachable}
 
 
 @health_router.get("/metrics", summary="Prometheus metrics (no job data)")
