@@ -33,9 +33,9 @@ import httpx
 from orthanc_jobs import __version__
 from orthanc_jobs.cluster.demo import create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, down, up
-from orthanc_jobs.model import plugin_secret_for
-from orthanc_jobs.registry import Registry
-from orthanc_jobs.store import SqliteStore
+from orthanc_jobs.core.model import plugin_secret_for
+from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.store import SqliteStore
 
 RESULTS = Path(__file__).parent / "results"
 TERMINAL = {"Success", "Failure"}

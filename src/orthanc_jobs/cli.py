@@ -75,7 +75,7 @@ def serve(
     """Run the job-service (settings from ORTHANC_JOBS_* environment variables)."""
     import uvicorn
 
-    from orthanc_jobs.app import create_app
+    from orthanc_jobs.api.app import create_app
     from orthanc_jobs.config import Settings
 
     settings = Settings()
@@ -87,7 +87,7 @@ def serve(
         _fail("the job-service needs a shared secret: set ORTHANC_JOBS_SECRET", code=2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from orthanc_jobs.server import uvicorn_options
+    from orthanc_jobs.api.server import uvicorn_options
 
     uvicorn.run(
         create_app(settings),
@@ -292,7 +292,7 @@ def server_secret(
     """Print the secret of one server's plugin (its OrthancJobs.Secret), made from the job-service's secret
     (ORTHANC_JOBS_SECRET) and the server's URL: a plugin's secret speaks for that server only."""
     from orthanc_jobs.config import Settings
-    from orthanc_jobs.model import plugin_secret_for
+    from orthanc_jobs.core.model import plugin_secret_for
 
     secret = Settings().secret.get_secret_value()
     if not secret:

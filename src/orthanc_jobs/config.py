@@ -3,7 +3,7 @@
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orthanc_jobs.model import normalize_server_url
+from orthanc_jobs.core.model import normalize_server_url
 
 
 class Settings(BaseSettings):

@@ -13,7 +13,7 @@ import httpx
 
 from orthanc_jobs.cluster.demo import create_instance, create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, free_port
-from orthanc_jobs.model import plugin_secret_for
+from orthanc_jobs.core.model import plugin_secret_for
 
 __all__ = ["create_instance", "create_study", "free_port"]
 

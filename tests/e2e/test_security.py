@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
-from orthanc_jobs.model import plugin_secret_for
+from orthanc_jobs.core.model import plugin_secret_for
 from tests.e2e.helpers import (
     SilentModality,
     create_async_job,

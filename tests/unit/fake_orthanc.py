@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from orthanc_jobs.registry import Registry
-from orthanc_jobs.store import SqliteStore
+from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.store import SqliteStore
 
 GOOD = "Basic " + base64.b64encode(b"demo:demo").decode()
 TOKEN = "Bearer token"

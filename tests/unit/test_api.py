@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from orthanc_jobs.app import build_services, create_app
+from orthanc_jobs.api.app import build_services, create_app
 from orthanc_jobs.config import Settings
-from orthanc_jobs.model import plugin_secret_for
-from orthanc_jobs.orthanc import OrthancClient
-from orthanc_jobs.store import SqliteStore
+from orthanc_jobs.core.model import plugin_secret_for
+from orthanc_jobs.core.orthanc import OrthancClient
+from orthanc_jobs.core.store import SqliteStore
 from tests.unit.fake_orthanc import GOOD, FakeOrthanc
 
 SECRET = "unit-test-secret"

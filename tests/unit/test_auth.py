@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from orthanc_jobs.api.app import build_services, create_app
 from orthanc_jobs.api.auth import ClusterAuthenticator
 from orthanc_jobs.api.context import Services
-from orthanc_jobs.app import build_services, create_app
 from orthanc_jobs.config import Settings
-from orthanc_jobs.errors import ServerUnavailable, Unauthorized
-from orthanc_jobs.orthanc import OrthancClient
-from orthanc_jobs.registry import Registry
+from orthanc_jobs.core.errors import ServerUnavailable, Unauthorized
+from orthanc_jobs.core.orthanc import OrthancClient
+from orthanc_jobs.core.registry import Registry
 from tests.unit.fake_orthanc import TOKEN, FakeOrthanc, registry_of
 
 URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://127.0.0.1:8003"]

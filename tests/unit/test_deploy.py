@@ -91,7 +91,7 @@ def test_compose_config_requires_every_secret(missing: str) -> None:
 
 def test_make_env_writes_the_secrets_each_server_needs(tmp_path: Path) -> None:
     """The job-service's secret, and each server's own, as `orthanc-jobs server-secret` makes it."""
-    from orthanc_jobs.model import plugin_secret_for
+    from orthanc_jobs.core.model import plugin_secret_for
 
     env = tmp_path / ".env"
     subprocess.run([str(DEPLOY / "make-env.sh"), str(env)], check=True, capture_output=True)

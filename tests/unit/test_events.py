@@ -4,7 +4,7 @@ import asyncio
 
 import orjson
 
-from orthanc_jobs.events import SUBSCRIBER_BACKLOG, EventLog
+from orthanc_jobs.core.eventlog import SUBSCRIBER_BACKLOG, EventLog
 
 
 def test_events_are_numbered_and_encoded_as_server_sent_events() -> None:

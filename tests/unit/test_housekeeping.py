@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orthanc_jobs.housekeeping import Housekeeper
-from orthanc_jobs.model import Job
-from orthanc_jobs.registry import Registry
-from orthanc_jobs.store import SqliteStore
+from orthanc_jobs.core.housekeeping import Housekeeper
+from orthanc_jobs.core.model import Job
+from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.store import SqliteStore
 
 
 def a_job(number: int, state: str = "Success") -> Job:

@@ -9,9 +9,9 @@ import pytest
 import uvicorn
 
 from orthanc_jobs.api.limits import RequestLimits
-from orthanc_jobs.model import Server
-from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
-from orthanc_jobs.server import ConnectionGuard, uvicorn_options
+from orthanc_jobs.api.server import ConnectionGuard, uvicorn_options
+from orthanc_jobs.core.model import Server
+from orthanc_jobs.core.orthanc import OrthancClient, OrthancUnreachable
 
 SERVER = Server(
     url="http://127.0.0.1:8001",
@@ -91,7 +91,7 @@ async def _read_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def test_a_body_that_does_not_arrive_in_time_is_refused() -> None:
-    from orthanc_jobs.errors import RequestTimeout
+    from orthanc_jobs.core.errors import RequestTimeout
 
     app = RequestLimits(_read_body, max_bytes=1000, body_timeout=0.05, max_requests_in_progress=10)
     assert (await _call(app, "/jobs", [b"a", b"b"]))["status"] == 200

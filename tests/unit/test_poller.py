@@ -7,9 +7,9 @@ import uuid
 import httpx
 import pytest
 
-from orthanc_jobs.orthanc import OrthancClient
-from orthanc_jobs.poller import EXPAND_THRESHOLD, Poller
-from orthanc_jobs.registry import Registry
+from orthanc_jobs.core.orthanc import OrthancClient
+from orthanc_jobs.core.poller import EXPAND_THRESHOLD, Poller
+from orthanc_jobs.core.registry import Registry
 from tests.unit.fake_orthanc import TOKEN, FakeOrthanc, registry_of
 
 URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
@@ -185,7 +185,7 @@ async def test_a_listing_orthanc_cannot_write_is_read_job_by_job(
 async def test_a_job_orthanc_cannot_write_is_found_as_unreadable_with_its_owner(
     poller: Poller, registry: Registry, orthanc: FakeOrthanc
 ) -> None:
-    from orthanc_jobs.poller import Unreadable
+    from orthanc_jobs.core.poller import Unreadable
 
     job_id = orthanc.add_job(URLS[1], "Pending")
     orthanc.unwritable.add(job_id)

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from orthanc_jobs.model import ServerStatus
-from orthanc_jobs.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
-from orthanc_jobs.store import SqliteStore
+from orthanc_jobs.core.model import ServerStatus
+from orthanc_jobs.core.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
+from orthanc_jobs.core.store import SqliteStore
 
 JOB_A = "11111111-1111-1111-1111-111111111111"
 JOB_B = "22222222-2222-2222-2222-222222222222"
@@ -100,7 +100,7 @@ def test_filters_combine(registry: Registry) -> None:
 
 
 def test_a_completion_event_without_json_keeps_what_is_known(registry: Registry) -> None:
-    from orthanc_jobs.model import JobState
+    from orthanc_jobs.core.model import JobState
 
     server = register(registry)
     registry.apply_snapshot(server, job(JOB_A, Content={"ArchiveSize": "10"}))
@@ -114,7 +114,7 @@ def test_a_completion_event_without_json_keeps_what_is_known(registry: Registry)
 
 def test_an_end_event_of_a_job_never_seen_records_its_outcome(registry: Registry, clock: Clock) -> None:
     """Orthanc forgot the job (JobsHistorySize) before its plugin could read it: the outcome is kept."""
-    from orthanc_jobs.model import JobState
+    from orthanc_jobs.core.model import JobState
 
     server = register(registry)
     event_time = clock.now - 5
@@ -155,7 +155,7 @@ def test_the_owners_word_replaces_a_presumption_even_if_older(registry: Registry
 
 
 def test_an_end_event_without_json_replaces_a_presumption_cleanly(registry: Registry) -> None:
-    from orthanc_jobs.model import JobState
+    from orthanc_jobs.core.model import JobState
 
     server = register(registry)
     registry.apply_snapshot(server, job(JOB_A, "Running"))
@@ -347,7 +347,7 @@ def test_two_processes_sharing_one_url_are_reported(
 
 def test_a_late_poll_answer_cannot_undo_an_end_known_from_its_event(registry: Registry, clock: Clock) -> None:
     """A poll read before the job ended, answered after its end event (without JSON) was applied."""
-    from orthanc_jobs.model import JobState
+    from orthanc_jobs.core.model import JobState
 
     server = register(registry)
     registry.apply_snapshot(server, job(JOB_A, "Running", Timestamp="20261128T100001.000000"))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orthanc_jobs.model import Job, Server
-from orthanc_jobs.store import SqliteStore
+from orthanc_jobs.core.model import Job, Server
+from orthanc_jobs.core.store import SqliteStore
 
 JOB_ID = "11111111-1111-1111-1111-111111111111"
 

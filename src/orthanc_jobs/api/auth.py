@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-from orthanc_jobs.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
-from orthanc_jobs.model import Server, normalize_server_url, plugin_secret_for
-from orthanc_jobs.orthanc import OrthancClient, OrthancUnreachable
-from orthanc_jobs.registry import Registry
+from orthanc_jobs.core.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
+from orthanc_jobs.core.model import Server, normalize_server_url, plugin_secret_for
+from orthanc_jobs.core.orthanc import OrthancClient, OrthancUnreachable
+from orthanc_jobs.core.registry import Registry
 
 # The header in which a plugin names the server it speaks for (the URL it registers with).
 SERVER_HEADER = "x-orthanc-jobs-server"

@@ -13,7 +13,7 @@ from fastapi import Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orthanc_jobs.errors import Forbidden
+from orthanc_jobs.core.errors import Forbidden
 
 # The dashboard loads its own script, style and data, nothing else; JSON and files load nothing at all.
 PAGE_POLICY = (

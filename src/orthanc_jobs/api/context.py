@@ -5,12 +5,12 @@ from fastapi import Request
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import refuse_cross_site
 from orthanc_jobs.config import Settings
-from orthanc_jobs.events import EventLog
-from orthanc_jobs.housekeeping import Housekeeper
-from orthanc_jobs.metrics import Metrics
-from orthanc_jobs.orthanc import OrthancClient
-from orthanc_jobs.poller import Poller
-from orthanc_jobs.registry import Registry
+from orthanc_jobs.core.eventlog import EventLog
+from orthanc_jobs.core.housekeeping import Housekeeper
+from orthanc_jobs.core.metrics import Metrics
+from orthanc_jobs.core.orthanc import OrthancClient
+from orthanc_jobs.core.poller import Poller
+from orthanc_jobs.core.registry import Registry
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The route only checks the caller's credentials (cached), finds the job and copies its bytes, or answers
 404 once the servers were asked: routing and dependency injection cost several times that. The answers
-are the very ones of the route in api/public.py (same bytes, same headers); what this path does not
+are the very ones of the route in api/jobs.py (same bytes, same headers); what this path does not
 handle (a job its owner cannot write as JSON, any other route) goes on to the application.
 """
 
@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orthanc_jobs.api.context import Services
-from orthanc_jobs.api.public import job_json, server_field
+from orthanc_jobs.api.jobs import job_json, server_field
 from orthanc_jobs.api.responses import error_response, raw_json
-from orthanc_jobs.errors import OrthancJobsError, UnknownJob
-from orthanc_jobs.model import Job, is_job_id
+from orthanc_jobs.core.errors import OrthancJobsError, UnknownJob
+from orthanc_jobs.core.model import Job, is_job_id
 
 _PREFIX = "/jobs/"
 _ID_LENGTH = 36

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orthanc_jobs import INTERNAL_PREFIX, SERVICE_PREFIX
 from orthanc_jobs.api.responses import error_body
-from orthanc_jobs.errors import (
+from orthanc_jobs.core.errors import (
     BadRequest,
     OrthancJobsError,
     PayloadTooLarge,

@@ -7,7 +7,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from orthanc_jobs.errors import MethodNotAllowed, OrthancJobsError, http_error_name, orthanc_error_for
+from orthanc_jobs.core.errors import MethodNotAllowed, OrthancJobsError, http_error_name, orthanc_error_for
 
 
 class OrjsonResponse(Response):

@@ -14,12 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orthanc_jobs import SERVICE_PREFIX, __version__
 from orthanc_jobs.api.context import Services, services
-from orthanc_jobs.api.public import Cluster
+from orthanc_jobs.api.jobs import Cluster
 from orthanc_jobs.api.responses import OrjsonResponse
-from orthanc_jobs.errors import BadRequest, UnknownJob
-from orthanc_jobs.events import Event
-from orthanc_jobs.model import Server
-from orthanc_jobs.registry import Registry, orthanc_timestamp
+from orthanc_jobs.core.errors import BadRequest, UnknownJob
+from orthanc_jobs.core.eventlog import Event
+from orthanc_jobs.core.model import Server
+from orthanc_jobs.core.registry import Registry, orthanc_timestamp
 
 router = APIRouter(prefix=SERVICE_PREFIX, tags=["Job-service"])
 health_router = APIRouter(tags=["Health"])

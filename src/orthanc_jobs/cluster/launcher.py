@@ -22,7 +22,7 @@ import httpx
 from orthanc_jobs import SERVICE_PREFIX
 from orthanc_jobs.cluster import processes
 from orthanc_jobs.cluster.processes import OwnedProcess
-from orthanc_jobs.model import plugin_secret_for
+from orthanc_jobs.core.model import plugin_secret_for
 
 DEBIAN_PACKAGES = "orthanc orthanc-python orthanc-postgresql nginx-light postgresql"
 DEMO_USER = ("demo", "demo")

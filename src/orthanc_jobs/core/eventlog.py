@@ -10,7 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from orthanc_jobs.errors import ServerUnavailable
+from orthanc_jobs.core.errors import ServerUnavailable
 
 # Changes kept for clients that reconnect; beyond, they are told to reload.
 WINDOW = 10_000

@@ -11,10 +11,10 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from orthanc_jobs.background import BackgroundTasks
-from orthanc_jobs.model import Job, Server
-from orthanc_jobs.orthanc import OrthancClient, OrthancRefused, OrthancUnreachable
-from orthanc_jobs.registry import Registry
+from orthanc_jobs.core.background import BackgroundTasks
+from orthanc_jobs.core.model import Job, Server
+from orthanc_jobs.core.orthanc import OrthancClient, OrthancRefused, OrthancUnreachable
+from orthanc_jobs.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from orthanc_jobs.model import Server, is_job_id, is_output_key
+from orthanc_jobs.core.model import Server, is_job_id, is_output_key
 
 
 class OrthancUnreachable(Exception):

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from orthanc_jobs import INTERNAL_PREFIX
 from orthanc_jobs.api.context import PluginCaller, Services, require_plugin_secret
 from orthanc_jobs.api.responses import describe_problems, raw_json
-from orthanc_jobs.errors import BadRequest, Forbidden, ServerUnavailable, UnknownJob
-from orthanc_jobs.model import JobState, Server, is_job_id, normalize_server_url
+from orthanc_jobs.core.errors import BadRequest, Forbidden, ServerUnavailable, UnknownJob
+from orthanc_jobs.core.model import JobState, Server, is_job_id, normalize_server_url
 
 router = APIRouter(prefix=INTERNAL_PREFIX, tags=["Reporter plugin (internal)"])
 

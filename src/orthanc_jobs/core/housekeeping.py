@@ -5,10 +5,10 @@ import contextlib
 import logging
 import time
 
-from orthanc_jobs.background import BackgroundTasks
-from orthanc_jobs.model import ServerStatus
-from orthanc_jobs.registry import Registry
-from orthanc_jobs.store import Store
+from orthanc_jobs.core.background import BackgroundTasks
+from orthanc_jobs.core.model import ServerStatus
+from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.store import Store
 
 log = logging.getLogger(__name__)
 

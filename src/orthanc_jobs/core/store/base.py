@@ -1,6 +1,6 @@
 from typing import Protocol
 
-from orthanc_jobs.model import Job, Server
+from orthanc_jobs.core.model import Job, Server
 
 
 class Store(Protocol):

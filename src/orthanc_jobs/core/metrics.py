@@ -8,8 +8,8 @@ from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from orthanc_jobs.model import ServerStatus
-from orthanc_jobs.registry import Registry
+from orthanc_jobs.core.model import ServerStatus
+from orthanc_jobs.core.registry import Registry
 
 
 class RegistryCollector(Collector):

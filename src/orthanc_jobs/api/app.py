@@ -12,24 +12,24 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from orthanc_jobs import INTERNAL_PREFIX, __version__
-from orthanc_jobs.api import internal, public, service
+from orthanc_jobs.api import jobs, plugins, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.fast import JobReads
+from orthanc_jobs.api.jobs import job_json, server_field
 from orthanc_jobs.api.limits import RequestLimits
-from orthanc_jobs.api.public import job_json, server_field
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
 from orthanc_jobs.api.service import server_entry
 from orthanc_jobs.config import Settings
-from orthanc_jobs.errors import OrthancJobsError
-from orthanc_jobs.events import EventLog
-from orthanc_jobs.housekeeping import Housekeeper
-from orthanc_jobs.metrics import Metrics
-from orthanc_jobs.orthanc import OrthancClient
-from orthanc_jobs.poller import Poller
-from orthanc_jobs.registry import Registry
-from orthanc_jobs.store import SqliteStore, Store
+from orthanc_jobs.core.errors import OrthancJobsError
+from orthanc_jobs.core.eventlog import EventLog
+from orthanc_jobs.core.housekeeping import Housekeeper
+from orthanc_jobs.core.metrics import Metrics
+from orthanc_jobs.core.orthanc import OrthancClient
+from orthanc_jobs.core.poller import Poller
+from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         redirect_slashes=False,
     )
     app.state.services = services
-    app.include_router(public.router)
+    app.include_router(jobs.router)
     app.include_router(service.router)
     app.include_router(service.health_router)
-    app.include_router(internal.router)
+    app.include_router(plugins.router)
 
     @app.exception_handler(OrthancJobsError)
     async def on_error(request: Request, error: OrthancJobsError) -> Response:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from orthanc_jobs.model import Job, Server
+from orthanc_jobs.core.model import Job, Server
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from starlette.background import BackgroundTask
 
 from orthanc_jobs.api.context import Services, require_cluster_change, require_cluster_credentials
 from orthanc_jobs.api.responses import raw_json, status_error
-from orthanc_jobs.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
-from orthanc_jobs.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
-from orthanc_jobs.orthanc import OrthancUnreachable, job_path
-from orthanc_jobs.poller import Unreadable
-from orthanc_jobs.registry import Registry
+from orthanc_jobs.core.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
+from orthanc_jobs.core.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
+from orthanc_jobs.core.orthanc import OrthancUnreachable, job_path
+from orthanc_jobs.core.poller import Unreadable
+from orthanc_jobs.core.registry import Registry
 
 router = APIRouter(tags=["Orthanc-compatible jobs API"])
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from orthanc_jobs.model import TERMINAL_STATES, Job, JobState, Server, ServerStatus, is_job_id
-from orthanc_jobs.store import Store
+from orthanc_jobs.core.model import TERMINAL_STATES, Job, JobState, Server, ServerStatus, is_job_id
+from orthanc_jobs.core.store import Store
 
 log = logging.getLogger(__name__)
 
