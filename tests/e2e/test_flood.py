@@ -128,7 +128,8 @@ def test_a_flood_of_unknown_ids_shares_rounds_and_slows_no_one_else(
         time.sleep(1)
         loaded = {name: _latencies(*probe, 300) for name, probe in probes.items()}
         # A job created now is found at its first read, flood or not (by its plugin's event or by the
-        # next lookup round, whichever comes first: the rounds' own case is in tests/unit/test_poller.py).
+        # next lookup round, whichever comes first: the rounds' own case is in
+        # tests/unit/core/test_lookups.py).
         fresh = create_async_job(lb, "archive", study)
         assert lb.get(f"/jobs/{fresh}").status_code == 200
     finally:
@@ -255,7 +256,7 @@ def test_out_of_file_handles_the_service_recovers_by_itself(cluster: ClusterStat
     """Seen once by the review: after the file handles ran out, the connection pool to Orthanc kept its
     slots taken for good, and every request needing a credentials check waited 30 s and got 503 until a
     restart. (The cause, a failing import of sniffio on every request inside httpcore, is now out of the
-    way, and a pool an unexpected error breaks out of is replaced: tests/unit/test_limits.py.)"""
+    way, and a pool an unexpected error breaks out of is replaced: tests/unit/core/test_orthanc.py.)"""
     service = pid_of(cluster, "job-service")
     limit = _open_files_limit(service)
     wrong = httpx.BasicAuth("demo", "not-the-password")  # never cached: each one is asked of the servers

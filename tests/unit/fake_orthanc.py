@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from orthanc_jobs.core.model import Server
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.store import SqliteStore
 
@@ -107,3 +108,10 @@ def registry_of(urls: list[str]) -> Registry:
     for n, url in enumerate(urls, start=1):
         registry.register_server(name=f"orthanc-{n}", url=url, incarnation=f"inc-{n}", token=TOKEN)
     return registry
+
+
+def a_server(url: str = "http://127.0.0.1:8001") -> Server:
+    """A registered server, as the store and the client see one (orthanc-1, incarnation inc-1)."""
+    return Server(
+        url=url, name="orthanc-1", incarnation="inc-1", token="Bearer t", registered_at=1.0, last_seen=2.0
+    )

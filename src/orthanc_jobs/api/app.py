@@ -3,9 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -17,19 +15,20 @@ from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.fast import JobReads
-from orthanc_jobs.api.jobs import job_json, server_field
 from orthanc_jobs.api.limits import RequestLimits
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
-from orthanc_jobs.api.service import server_entry
 from orthanc_jobs.config import Settings
+from orthanc_jobs.core.changes import Change
 from orthanc_jobs.core.errors import OrthancJobsError
 from orthanc_jobs.core.eventlog import EventLog
 from orthanc_jobs.core.housekeeping import Housekeeper
+from orthanc_jobs.core.lookups import Lookups
 from orthanc_jobs.core.metrics import Metrics
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import Poller
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.store import SqliteStore, Store
+from orthanc_jobs.core.wire import frame_for
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +51,24 @@ def build_services(
         client,
         poll_interval=settings.poll_interval,
         resync_interval=settings.resync_interval,
-        lookup_timeout=settings.lookup_timeout,
         poll_duration=metrics.poll_duration,
-        lookup_rounds=metrics.lookup_rounds,
+    )
+    lookups = Lookups(
+        registry,
+        client,
+        timeout=settings.lookup_timeout,
+        rounds=metrics.lookup_rounds,
         unknown_jobs=metrics.unknown_jobs,
     )
     metrics.pools_replaced.set_function(lambda: client.pools_replaced)
     events = EventLog()
-    registry.listeners.append(lambda kind, subject: publish(events, registry, kind, subject))
+    registry.subscribers.append(lambda change: publish(events, registry, change))
     return Services(
         settings=settings,
         registry=registry,
         client=client,
         poller=poller,
+        lookups=lookups,
         authenticator=ClusterAuthenticator(
             registry, client, settings.auth_cache_seconds, check_timeout=settings.lookup_timeout
         ),
@@ -82,14 +86,11 @@ def build_services(
     )
 
 
-def publish(events: EventLog, registry: Registry, kind: str, subject: Any) -> None:
-    """A registry change, as the event stream tells it: in the same JSON as the API's answers."""
-    if kind == "job":
-        events.publish("job", job_json(subject, server_field(registry, subject)))
-    elif kind == "server":
-        events.publish("server", orjson.dumps(server_entry(registry, subject)))
-    elif kind == "removed":
-        events.publish("removed", orjson.dumps({"ID": subject}))
+def publish(events: EventLog, registry: Registry, change: Change) -> None:
+    """A registry change, as the event stream tells it (in the same JSON as the API's answers)."""
+    frame = frame_for(registry, change)
+    if frame is not None:
+        events.publish(*frame)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             app.state.ready = False
             services.events.close_all()
             await services.poller.stop()
+            services.lookups.stop()
             await services.housekeeper.stop()
             await services.client.aclose()
 

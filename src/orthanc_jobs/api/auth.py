@@ -10,7 +10,7 @@ from fastapi import Request
 
 from orthanc_jobs.core.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
 from orthanc_jobs.core.model import Server, normalize_server_url, plugin_secret_for
-from orthanc_jobs.core.orthanc import OrthancClient, OrthancUnreachable
+from orthanc_jobs.core.orthanc import OrthancClient, OrthancError
 from orthanc_jobs.core.registry import Registry
 
 # The header in which a plugin names the server it speaks for (the URL it registers with).
@@ -125,7 +125,7 @@ class ClusterAuthenticator:
                 # The wait for a place counts: a flood of new passwords gets no more of a server's time.
                 async with asyncio.timeout(self._check_timeout), gate:
                     return await self._client.credentials_accepted(server, authorization, self._check_timeout)
-            except (OrthancUnreachable, TimeoutError):
+            except (OrthancError, TimeoutError):
                 return None
 
         answers = await asyncio.gather(*(ask(server) for server in servers))

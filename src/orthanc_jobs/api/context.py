@@ -1,12 +1,14 @@
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import refuse_cross_site
 from orthanc_jobs.config import Settings
 from orthanc_jobs.core.eventlog import EventLog
 from orthanc_jobs.core.housekeeping import Housekeeper
+from orthanc_jobs.core.lookups import Lookups
 from orthanc_jobs.core.metrics import Metrics
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import Poller
@@ -21,6 +23,7 @@ class Services:
     registry: Registry
     client: OrthancClient
     poller: Poller
+    lookups: Lookups
     authenticator: ClusterAuthenticator
     plugin_secret: PluginSecret
     housekeeper: Housekeeper
@@ -30,21 +33,28 @@ class Services:
     history_moved_aside: str | None = None
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-async def require_cluster_credentials(request: Request) -> Services:
-    found = services(request)
-    await found.authenticator.check(request.headers.get("authorization"))
-    return found
+async def require_credentials(request: Request) -> Services:
+    """For every public route: the cluster's servers accept the caller's credentials."""
+    services = services_of(request)
+    await services.authenticator.check(request.headers.get("authorization"))
+    return services
 
 
-async def require_cluster_change(request: Request) -> Services:
+async def require_change(request: Request) -> Services:
     """For routes that change a job: the cluster's credentials, and not a page of another site."""
-    found = await require_cluster_credentials(request)
+    services = await require_credentials(request)
     refuse_cross_site(request)
-    return found
+    return services
+
+
+#: A public route's services, once the caller's credentials are accepted.
+Authorized = Annotated[Services, Depends(require_credentials)]
+#: A route that changes a job: the credentials, and not from a page of another site.
+AuthorizedChange = Annotated[Services, Depends(require_change)]
 
 
 @dataclass
@@ -58,5 +68,5 @@ class PluginCaller:
 async def require_plugin_secret(request: Request) -> PluginCaller:
     """The plugin names its server (``X-Orthanc-Jobs-Server``) and carries that server's own secret: checked
     from the headers alone, before anything of the body is read (401 without a secret, 403 otherwise)."""
-    found = services(request)
-    return PluginCaller(found, found.plugin_secret.check(request))
+    services = services_of(request)
+    return PluginCaller(services, services.plugin_secret.check(request))

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orthanc_jobs.api.context import Services
-from orthanc_jobs.api.jobs import job_json, server_field
 from orthanc_jobs.api.responses import error_response, raw_json
 from orthanc_jobs.core.errors import OrthancJobsError, UnknownJob
 from orthanc_jobs.core.model import Job, is_job_id
+from orthanc_jobs.core.wire import job_json, server_field
 
 _PREFIX = "/jobs/"
 _ID_LENGTH = 36
@@ -34,7 +34,7 @@ class JobReads:
         ):
             await self.app(scope, receive, send)
             return
-        cluster = self.services
+        services = self.services
         authorization = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -42,14 +42,14 @@ class JobReads:
                 break
         job_id = path[len(_PREFIX) :]
         try:
-            await cluster.authenticator.check(authorization)
-            job = cluster.registry.get_job(job_id) or await cluster.poller.discover_job(job_id)
+            await services.authenticator.check(authorization)
+            job = services.registry.get_job(job_id) or await services.lookups.find(job_id)
         except OrthancJobsError as error:
             await error_response(Request(scope), error)(scope, receive, send)
             return
         if job is None:
             await error_response(Request(scope), UnknownJob(f"unknown job {job_id}"))(scope, receive, send)
         elif isinstance(job, Job):
-            await raw_json(job_json(job, server_field(cluster.registry, job)))(scope, receive, send)
+            await raw_json(job_json(job, server_field(services.registry, job)))(scope, receive, send)
         else:  # its owner cannot write it: the route asks the owner
             await self.app(scope, receive, send)

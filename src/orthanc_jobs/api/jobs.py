@@ -1,67 +1,34 @@
-"""The Orthanc-compatible jobs routes (``/jobs``...), answered for the whole cluster.
+"""The Orthanc-compatible jobs routes (``/jobs``...), answered for the whole services.
 
 Same JSON shapes and status codes as one Orthanc; extensions (filters, paging, the ``Server`` field of
 expanded jobs) are additions a plain Orthanc client never sees unless it asks.
 """
 
-from collections.abc import Iterable
 from typing import Annotated
 
 import httpx
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from orthanc_jobs.api.context import Services, require_cluster_change, require_cluster_credentials
+from orthanc_jobs.api.context import Authorized, AuthorizedChange, Services
 from orthanc_jobs.api.responses import raw_json, status_error
 from orthanc_jobs.core.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
+from orthanc_jobs.core.lookups import Unreadable
 from orthanc_jobs.core.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
-from orthanc_jobs.core.orthanc import OrthancUnreachable, job_path
-from orthanc_jobs.core.poller import Unreadable
+from orthanc_jobs.core.orthanc import OrthancError, job_path
 from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.wire import expanded_jobs, job_json, server_field
 
 router = APIRouter(tags=["Orthanc-compatible jobs API"])
 
-Cluster = Annotated[Services, Depends(require_cluster_credentials)]
-# Routes that change a job: the cluster's credentials, and not from a page of another site.
-ClusterChange = Annotated[Services, Depends(require_cluster_change)]
 
 # Headers of an output (e.g. a ZIP archive) passed on to the caller.
 _OUTPUT_HEADERS = ("content-type", "content-length", "content-disposition")
 # An error answer from an owner is read whole; this bounds it.
 _MAX_ERROR_BODY = 64 * 1024
 _STATE_NAMES = {state.lower(): state for state in JobState}
-
-
-def server_field(registry: Registry, job: Job) -> bytes:
-    """The ``Server`` field of a job: its owner, the owner's status, and whether the owner still has it."""
-    server = registry.server_by_url(job.server_url)
-    return orjson.dumps(
-        {
-            "Name": server.name if server is not None else None,
-            "Url": job.server_url,
-            "Status": registry.server_status(server) if server is not None else "unknown",
-            "HistoryOnly": registry.is_history_only(job),
-        }
-    )
-
-
-def job_json(job: Job, server_json: bytes) -> bytes:
-    """A job as Orthanc writes it, with one more field, ``Server``, naming its owner."""
-    return job.json_head + b',"Server":' + server_json + b"}"
-
-
-def expanded_jobs(registry: Registry, jobs: Iterable[Job]) -> bytes:
-    fields: dict[tuple[str, str, bool], bytes] = {}
-    parts = []
-    for job in jobs:
-        key = (job.server_url, job.incarnation, job.history_only)
-        field = fields.get(key)
-        if field is None:
-            field = fields[key] = server_field(registry, job)
-        parts.append(job_json(job, field))
-    return b"[" + b",".join(parts) + b"]"
 
 
 def _split_values(values: list[str]) -> list[str]:
@@ -97,7 +64,7 @@ def _expand_requested(request: Request) -> bool:
 @router.get("/jobs/", include_in_schema=False)  # Orthanc ignores a trailing slash
 async def list_jobs(
     request: Request,
-    cluster: Cluster,
+    services: Authorized,
     expand: Annotated[str | None, Query(description="Present (and not 'false'): full job objects")] = None,
     status: Annotated[list[str], Query(description="Orthanc state names, repeated or comma-separated")] = [],  # noqa: B006
     type: Annotated[list[str], Query(description="Job types, e.g. Archive, ResourceModification")] = [],  # noqa: B006
@@ -105,7 +72,7 @@ async def list_jobs(
     limit: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Response:
-    registry = cluster.registry
+    registry = services.registry
     types = frozenset(value.lower() for value in _split_values(type)) or None
     jobs = registry.list_jobs(
         states=_parse_states(status), types=types, server_urls=_server_urls(registry, server)
@@ -118,20 +85,20 @@ async def list_jobs(
     return raw_json(orjson.dumps([job.id for job in page]), headers=headers)
 
 
-async def find_job(cluster: Services, job_id: str) -> Job | Unreadable:
+async def find_job(services: Services, job_id: str) -> Job | Unreadable:
     """The job, from the registry or, for an id not known yet, from whichever live server has it."""
     if not is_job_id(job_id):
         raise UnknownJob(f"{job_id!r} is not a job id")
-    job = cluster.registry.get_job(job_id) or await cluster.poller.discover_job(job_id)
+    job = services.registry.get_job(job_id) or await services.lookups.find(job_id)
     if job is None:
         raise UnknownJob(f"unknown job {job_id}")
     return job
 
 
-def owner_of(cluster: Services, job: Job | Unreadable) -> Server:
+def owner_of(services: Services, job: Job | Unreadable) -> Server:
     if isinstance(job, Unreadable):
         return job.owner
-    owner = cluster.registry.owner(job)
+    owner = services.registry.owner(job)
     if owner is None:
         raise Conflict(f"job {job.id} belonged to an Orthanc process that is gone ({job.server_url})")
     return owner
@@ -154,20 +121,20 @@ def checked_output_key(key: str) -> str:
 
 
 async def _send_to_owner(
-    request: Request, cluster: Services, owner: Server, method: str, path: str, stream: bool = False
+    request: Request, services: Services, owner: Server, method: str, path: str, stream: bool = False
 ) -> httpx.Response:
     """The caller's request, with the caller's credentials, to the job's owner."""
     body = await request.body() if method == "POST" else b""
     try:
-        return await cluster.client.send(
+        return await services.client.send(
             owner, method, path, request.headers.get("authorization"), body, stream=stream
         )
-    except OrthancUnreachable as error:
+    except OrthancError as error:
         raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
 
 
-async def _forward(request: Request, cluster: Services, owner: Server, method: str, path: str) -> Response:
-    answer = await _send_to_owner(request, cluster, owner, method, path)
+async def _forward(request: Request, services: Services, owner: Server, method: str, path: str) -> Response:
+    answer = await _send_to_owner(request, services, owner, method, path)
     if answer.status_code >= 400:
         return _error_from_owner(request, answer.status_code, answer.content[:_MAX_ERROR_BODY])
     return Response(
@@ -176,39 +143,39 @@ async def _forward(request: Request, cluster: Services, owner: Server, method: s
 
 
 @router.get("/jobs/{job_id}", summary="One job, from whichever server owns it")
-async def get_job(request: Request, job_id: str, cluster: Cluster) -> Response:
-    job = await find_job(cluster, job_id)
+async def get_job(request: Request, job_id: str, services: Authorized) -> Response:
+    job = await find_job(services, job_id)
     if isinstance(job, Unreadable):
         # Its owner cannot write it as JSON: the caller gets the owner's own answer, as from one Orthanc.
-        return await _forward(request, cluster, job.owner, "GET", job_path(job.job_id))
-    return raw_json(job_json(job, server_field(cluster.registry, job)))
+        return await _forward(request, services, job.owner, "GET", job_path(job.job_id))
+    return raw_json(job_json(job, server_field(services.registry, job)))
 
 
 @router.post("/jobs/{job_id}/{action}", summary="cancel, pause, resume or resubmit, on the owner")
-async def act_on_job(request: Request, job_id: str, action: str, cluster: ClusterChange) -> Response:
+async def act_on_job(request: Request, job_id: str, action: str, services: AuthorizedChange) -> Response:
     try:
         known_action = JobAction(action)
     except ValueError:
         raise MethodNotAllowed(
             f"POST /jobs/{{id}}/{action} does not exist; actions are {', '.join(JobAction)}", "GET, DELETE"
         ) from None
-    job = await find_job(cluster, job_id)
-    owner = owner_of(cluster, job)
-    answer = await _forward(request, cluster, owner, "POST", job_path(job_id, str(known_action)))
+    job = await find_job(services, job_id)
+    owner = owner_of(services, job)
+    answer = await _forward(request, services, owner, "POST", job_path(job_id, str(known_action)))
     if answer.status_code < 400:
         # Orthanc reports pause, resume and the cancel of a pending job by no event: read the job back.
-        await cluster.poller.refresh_job(owner, job_id)
+        await services.poller.refresh_job(owner, job_id)
     return answer
 
 
 @router.get("/jobs/{job_id}/{key}", summary="An output of a job (e.g. archive), streamed from its owner")
-async def get_job_output(request: Request, job_id: str, key: str, cluster: Cluster) -> Response:
+async def get_job_output(request: Request, job_id: str, key: str, services: Authorized) -> Response:
     checked_output_key(key)
-    job = await find_job(cluster, job_id)
-    owner = job.owner if isinstance(job, Unreadable) else cluster.registry.owner(job)
+    job = await find_job(services, job_id)
+    owner = job.owner if isinstance(job, Unreadable) else services.registry.owner(job)
     if owner is None:
         raise UnknownJob(f"the output {key} of job {job_id} went with the Orthanc process that owned it")
-    answer = await _send_to_owner(request, cluster, owner, "GET", job_path(job_id, key), stream=True)
+    answer = await _send_to_owner(request, services, owner, "GET", job_path(job_id, key), stream=True)
     if answer.status_code != 200:
         try:
             body = await answer.aread()  # an error answer of Orthanc's: small
@@ -222,16 +189,16 @@ async def get_job_output(request: Request, job_id: str, key: str, cluster: Clust
 
 
 @router.delete("/jobs/{job_id}", summary="Delete a finished job on its owner (Orthanc >= 1.12.2)")
-async def delete_job(request: Request, job_id: str, cluster: ClusterChange) -> Response:
-    job = await find_job(cluster, job_id)
-    answer = await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job_id))
+async def delete_job(request: Request, job_id: str, services: AuthorizedChange) -> Response:
+    job = await find_job(services, job_id)
+    answer = await _forward(request, services, owner_of(services, job), "DELETE", job_path(job_id))
     if answer.status_code < 400:
-        cluster.registry.remove_job(job_id)
+        services.registry.remove_job(job_id)
     return answer
 
 
 @router.delete("/jobs/{job_id}/{key}", summary="Delete an output of a job (Orthanc >= 1.12.1)")
-async def delete_job_output(request: Request, job_id: str, key: str, cluster: ClusterChange) -> Response:
+async def delete_job_output(request: Request, job_id: str, key: str, services: AuthorizedChange) -> Response:
     checked_output_key(key)
-    job = await find_job(cluster, job_id)
-    return await _forward(request, cluster, owner_of(cluster, job), "DELETE", job_path(job_id, key))
+    job = await find_job(services, job_id)
+    return await _forward(request, services, owner_of(services, job), "DELETE", job_path(job_id, key))

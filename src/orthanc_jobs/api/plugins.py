@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from orthanc_jobs import INTERNAL_PREFIX
 from orthanc_jobs.api.context import PluginCaller, Services, require_plugin_secret
 from orthanc_jobs.api.responses import describe_problems, raw_json
-from orthanc_jobs.core.errors import BadRequest, Forbidden, ServerUnavailable, UnknownJob
+from orthanc_jobs.core.errors import BadRequest, Forbidden, ServerUnavailable, UnknownIncarnation
 from orthanc_jobs.core.model import JobState, Server, is_job_id, normalize_server_url
 
 router = APIRouter(prefix=INTERNAL_PREFIX, tags=["Reporter plugin (internal)"])
@@ -92,7 +92,7 @@ def _speaking_for(services: Services, url: str, incarnation: str) -> Server:
     URL whose secret the request carries (403)."""
     server = services.registry.server_by_incarnation(incarnation)
     if server is None:
-        raise UnknownJob(f"unknown incarnation {incarnation}: register first")
+        raise UnknownIncarnation(f"unknown incarnation {incarnation}: register first")
     if server.url != url:
         raise Forbidden(f"incarnation {incarnation} is not the server at {url}")
     return server

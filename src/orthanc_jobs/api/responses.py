@@ -7,7 +7,8 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from orthanc_jobs.core.errors import MethodNotAllowed, OrthancJobsError, http_error_name, orthanc_error_for
+from orthanc_jobs.core import wire
+from orthanc_jobs.core.errors import MethodNotAllowed, OrthancJobsError, orthanc_error_for
 
 
 class OrjsonResponse(Response):
@@ -29,16 +30,8 @@ def raw_json(body: bytes, status_code: int = 200, headers: dict[str, str] | None
 def error_body(
     request: Request, status_code: int, message: str, orthanc_error: str, orthanc_status: int
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "HttpError": http_error_name(status_code),
-            "HttpStatus": status_code,
-            "Message": message,
-            "Method": request.method,
-            "OrthancError": orthanc_error,
-            "OrthancStatus": orthanc_status,
-            "Uri": request.url.path,
-        }
+    return wire.error_body(
+        request.method, request.url.path, status_code, message, orthanc_error, orthanc_status
     )
 
 

@@ -13,13 +13,11 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orthanc_jobs import SERVICE_PREFIX, __version__
-from orthanc_jobs.api.context import Services, services
-from orthanc_jobs.api.jobs import Cluster
+from orthanc_jobs.api.context import Authorized, Services, services_of
 from orthanc_jobs.api.responses import OrjsonResponse
-from orthanc_jobs.core.errors import BadRequest, UnknownJob
+from orthanc_jobs.core.errors import BadRequest, UnknownFile
 from orthanc_jobs.core.eventlog import Event
-from orthanc_jobs.core.model import Server
-from orthanc_jobs.core.registry import Registry, orthanc_timestamp
+from orthanc_jobs.core.wire import server_entry
 
 router = APIRouter(prefix=SERVICE_PREFIX, tags=["Job-service"])
 health_router = APIRouter(tags=["Health"])
@@ -33,58 +31,41 @@ _UI = Path(__file__).parent.parent / "ui"
 _UI_FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "chart.js": "text/javascript; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "detail.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
+    "filters.js": "text/javascript; charset=utf-8",
+    "jobs.js": "text/javascript; charset=utf-8",
+    "live.js": "text/javascript; charset=utf-8",
+    "servers.js": "text/javascript; charset=utf-8",
+    "state.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 
 
-def server_entry(registry: Registry, server: Server) -> dict[str, Any]:
-    return {
-        "Name": server.name,
-        "Url": server.url,
-        "Status": registry.server_status(server),
-        "Incarnation": server.incarnation,
-        "OrthancVersion": server.orthanc_version,
-        "RegisteredAt": orthanc_timestamp(server.registered_at),
-        "LastSeen": orthanc_timestamp(server.last_seen),
-        "LastResync": orthanc_timestamp(server.last_resync) if server.last_resync else None,
-        "Jobs": registry.job_counts(server),
-        "Gap": _gap_entry(server.gap),
-    }
-
-
-def _gap_entry(gap: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the server's plugin let go while the job-service was unreachable, and when (None: nothing)."""
-    if gap is None:
-        return None
-    return {
-        "DroppedEvents": gap["DroppedEvents"],
-        "DroppedJobJson": gap["DroppedJobJson"],
-        "From": orthanc_timestamp(gap["First"]),
-        "To": orthanc_timestamp(gap["Last"]),
-    }
-
-
 @router.get("/servers", summary="The Orthanc servers of the cluster, their status and job counts")
-async def list_servers(cluster: Cluster) -> Response:
-    registry = cluster.registry
+async def list_servers(services: Authorized) -> Response:
+    registry = services.registry
     return OrjsonResponse([server_entry(registry, server) for server in registry.servers()])
 
 
 @router.get("/", summary="What this service is")
-async def about(cluster: Cluster) -> Response:
+async def about(services: Authorized) -> Response:
     return OrjsonResponse(
         {
             "Service": "orthanc-jobs",
             "Version": __version__,
-            "Jobs": len(cluster.registry),
+            "Jobs": len(services.registry),
             # The history file was damaged at start: moved there, the service started without it.
-            "HistoryMovedAside": cluster.history_moved_aside,
+            "HistoryMovedAside": services.history_moved_aside,
         }
     )
 
 
 @router.get("/openapi.json", summary="The OpenAPI description of this service")
-async def openapi(request: Request, cluster: Cluster) -> Response:
+async def openapi(request: Request, services: Authorized) -> Response:
     return OrjsonResponse(request.app.openapi())
 
 
@@ -95,11 +76,11 @@ async def openapi(request: Request, cluster: Cluster) -> Response:
 )
 async def event_stream(
     request: Request,
-    cluster: Cluster,
+    services: Authorized,
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
     since: Annotated[int | None, Query(ge=0, description="Same as the Last-Event-ID header")] = None,
 ) -> StreamingResponse:
-    events = cluster.events
+    events = services.events
     queue = events.subscribe()  # before reading the backlog, so that nothing falls in between
     resume_from = last_event_id if last_event_id is not None else since
     backlog = events.since(resume_from) if resume_from is not None else []
@@ -107,7 +88,7 @@ async def event_stream(
 
     async def stream() -> AsyncIterator[bytes]:
         # Checked again while the stream lasts: it ends when the servers refuse the credentials.
-        credentials = cluster.authenticator.watch(authorization, on_refusal=lambda: events.end(queue))
+        credentials = services.authenticator.watch(authorization, on_refusal=lambda: events.end(queue))
         try:
             last_sent = events.last_id if resume_from is None else resume_from
             if backlog is None:
@@ -138,13 +119,13 @@ async def event_stream(
 
 @router.get("/stats", summary="Jobs completed and failed per server, over time")
 async def completion_stats(
-    cluster: Cluster,
+    services: Authorized,
     bucket: Annotated[int, Query(ge=10, le=86_400, description="Seconds per bucket")] = 60,
     window: Annotated[int, Query(ge=60, le=7 * 86_400, description="Seconds back from now")] = 3600,
 ) -> Response:
     if window // bucket > MAX_STATS_BUCKETS:
         raise BadRequest(f"{window // bucket} buckets asked for: at most {MAX_STATS_BUCKETS} (raise bucket=)")
-    registry = cluster.registry
+    registry = services.registry
     now = datetime.now(UTC).timestamp()
     first = int((now - window) // bucket) * bucket
     names = {server.url: server.name for server in registry.servers()}
@@ -171,16 +152,16 @@ async def completion_stats(
 
 
 @router.get("/ui", include_in_schema=False)
-async def dashboard_root(cluster: Cluster) -> Response:
+async def dashboard_root(services: Authorized) -> Response:
     return RedirectResponse(f"{SERVICE_PREFIX}/ui/", status_code=308)
 
 
 @router.get("/ui/", summary="The dashboard")
 @router.get("/ui/{name}", include_in_schema=False)
-async def dashboard(cluster: Cluster, name: str = "index.html") -> Response:
+async def dashboard(services: Authorized, name: str = "index.html") -> Response:
     media_type = _UI_FILES.get(name)
     if media_type is None:
-        raise UnknownJob(f"no file {name!r} in the dashboard")
+        raise UnknownFile(f"no file {name!r} in the dashboard")
     return Response((_UI / name).read_bytes(), media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
@@ -199,18 +180,18 @@ async def readyz(request: Request) -> Response:
     state = request.app.state
     probe = getattr(state, "readiness_probe", None)
     if probe is None:
-        probe = state.readiness_probe = asyncio.ensure_future(_readiness(services(request)))
+        probe = state.readiness_probe = asyncio.ensure_future(_readiness(services_of(request)))
         probe.add_done_callback(lambda _: setattr(state, "readiness_probe", None))
     status, body = await asyncio.shield(probe)
     return OrjsonResponse(body, status_code=status)
 
 
-async def _readiness(cluster: Services) -> tuple[int, dict[str, Any]]:
-    live = cluster.registry.live_servers()
+async def _readiness(services: Services) -> tuple[int, dict[str, Any]]:
+    live = services.registry.live_servers()
     if not live:
         return 503, {"Status": "no live Orthanc server", "Servers": 0}
     answers = await asyncio.gather(
-        *(cluster.client.check_reachable(server, READY_TIMEOUT) for server in live), return_exceptions=True
+        *(services.client.check_reachable(server, READY_TIMEOUT) for server in live), return_exceptions=True
     )
     reachable = sum(1 for answer in answers if answer is None)
     if not reachable:
@@ -225,4 +206,4 @@ async def _readiness(cluster: Services) -> tuple[int, dict[str, Any]]:
 
 @health_router.get("/metrics", summary="Prometheus metrics (no job data)")
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(services(request).metrics.collectors), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(services_of(request).metrics.collectors), media_type=CONTENT_TYPE_LATEST)

@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 
-from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
+from orthanc_jobs.cluster.config import DEMO_USER
+from orthanc_jobs.cluster.state import ClusterState
 
 # Secondary Capture: instances Orthanc can also send by C-STORE.
 SOP_CLASS_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

@@ -1,4 +1,24 @@
-"""The one exception hierarchy: every error a caller can cause maps to a 4xx JSON answer."""
+"""The one exception hierarchy of the job-service's answers: each error carries its HTTP status and the
+name and code Orthanc gives the same error, and api/responses.py writes them all the same way.
+
+    OrthancJobsError (500)
+    ├── BadRequest (400)
+    ├── Unauthorized (401)
+    ├── Forbidden (403)
+    ├── NotFound (404)
+    │   ├── UnknownJob: no server of the cluster holds this job (or output)
+    │   ├── UnknownIncarnation: a plugin speaks for a process that did not register
+    │   └── UnknownFile: no such file in the dashboard
+    ├── MethodNotAllowed (405)
+    ├── RequestTimeout (408)
+    ├── Conflict (409)
+    ├── PayloadTooLarge (413)
+    ├── HeaderTooLarge (431)
+    └── ServerUnavailable (503): no Orthanc server to ask, or too busy now
+
+Errors a caller causes are 4xx; 503 says the cluster cannot answer now. A 503 the service raises and one it
+relays from an owner carry the same Orthanc error code.
+"""
 
 from http import HTTPStatus
 
@@ -34,10 +54,22 @@ class Forbidden(OrthancJobsError):
     orthanc_status = 31
 
 
-class UnknownJob(OrthancJobsError):
+class NotFound(OrthancJobsError):
     status_code = 404
     orthanc_error = "Unknown resource"
     orthanc_status = 17
+
+
+class UnknownJob(NotFound):
+    """No server of the cluster holds this job (or this output of it)."""
+
+
+class UnknownIncarnation(NotFound):
+    """A plugin speaks for an Orthanc process that did not register (or was forgotten): it registers again."""
+
+
+class UnknownFile(NotFound):
+    """No such file in the dashboard."""
 
 
 class MethodNotAllowed(OrthancJobsError):
@@ -86,12 +118,13 @@ def orthanc_error_for(status_code: int) -> tuple[str, int]:
         BadRequest,
         Unauthorized,
         Forbidden,
-        UnknownJob,
+        NotFound,
         MethodNotAllowed,
         Conflict,
         RequestTimeout,
         PayloadTooLarge,
         HeaderTooLarge,
+        ServerUnavailable,
     ):
         if error.status_code == status_code:
             return error.orthanc_error, error.orthanc_status

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from orthanc_jobs.core.errors import ServerUnavailable
+from orthanc_jobs.core.wire import sse_frame
 
 # Changes kept for clients that reconnect; beyond, they are told to reload.
 WINDOW = 10_000
@@ -27,7 +28,7 @@ class Event:
     data: bytes
 
     def encode(self) -> bytes:
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.id, self.kind.encode(), self.data)
+        return sse_frame(self.id, self.kind, self.data)
 
 
 class EventLog:

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,28 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCESS, JobState.FAILURE})
+
+
+#: How Orthanc writes a time in its jobs' JSON (UTC), e.g. ``20250101T120000.000000``.
+ORTHANC_TIME_FORMAT = "%Y%m%dT%H%M%S.%f"
+_ORTHANC_TIME = re.compile(r"\d{8}T\d{6}(?:\.\d{1,6})?")
+
+
+def orthanc_timestamp(epoch: float) -> str:
+    """A time as Orthanc writes it in job JSON: UTC ``YYYYMMDDTHHMMSS.ffffff``."""
+    return datetime.fromtimestamp(epoch, UTC).strftime(ORTHANC_TIME_FORMAT)
+
+
+def parse_orthanc_time(value: str) -> datetime | None:
+    """A time as Orthanc writes it (with or without the fraction of a second), or None if it is not one:
+    digits in their places only (strptime alone would read ``20240131T1545`` as 15:04:05)."""
+    if not _ORTHANC_TIME.fullmatch(value):
+        return None
+    layout = ORTHANC_TIME_FORMAT if "." in value else ORTHANC_TIME_FORMAT.removesuffix(".%f")
+    try:
+        return datetime.strptime(value, layout).replace(tzinfo=UTC)
+    except ValueError:  # digits in their places, but no such day or hour
+        return None
 
 
 class ServerStatus(StrEnum):

@@ -16,11 +16,20 @@ import orjson
 from orthanc_jobs.core.model import Server, is_job_id, is_output_key
 
 
-class OrthancUnreachable(Exception):
-    """The server did not answer (refused, timed out, broken connection), or not with what was asked."""
+class OrthancError(Exception):
+    """A request to an Orthanc server gave nothing usable.
+
+    OrthancError: the answer was not what was asked (not JSON, not a list)
+    ├── OrthancUnreachable: no answer (refused, timed out, broken connection)
+    └── OrthancRefused: an answer with an error status (``status``)
+    """
 
 
-class OrthancRefused(OrthancUnreachable):
+class OrthancUnreachable(OrthancError):
+    """The server did not answer (refused, timed out, broken connection)."""
+
+
+class OrthancRefused(OrthancError):
     """The server answered with an error status."""
 
     def __init__(self, message: str, status: int) -> None:
@@ -107,7 +116,7 @@ class OrthancClient:
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError as error:
-            raise OrthancUnreachable(f"{server.url}{path} answered something else than JSON") from error
+            raise OrthancError(f"{server.url}{path} answered something else than JSON") from error
 
     async def get_job(
         self, server: Server, job_id: str, timeout: float | None = None
@@ -123,7 +132,7 @@ class OrthancClient:
         """The ids of every job the server holds (``GET /jobs``)."""
         ids = await self._get_json(server, "/jobs", timeout)
         if not isinstance(ids, list):
-            raise OrthancUnreachable(f"{server.url}/jobs did not answer a list")
+            raise OrthancError(f"{server.url}/jobs did not answer a list")
         return frozenset(i for i in ids if isinstance(i, str))
 
     async def list_jobs(self, server: Server) -> JobListing:
@@ -135,7 +144,7 @@ class OrthancClient:
             # One job Orthanc cannot write makes the whole listing a 400: read them one by one.
             return await self._list_one_by_one(server)
         if not isinstance(content, list):
-            raise OrthancUnreachable(f"{server.url}/jobs?expand did not answer a list")
+            raise OrthancError(f"{server.url}/jobs?expand did not answer a list")
         return JobListing([job for job in content if isinstance(job, dict)])
 
     async def _list_one_by_one(self, server: Server) -> JobListing:
@@ -168,7 +177,7 @@ class OrthancClient:
         if response.status_code in (401, 403):
             return False
         if response.status_code != 200:
-            raise OrthancUnreachable(f"{server.url}/jobs answered {response.status_code}")
+            raise OrthancRefused(f"{server.url}/jobs answered {response.status_code}", response.status_code)
         return True
 
     async def send(

@@ -1,7 +1,11 @@
 """The one place where job and server state changes.
 
 Plugin events, polls, resynchronisations and the API's own actions (a forwarded DELETE) all end here. The
-registry runs on one asyncio event loop and needs no lock.
+registry runs on one asyncio event loop and needs no lock. It tells every change to its subscribers
+(core/changes.py): the store, the event stream.
+
+Over 400 lines on purpose: the rules by which servers and jobs change (registrations, liveness, snapshots,
+end states, reconciliation) and the indexes they keep consistent are one piece, and read best together.
 """
 
 import bisect
@@ -9,10 +13,18 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
-from orthanc_jobs.core.model import TERMINAL_STATES, Job, JobState, Server, ServerStatus, is_job_id
+from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged, ServerSeen, Subscriber
+from orthanc_jobs.core.model import (
+    TERMINAL_STATES,
+    Job,
+    JobState,
+    Server,
+    ServerStatus,
+    is_job_id,
+    orthanc_timestamp,
+)
 from orthanc_jobs.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,11 +59,6 @@ def _unknown_job(job_id: str, stamp: str) -> dict[str, Any]:
     }
 
 
-def orthanc_timestamp(epoch: float) -> str:
-    """A time as Orthanc writes it in job JSON: UTC ``YYYYMMDDTHHMMSS.ffffff``."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%S.%f")
-
-
 class Registry:
     def __init__(
         self,
@@ -62,7 +69,6 @@ class Registry:
         hide_lost_after: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
         self._not_responding_after = not_responding_after
         self._stopped_after = stopped_after
         self._hide_lost_after = hide_lost_after
@@ -75,8 +81,8 @@ class Registry:
         self._by_server: dict[str, set[str]] = defaultdict(set)
         #: Incarnations replaced by another at their URL: one that registers again shares its URL.
         self._replaced: dict[str, str] = {}
-        #: Called with ("job", Job), ("removed", job id) or ("server", Server) after each change.
-        self.listeners: list[Callable[[str, Any], None]] = []
+        #: Told of every change (core/changes.py), in order: the store first, which keeps it.
+        self.subscribers: list[Subscriber] = [store.record]
         servers, jobs = store.load()
         for server in servers:
             self._servers[server.url] = server
@@ -123,8 +129,7 @@ class Registry:
         )
         self._servers[url] = server
         self._by_incarnation[incarnation] = server
-        self._store.save_server(server)
-        self._notify("server", server)
+        self._emit(ServerChanged(server))
         return server
 
     def server_by_incarnation(self, incarnation: str) -> Server | None:
@@ -139,7 +144,7 @@ class Registry:
             return
         server.last_seen = self._clock()
         self._set_status(server, ServerStatus.ALIVE)
-        self._store.save_server(server)
+        self._emit(ServerSeen(server))
 
     def report_gap(self, server: Server, gap: dict[str, Any]) -> None:
         """The server's plugin let go of events while the job-service was unreachable (its queue's bounds):
@@ -163,8 +168,7 @@ class Registry:
                 orthanc_timestamp(gap["Last"]),
             )
         server.gap = gap
-        self._store.save_server(server)
-        self._notify("server", server)
+        self._emit(ServerChanged(server))
 
     def mark_resynchronised(self, server: Server) -> None:
         server.last_resync = self._clock()
@@ -178,15 +182,15 @@ class Registry:
     def _set_status(self, server: Server, status: ServerStatus) -> None:
         if server.status is not status:
             server.status = status
-            self._notify("server", server)
+            self._emit(ServerChanged(server))
 
-    def _notify(self, kind: str, subject: Any) -> None:
-        for listener in self.listeners:
-            listener(kind, subject)
+    def _emit(self, change: Change) -> None:
+        for subscriber in self.subscribers:
+            subscriber(change)
 
     def _stop(self, server: Server, why: str) -> None:
         self._set_status(server, ServerStatus.STOPPED)
-        self._store.save_server(server)
+        self._emit(ServerSeen(server))
         self._fail_unfinished_jobs(
             server, f"Orthanc server {server.name} ({server.url}) {why}; the job was lost with its process"
         )
@@ -330,8 +334,7 @@ class Registry:
         job = self._jobs.get(job_id)
         if job is not None:
             self._unindex(job)
-            self._store.delete_job(job_id)
-            self._notify("removed", job_id)
+            self._emit(JobRemoved(job_id))
 
     def unfinished_jobs(self, server: Server) -> list[Job]:
         # From the (small) sets of unfinished states, not from all the server's jobs: this runs every poll.
@@ -452,8 +455,7 @@ class Registry:
         if existing is not None:
             self._unindex(existing, keep_order=same_place)
         self._index(job, ordered=same_place)
-        self._store.save_job(job)
-        self._notify("job", job)
+        self._emit(JobChanged(job))
         return job
 
     def _index(self, job: Job, ordered: bool = False) -> None:

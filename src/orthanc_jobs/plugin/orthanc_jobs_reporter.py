@@ -1,8 +1,10 @@
 """orthanc-jobs reporter: tells the job-service about this Orthanc and its jobs.
 
+One file, however long: Orthanc loads a single plugin script and runs it on the system Python, where
+neither the orthanc-jobs package nor anything beyond the standard library can be imported.
+
 Load it as Orthanc's Python plugin script ("PythonScript"), or import it from your own script and call
-``on_change`` from your change callback (Orthanc accepts only one callback). Standard library only: Orthanc
-runs it on the system Python.
+``on_change`` from your change callback (Orthanc accepts only one callback).
 
 Configuration, in Orthanc's configuration file (environment variables win):
     "OrthancJobs": {
@@ -49,7 +51,10 @@ REPORTER_VERSION = "2"
 
 JOB_EVENTS = {16: "JOB_SUBMITTED", 17: "JOB_SUCCESS", 18: "JOB_FAILURE"}
 ORTHANC_STOPPED_CHANGE = 11
+# Shared with the job-service, which this script cannot import (tests/unit/plugin/test_agreement.py checks
+# that the two agree): where its routes for this plugin are, and the header naming whose secret is sent.
 INTERNAL_PREFIX = "/orthanc-jobs/internal"
+SERVER_HEADER = "X-Orthanc-Jobs-Server"
 # Most events, and most bytes of job JSON, sent in one request (the job-service takes 16 MiB by default).
 BATCH_SIZE = 500
 BATCH_BYTES = 8 * 1024 * 1024
@@ -82,6 +87,24 @@ class OrthancAnswered(Exception):
     def __init__(self, status):
         super().__init__(f"Orthanc answered {status}")
         self.status = status
+
+
+class SystemClock:
+    """Time as the reporter sees it: heartbeats, backoff, the shutdown deadline, when events and losses
+    happened. Tests give the Reporter a clock of their own, to drive time rather than wait for it."""
+
+    def monotonic(self):
+        return time.monotonic()
+
+    def time(self):
+        return time.time()
+
+    def wait(self, condition, timeout):
+        """Wait on ``condition`` (its lock held) until it is notified or ``timeout`` seconds have passed."""
+        condition.wait(timeout)
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
 
 
 # A kept-alive connection that Orthanc closed meanwhile fails with one of these: worth one more try.
@@ -161,9 +184,10 @@ class Outbox:
     Not thread-safe: the Reporter holds its lock around every call.
     """
 
-    def __init__(self, max_events, max_bytes):
+    def __init__(self, max_events, max_bytes, clock=None):
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.clock = clock or SystemClock()
         self.events = collections.OrderedDict()  # key (job id, or a unique object) -> event
         self.bytes = 0
         #: (key, sequence number) of events queued with JSON, oldest first, to let go of JSON in that order.
@@ -239,7 +263,7 @@ class Outbox:
             self.dropped_events += 1
         else:
             self.dropped_json += 1
-        self.last_loss = time.time()
+        self.last_loss = self.clock.time()
         self.first_loss = self.first_loss or self.last_loss
         return 1
 
@@ -299,7 +323,8 @@ class Reporter:
     """Captures job events and sends them on threads of its own; nothing here ever blocks Orthanc's threads.
 
     ``read_local(uri)`` reads this Orthanc's REST API over HTTP (bytes of a 200 answer, or None);
-    ``log(message)`` and ``log_error(message)`` write to Orthanc's log.
+    ``log(message)`` and ``log_error(message)`` write to Orthanc's log; ``clock`` tells the time and waits
+    (SystemClock).
     """
 
     def __init__(
@@ -314,6 +339,7 @@ class Reporter:
         timeout=2.0,
         queue_bytes=64 * 1024 * 1024,
         log_error=None,
+        clock=None,
     ):
         self.service_url = service_url.rstrip("/") + INTERNAL_PREFIX
         self.secret = secret
@@ -323,6 +349,7 @@ class Reporter:
         self.log_error = log_error or log
         self.heartbeat_interval = heartbeat_interval
         self.timeout = timeout
+        self.clock = clock or SystemClock()
         self.lock = threading.Lock()
         self.captured = threading.Condition(self.lock)  # events waiting for their job's JSON
         self.queued = threading.Condition(self.lock)  # events waiting for the job-service
@@ -330,7 +357,7 @@ class Reporter:
         self.capturing = None  # the event whose job is being read
         self.sequence = 0  # events numbered in the order Orthanc emitted them
         self.queue_size = queue_size
-        self.outbox = Outbox(queue_size, queue_bytes)
+        self.outbox = Outbox(queue_size, queue_bytes, self.clock)
         self.losses_logged = 0
         self.losses_logged_at = None
         self.read_errors = 0
@@ -378,7 +405,7 @@ class Reporter:
                 event = {
                     "Type": JOB_EVENTS[change_type],
                     "JobId": resource_id,
-                    "Time": time.time(),
+                    "Time": self.clock.time(),
                     "_seq": self.sequence,
                 }
                 if len(self.captures) >= self.queue_size:
@@ -403,7 +430,7 @@ class Reporter:
             self.sequence += 1
             self._queue({"Type": "ORTHANC_STOPPED", "_seq": self.sequence})
             self.stopping = True
-            self.deadline = time.monotonic() + budget
+            self.deadline = self.clock.monotonic() + budget
             self.captured.notify_all()
             self.queued.notify_all()
         if self.thread.is_alive():
@@ -420,7 +447,7 @@ class Reporter:
         total = outbox.dropped_events + outbox.dropped_json
         if not losses:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if (
             self.losses_logged
             and total // 1000 == self.losses_logged // 1000
@@ -472,7 +499,7 @@ class Reporter:
 
     def _read_failed(self, error):
         self.read_errors += 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self.read_error_logged_at is None or now - self.read_error_logged_at >= LOG_INTERVAL:
             self.read_error_logged_at = now
             self.log_error(
@@ -483,7 +510,7 @@ class Reporter:
     # ---- the sender thread ----
 
     def _remaining(self):
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        return None if self.deadline is None else self.deadline - self.clock.monotonic()
 
     def _post(self, route, body):
         remaining = self._remaining()
@@ -495,7 +522,7 @@ class Reporter:
                 "Content-Type": "application/json",
                 "Authorization": "Bearer " + self.secret,
                 # Whose secret this is: the job-service checks it before it reads the body.
-                "X-Orthanc-Jobs-Server": self.identity["Url"],
+                SERVER_HEADER: self.identity["Url"],
             },
             method="POST",
         )
@@ -542,7 +569,7 @@ class Reporter:
     def _take_batch(self, wait):
         with self.lock:
             if not self.outbox and not self.stopping and wait > 0:
-                self.queued.wait(wait)
+                self.clock.wait(self.queued, wait)
             return self.outbox.take(self.batch_limit, self.batch_bytes)
 
     def _give_back(self, batch):
@@ -658,13 +685,13 @@ class Reporter:
             try:
                 if not self.registered and not self.stopping:
                     self._register()
-                    next_heartbeat = time.monotonic() + self.heartbeat_interval
-                now = time.monotonic()
+                    next_heartbeat = self.clock.monotonic() + self.heartbeat_interval
+                now = self.clock.monotonic()
                 if now >= next_heartbeat and not self.stopping:
                     # A 404 means the job-service forgot this incarnation: registering again follows.
                     self._heartbeat()
                     next_heartbeat = now + self.heartbeat_interval
-                batch = self._take_batch(max(0.0, next_heartbeat - time.monotonic()))
+                batch = self._take_batch(max(0.0, next_heartbeat - self.clock.monotonic()))
                 if batch:
                     self._send_events(batch)
                 elif self.stopping:
@@ -686,12 +713,12 @@ class Reporter:
                     self.registered = False
                 # New events must not cut the backoff short (that would be one request per event); stop()
                 # may, and while stopping, tries go on until the deadline (the service answers, busy).
-                end = time.monotonic() + (backoff if not self.stopping else min(backoff, 0.1))
+                end = self.clock.monotonic() + (backoff if not self.stopping else min(backoff, 0.1))
                 with self.lock:
-                    while not self.stopping and (left := end - time.monotonic()) > 0:
-                        self.queued.wait(left)
-                if self.stopping and (left := end - time.monotonic()) > 0:
-                    time.sleep(left)
+                    while not self.stopping and (left := end - self.clock.monotonic()) > 0:
+                        self.clock.wait(self.queued, left)
+                if self.stopping and (left := end - self.clock.monotonic()) > 0:
+                    self.clock.sleep(min(left, 0.1))  # stop() came during a longer wait: cut it short
                 backoff = min(MAX_BACKOFF, backoff * 2)
 
 

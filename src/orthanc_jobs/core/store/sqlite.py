@@ -19,7 +19,9 @@ from pathlib import Path
 
 import orjson
 
+from orthanc_jobs.core.changes import Change
 from orthanc_jobs.core.model import Job, Server
+from orthanc_jobs.core.store.base import record_change
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,9 @@ class SqliteStore:
             raise DamagedStore(f"a row cannot be read: {error!r}") from error
         return servers, jobs
 
+    def record(self, change: Change) -> None:
+        record_change(self, change)
+
     def save_server(self, server: Server) -> None:
         self._servers[server.url] = server
 
@@ -264,8 +269,10 @@ class SqliteStore:
                 raise
 
     def flush(self) -> None:
+        """Write at once what is noted (a store used on its own; the service's writes go through the
+        housekeeper, from a worker thread)."""
         self.write(*self.take_pending())
 
     def close(self) -> None:
-        self.flush()
+        self.flush()  # nothing left after the housekeeper's last flush; a store used on its own, its changes
         self._db.close()

@@ -9,19 +9,13 @@ import pytest
 
 from orthanc_jobs.core.model import Job, Server
 from orthanc_jobs.core.store import SqliteStore
+from tests.unit.fake_orthanc import a_server
 
 JOB_ID = "11111111-1111-1111-1111-111111111111"
 
 
 def server() -> Server:
-    return Server(
-        url="http://127.0.0.1:8001",
-        name="orthanc-1",
-        incarnation="inc-1",
-        token="Bearer t",
-        registered_at=1.0,
-        last_seen=2.0,
-    )
+    return a_server()
 
 
 def job(presumed: bool = False) -> Job:

@@ -1,22 +1,11 @@
-"""The launcher's pure parts: what it writes and what it says when something is missing."""
+"""What the launcher writes for each process."""
 
 import json
 from pathlib import Path
 
-import pytest
-
-from orthanc_jobs.cluster import launcher
-from orthanc_jobs.cluster.launcher import Binaries, ClusterError, orthanc_configuration
-
-
-def test_missing_programs_name_the_debian_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
-    monkeypatch.setattr(launcher.glob, "glob", lambda pattern: [])
-    with pytest.raises(ClusterError) as error:
-        launcher.find_binaries()
-    message = str(error.value)
-    assert "apt-get install orthanc orthanc-python orthanc-postgresql nginx-light postgresql" in message
-    assert "Orthanc's Python plugin" in message
+from orthanc_jobs import SERVICE_PREFIX
+from orthanc_jobs.cluster.binaries import Binaries
+from orthanc_jobs.cluster.config import nginx_configuration, orthanc_configuration
 
 
 def test_orthanc_configuration_shares_the_index_and_storage(tmp_path: Path) -> None:
@@ -44,11 +33,12 @@ def test_orthanc_configuration_shares_the_index_and_storage(tmp_path: Path) -> N
     json.dumps(configuration)
 
 
-def test_a_busy_load_balancer_port_is_a_clear_error() -> None:
-    import socket
+def test_nginx_configuration_balances_the_servers_and_names_each(tmp_path: Path) -> None:
+    urls = {"orthanc-1": "http://127.0.0.1:9001", "orthanc-2": "http://127.0.0.1:9002"}
 
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        with pytest.raises(ClusterError, match="busy"):
-            launcher.usable_port(busy.getsockname()[1])
+    text = nginx_configuration(tmp_path, 8042, 8050, urls)
+
+    assert "{{" not in text
+    assert "server 127.0.0.1:9001;" in text and "server 127.0.0.1:9002;" in text
+    assert "location ^~ /orthanc-2/ {\n            proxy_pass http://127.0.0.1:9002/;" in text
+    assert "8042" in text and "127.0.0.1:8050" in text and SERVICE_PREFIX in text

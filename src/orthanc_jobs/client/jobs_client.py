@@ -1,18 +1,15 @@
-"""A small synchronous client of the job-service's public API, for the ``orthanc-jobs`` command line.
+"""The cluster's jobs through the load balancer: :class:`JobsClient`, synchronous, over httpx.
 
 The jobs routes are Orthanc's, under the load balancer's Orthanc path (``<url>/orthanc/jobs...``); the
-service's own routes are under ``<url>/orthanc-jobs/``. Every failure is a :class:`ClientError`:
-:class:`Unreachable` (no answer), :class:`BadCredentials` (401), :class:`NotFound` (404) or
-:class:`ApiError` (any other error answer, with the API's ``Message``).
+service's own routes are under ``<url>/orthanc-jobs/``. Every failure is a
+:class:`~orthanc_jobs.client.errors.ClientError`.
 """
 
-import json
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,197 +17,27 @@ from urllib.parse import quote
 import httpx
 
 from orthanc_jobs import SERVICE_PREFIX, __version__
+from orthanc_jobs.client.errors import ApiError, BadCredentials, ClientError, NotFound, Unreachable
+from orthanc_jobs.client.filters import JobFilter, JobPage
+from orthanc_jobs.client.sse import ServerSentEvent, SseDecoder, sse_lines
+from orthanc_jobs.core.model import TERMINAL_STATES, JobAction, JobState
+
+__all__ = ["DEFAULT_ORTHANC_PATH", "DEFAULT_URL", "JobsClient"]
 
 DEFAULT_URL = "http://127.0.0.1:8042"
 DEFAULT_ORTHANC_PATH = "/orthanc"
-ACTIONS = ("pause", "resume", "cancel", "resubmit")
-TERMINAL_STATES = frozenset({"Success", "Failure"})
 
 # When an action has had its effect, as seen in the job's state (Orthanc applies some a moment later).
 _SETTLED: dict[str, Callable[[str], bool]] = {
-    "pause": lambda state: state == "Paused" or state in TERMINAL_STATES,
-    "cancel": lambda state: state in TERMINAL_STATES,
-    "resume": lambda state: state != "Paused",
-    "resubmit": lambda state: state != "Failure",
+    JobAction.PAUSE: lambda state: state == JobState.PAUSED or state in TERMINAL_STATES,
+    JobAction.CANCEL: lambda state: state in TERMINAL_STATES,
+    JobAction.RESUME: lambda state: state != JobState.PAUSED,
+    JobAction.RESUBMIT: lambda state: state != JobState.FAILURE,
 }
 # The event stream sends a keepalive every 15 s: this much silence means the connection is dead.
 _EVENTS_READ_TIMEOUT = 45.0
-# Longest line accepted from the event stream (a job's JSON is a few kB).
-_MAX_SSE_LINE = 16 * 1024 * 1024
-_EOL = re.compile(rb"\r\n|\r|\n")
+_EVERY_JOB = JobFilter()
 _ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
-
-
-class ClientError(Exception):
-    """Base of every failure of a request to the job-service."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class Unreachable(ClientError):
-    """No answer: connection refused, timeout, a broken connection, or a load balancer without service."""
-
-
-class BadCredentials(ClientError):
-    """The cluster refused the credentials (401)."""
-
-
-class NotFound(ClientError):
-    """An unknown job, a missing output, or a route that is not there (404)."""
-
-
-class ApiError(ClientError):
-    """Any other error answer (or an answer that is not what the API sends)."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    """One page of ``GET /jobs``: the jobs (objects, or ids without expand) and ``X-Total-Count``."""
-
-    jobs: list[Any]
-    total: int | None
-    offset: int = 0
-
-
-def _split(values: Iterable[str]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """The filters of ``GET /jobs`` (states, types, servers), also applied locally to streamed jobs.
-
-    States and types match in any case; servers by exact ``Name`` or ``Url``, as the API matches them.
-    """
-
-    states: tuple[str, ...] = ()
-    types: tuple[str, ...] = ()
-    servers: tuple[str, ...] = ()
-
-    @classmethod
-    def of(
-        cls, states: Iterable[str] = (), types: Iterable[str] = (), servers: Iterable[str] = ()
-    ) -> "JobFilter":
-        """From command-line values, repeated or comma-separated."""
-        return cls(tuple(_split(states)), tuple(_split(types)), tuple(_split(servers)))
-
-    def params(self) -> list[tuple[str, str]]:
-        return (
-            [("status", value) for value in self.states]
-            + [("type", value) for value in self.types]
-            + [("server", value) for value in self.servers]
-        )
-
-    def matches(self, job: dict[str, Any]) -> bool:
-        if self.states and str(job.get("State", "")).lower() not in {s.lower() for s in self.states}:
-            return False
-        if self.types and str(job.get("Type", "")).lower() not in {t.lower() for t in self.types}:
-            return False
-        if self.servers:
-            server = job.get("Server") or {}
-            return server.get("Name") in self.servers or server.get("Url") in self.servers
-        return True
-
-
-# ---- Server-Sent Events -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
-    """One event of an event stream; ``id`` is the last event id seen when it was dispatched."""
-
-    event: str = "message"
-    data: str = ""
-    id: str = ""
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-def sse_lines(chunks: Iterable[bytes], max_line: int = _MAX_SSE_LINE) -> Iterator[str]:
-    """The lines of an event stream, ended by CRLF, LF or CR only (a JSON string may hold U+2028, which
-    ``str.splitlines`` would take for a line end). A last line without its end is dropped, as the
-    standard says."""
-    pending = b""
-    skip_lf = False  # the previous chunk ended with CR: a LF that starts this one belongs to it
-    for chunk in chunks:
-        if not chunk:
-            continue
-        if skip_lf and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        skip_lf = False
-        pending += chunk
-        position = 0
-        for match in _EOL.finditer(pending):
-            yield pending[position : match.start()].decode("utf-8", "replace")
-            position = match.end()
-            skip_lf = match.group() == b"\r" and position == len(pending)
-        pending = pending[position:]
-        if len(pending) > max_line:
-            raise ApiError(f"the event stream sent a line longer than {max_line} bytes")
-
-
-class SseDecoder:
-    """Server-Sent Events from lines, as the HTML standard interprets an event stream.
-
-    ``feed`` takes one line at a time and returns an event when a blank line ends one (with data).
-    ``last_event_id`` is what to send back as ``Last-Event-ID`` when reconnecting; ``retry`` the
-    reconnection delay the server asked for, in milliseconds.
-    """
-
-    def __init__(self, last_event_id: str = "") -> None:
-        self.last_event_id = last_event_id
-        self.retry: int | None = None
-        self._event = ""
-        self._data: list[str] = []
-        self._first = True
-
-    def feed(self, line: str) -> ServerSentEvent | None:
-        if self._first:
-            self._first = False
-            line = line.removeprefix("\ufeff")
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):  # a comment, e.g. ": keepalive"
-            return None
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id":
-            if "\0" not in value:
-                self.last_event_id = value
-        elif name == "retry" and value.isascii() and value.isdigit():
-            self.retry = int(value)
-        return None
-
-    def _dispatch(self) -> ServerSentEvent | None:
-        event, data = self._event or "message", self._data
-        self._event, self._data = "", []
-        if not data:
-            return None
-        return ServerSentEvent(event, "\n".join(data), self.last_event_id)
-
-
-def parse_sse(chunks: Iterable[bytes]) -> Iterator[ServerSentEvent]:
-    """Every event of a whole event stream (bytes as they arrive)."""
-    decoder = SseDecoder()
-    for line in sse_lines(chunks):
-        event = decoder.feed(line)
-        if event is not None:
-            yield event
-
-
-# ---- the client ---------------------------------------------------------------------------------------
 
 
 def _api_message(response: httpx.Response) -> str | None:
@@ -243,7 +70,11 @@ def _umask() -> int:
 
 
 class JobsClient:
-    """The cluster's jobs through the load balancer (``url``), with the cluster's credentials."""
+    """The cluster's jobs through the load balancer (``url``), with the cluster's credentials.
+
+    ``transport`` replaces the network (tests give an ``httpx.MockTransport``); ``clock`` and ``sleep``
+    are how the client waits (for an action to show, before reconnecting to the event stream).
+    """
 
     def __init__(
         self,
@@ -254,6 +85,8 @@ class JobsClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.url = url.rstrip("/")
         path = orthanc_path.strip("/")
@@ -261,6 +94,8 @@ class JobsClient:
         self.service_url = self.url + SERVICE_PREFIX
         self.has_credentials = bool(user)
         self._timeout = timeout
+        self._clock = clock
+        self._sleep = sleep
         self._http = httpx.Client(
             auth=httpx.BasicAuth(user, password or "") if user else None,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -281,7 +116,7 @@ class JobsClient:
 
     def list_jobs(
         self,
-        where: JobFilter = JobFilter(),
+        where: JobFilter = _EVERY_JOB,
         *,
         limit: int | None = None,
         offset: int = 0,
@@ -301,7 +136,7 @@ class JobsClient:
         total = response.headers.get("x-total-count")
         return JobPage(jobs, int(total) if total and total.isdigit() else None, offset)
 
-    def latest_jobs(self, where: JobFilter = JobFilter(), limit: int = 50) -> JobPage:
+    def latest_jobs(self, where: JobFilter = _EVERY_JOB, limit: int = 50) -> JobPage:
         """The newest ``limit`` jobs that match (the last page of the listing)."""
         total = self.list_jobs(where, limit=0).total or 0
         return self.list_jobs(where, limit=limit, offset=max(0, total - limit))
@@ -318,13 +153,13 @@ class JobsClient:
             self._request("POST", self._job_url(job_id, action), job_id=job_id, json={})
         except ApiError as error:
             raise ApiError(f"cannot {action} job {job_id}: {error.message}", error.status_code) from None
-        deadline = time.monotonic() + settle
+        deadline = self._clock() + settle
         settled = _SETTLED.get(action, lambda state: True)
         while True:
             job = self.get_job(job_id)
-            if settled(str(job.get("State"))) or time.monotonic() >= deadline:
+            if settled(str(job.get("State"))) or self._clock() >= deadline:
                 return job
-            time.sleep(0.2)
+            self._sleep(0.2)
 
     def download(
         self,
@@ -464,7 +299,7 @@ class JobsClient:
                 raise lost
             if on_disconnect is not None:
                 on_disconnect(lost)
-            time.sleep(min(delay * 2**failures, max_delay))
+            self._sleep(min(delay * 2**failures, max_delay))
             failures += 1
 
     # ---- plumbing -------------------------------------------------------------------------------------
@@ -490,7 +325,7 @@ class JobsClient:
         message = _api_message(response)
         where = f"{response.request.method} {response.request.url}"
         if status == 401:
-            raise BadCredentials(message or f"{where} answered 401")
+            raise BadCredentials(message or f"{where} answered 401", self.has_credentials)
         if status == 404:
             if job_id is not None and message is not None:
                 raise NotFound(f"no job {job_id}")
@@ -521,55 +356,3 @@ class JobsClient:
         else:
             reason = _ERRNO.sub("", str(error)) or type(error).__name__
         return Unreachable(f"cannot reach the job-service at {self.url}: {reason}")
-
-
-# ---- a live view of jobs ------------------------------------------------------------------------------
-
-
-@dataclass
-class LiveJobs:
-    """The newest ``limit`` jobs that match a filter, kept up to date by the event stream."""
-
-    where: JobFilter = field(default_factory=JobFilter)
-    limit: int = 50
-    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: The cluster's servers by ``Url`` (the latest of /orthanc-jobs/servers and ``server`` events).
-    servers: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def load(self, jobs: Sequence[dict[str, Any]], servers: Sequence[dict[str, Any]] | None = None) -> None:
-        self.jobs = {str(job["ID"]): job for job in jobs if isinstance(job, dict) and "ID" in job}
-        if servers is not None:
-            self.servers = {str(server.get("Url")): server for server in servers}
-        self._trim()
-
-    def apply(self, event: ServerSentEvent) -> bool:
-        """Apply one event; True when the whole state must be loaded again (``reset``)."""
-        if event.event == "reset":
-            return True
-        try:
-            data = event.json()
-        except ValueError:
-            return False
-        if not isinstance(data, dict):
-            return False
-        if event.event == "job" and "ID" in data:
-            job_id = str(data["ID"])
-            if self.where.matches(data):
-                self.jobs[job_id] = data
-                self._trim()
-            else:
-                self.jobs.pop(job_id, None)
-        elif event.event == "removed":
-            self.jobs.pop(str(data.get("ID")), None)
-        elif event.event == "server" and "Url" in data:
-            self.servers[str(data["Url"])] = data
-        return False
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The jobs in the listing's order: creation time, then id."""
-        return sorted(self.jobs.values(), key=lambda job: (str(job.get("CreationTime", "")), str(job["ID"])))
-
-    def _trim(self) -> None:
-        if len(self.jobs) > self.limit:
-            for job in self.rows()[: len(self.jobs) - self.limit]:
-                del self.jobs[str(job["ID"])]

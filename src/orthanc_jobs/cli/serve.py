@@ -1,0 +1,45 @@
+"""``orthanc-jobs serve``: the job-service itself."""
+
+import logging
+from typing import Annotated
+
+import typer
+
+from orthanc_jobs.cli.errors import CommandError
+
+commands = typer.Typer()
+
+
+@commands.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (ORTHANC_JOBS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (ORTHANC_JOBS_PORT).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the job-service (settings from ORTHANC_JOBS_* environment variables)."""
+    import uvicorn
+
+    from orthanc_jobs.api.app import create_app
+    from orthanc_jobs.api.http_server import uvicorn_options
+    from orthanc_jobs.config import Settings
+
+    settings = Settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    if not settings.secret.get_secret_value():
+        raise CommandError("the job-service needs a shared secret: set ORTHANC_JOBS_SECRET", exit_code=2)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvicorn.run(
+        create_app(settings),
+        **uvicorn_options(settings.max_connections, settings.header_timeout),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        # Event streams stay open: on stop, they are closed after this long rather than awaited.
+        timeout_graceful_shutdown=3,
+    )

@@ -1,0 +1,45 @@
+"""What the registry tells its subscribers after each change: small typed notices.
+
+The registry is the one place where job and server state changes; it knows nothing of who listens. The
+store writes what the notices carry, the event log turns them into Server-Sent Events (api/wire.py), and
+any other subscriber reads them the same way.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orthanc_jobs.core.model import Job, Server
+
+__all__ = ["Change", "JobChanged", "JobRemoved", "ServerChanged", "ServerSeen", "Subscriber"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobChanged:
+    """A job is new, or what is known of it changed (its JSON, its owner's view of it)."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class JobRemoved:
+    """A job left the registry (deleted on its owner, or pruned from the history)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerChanged:
+    """A server registered, changed status or reported a gap: what its entry shows changed."""
+
+    server: Server
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSeen:
+    """A server's bookkeeping changed (seen alive, resynchronised, said it stops): to keep, not to show."""
+
+    server: Server
+
+
+Change = JobChanged | JobRemoved | ServerChanged | ServerSeen
+Subscriber = Callable[[Change], None]

@@ -1,0 +1,119 @@
+"""Every shape the job-service writes on the wire, in one place: a job as Orthanc writes it with its
+``Server`` field, a server's entry, an error body as Orthanc writes its own, and the event stream's frames.
+
+The API's answers, the event stream and the CLI's reading of them cannot drift apart: they all come from
+here.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged
+from orthanc_jobs.core.errors import http_error_name
+from orthanc_jobs.core.model import Job, Server, orthanc_timestamp
+from orthanc_jobs.core.registry import Registry
+
+__all__ = [
+    "error_body",
+    "expanded_jobs",
+    "frame_for",
+    "job_json",
+    "server_entry",
+    "server_field",
+    "sse_frame",
+]
+
+
+def server_field(registry: Registry, job: Job) -> bytes:
+    """The ``Server`` field of a job: its owner, the owner's status, and whether the owner still has it."""
+    server = registry.server_by_url(job.server_url)
+    return orjson.dumps(
+        {
+            "Name": server.name if server is not None else None,
+            "Url": job.server_url,
+            "Status": registry.server_status(server) if server is not None else "unknown",
+            "HistoryOnly": registry.is_history_only(job),
+        }
+    )
+
+
+def job_json(job: Job, server_json: bytes) -> bytes:
+    """A job as Orthanc writes it, with one more field, ``Server``, naming its owner."""
+    return job.json_head + b',"Server":' + server_json + b"}"
+
+
+def expanded_jobs(registry: Registry, jobs: Iterable[Job]) -> bytes:
+    """``GET /jobs?expand``: the jobs, each as ``job_json`` (one ``Server`` field per owner, reused)."""
+    fields: dict[tuple[str, str, bool], bytes] = {}
+    parts = []
+    for job in jobs:
+        key = (job.server_url, job.incarnation, job.history_only)
+        field = fields.get(key)
+        if field is None:
+            field = fields[key] = server_field(registry, job)
+        parts.append(job_json(job, field))
+    return b"[" + b",".join(parts) + b"]"
+
+
+def server_entry(registry: Registry, server: Server) -> dict[str, Any]:
+    """A server as ``/orthanc-jobs/servers`` lists it."""
+    return {
+        "Name": server.name,
+        "Url": server.url,
+        "Status": registry.server_status(server),
+        "Incarnation": server.incarnation,
+        "OrthancVersion": server.orthanc_version,
+        "RegisteredAt": orthanc_timestamp(server.registered_at),
+        "LastSeen": orthanc_timestamp(server.last_seen),
+        "LastResync": orthanc_timestamp(server.last_resync) if server.last_resync else None,
+        "Jobs": registry.job_counts(server),
+        "Gap": _gap_entry(server.gap),
+    }
+
+
+def _gap_entry(gap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the server's plugin let go while the job-service was unreachable, and when (None: nothing)."""
+    if gap is None:
+        return None
+    return {
+        "DroppedEvents": gap["DroppedEvents"],
+        "DroppedJobJson": gap["DroppedJobJson"],
+        "From": orthanc_timestamp(gap["First"]),
+        "To": orthanc_timestamp(gap["Last"]),
+    }
+
+
+def error_body(
+    method: str, uri: str, status_code: int, message: str, orthanc_error: str, orthanc_status: int
+) -> bytes:
+    """An error answer, in the fields and order Orthanc writes its own."""
+    return orjson.dumps(
+        {
+            "HttpError": http_error_name(status_code),
+            "HttpStatus": status_code,
+            "Message": message,
+            "Method": method,
+            "OrthancError": orthanc_error,
+            "OrthancStatus": orthanc_status,
+            "Uri": uri,
+        }
+    )
+
+
+def frame_for(registry: Registry, change: Change) -> tuple[str, bytes] | None:
+    """The event stream's event for a change of the registry (None: nothing to show)."""
+    match change:
+        case JobChanged(job):
+            return "job", job_json(job, server_field(registry, job))
+        case ServerChanged(server):
+            return "server", orjson.dumps(server_entry(registry, server))
+        case JobRemoved(job_id):
+            return "removed", orjson.dumps({"ID": job_id})
+    return None
+
+
+def sse_frame(event_id: int, kind: str, data: bytes) -> bytes:
+    """One Server-Sent Event."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), data)

@@ -1,0 +1,46 @@
+"""The connection pool to the Orthanc servers: replaced, once, when an unexpected error breaks out of it."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from orthanc_jobs.core.orthanc import OrthancClient, OrthancUnreachable
+from tests.unit.fake_orthanc import a_server
+
+SERVER = a_server()
+
+
+async def test_an_unexpected_error_out_of_the_pool_replaces_it() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(24, "Too many open files")  # not an httpx error: the pool may be broken
+        return httpx.Response(200, json={"Version": "1.10.1"})
+
+    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    first_pool = client._http
+    with pytest.raises(OrthancUnreachable, match="connection pool replaced"):
+        await client.check_reachable(SERVER, 1)
+    assert client.pools_replaced == 1 and client._http is not first_pool
+    assert not first_pool.is_closed  # requests still under way on it may finish
+    await client.check_reachable(SERVER, 1)  # the next request goes through the new pool
+    await client.aclose()
+    assert first_pool.is_closed and client._http.is_closed
+
+
+async def test_a_burst_of_errors_out_of_one_pool_replaces_it_once() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)  # every request under way on the pool when the errors come
+        raise OSError(24, "Too many open files")
+
+    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    answers = await asyncio.gather(
+        *(client.check_reachable(SERVER, 1) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(answer, OrthancUnreachable) for answer in answers)
+    assert client.pools_replaced == 1
+    await client.aclose()
