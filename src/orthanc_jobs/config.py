@@ -37,7 +37,13 @@ class Settings(BaseSettings):
     )
     database: str = Field(
         default="orthanc-jobs.sqlite3",
-        description="SQLite file of the job history and the servers (':memory:': nothing kept).",
+        description="Where the job history and the servers are kept: a SQLite file (':memory:': nothing "
+        "kept), or a PostgreSQL database, postgresql://user:password@host:port/database.",
+    )
+    database_schema: str = Field(
+        default="orthanc_jobs",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="With PostgreSQL: the schema of the service's tables (created at start).",
     )
     history_max_age: float = Field(
         default=7 * 24 * 3600,

@@ -27,7 +27,7 @@ from orthanc_jobs.core.metrics import Metrics
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import Poller
 from orthanc_jobs.core.registry import Registry
-from orthanc_jobs.core.store import SqliteStore, Store
+from orthanc_jobs.core.store import Store, open_store
 from orthanc_jobs.core.wire import frame_for
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def build_services(
     settings: Settings, store: Store | None = None, client: OrthancClient | None = None
 ) -> Services:
-    store = store or SqliteStore(settings.database)
+    store = store or open_store(settings.database, settings.database_schema)
     registry = Registry(
         store,
         not_responding_after=settings.not_responding_after,

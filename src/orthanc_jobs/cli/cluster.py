@@ -101,8 +101,17 @@ def cluster_up(
             "(scripts/install-orthanc-root.sh makes one with Orthanc 1.12)."
         ),
     ] = None,
+    service_database: Annotated[
+        str,
+        typer.Option(
+            help="Where the job-service keeps its history: 'sqlite' (a file in --dir) or 'postgresql' "
+            "(the cluster's PostgreSQL, schema orthanc_jobs).",
+        ),
+    ] = "sqlite",
 ) -> None:
     """Start the local cluster; in the foreground, Ctrl-C stops everything."""
+    if service_database not in ("sqlite", "postgresql"):
+        raise typer.BadParameter("'sqlite' or 'postgresql'", param_hint="--service-database")
     overrides = _parse_overrides(orthanc_config or [])
     settings = _parse_pairs(service_setting or [], "poll_interval=0.5")
 
@@ -114,6 +123,7 @@ def cluster_up(
             orthanc_overrides=overrides,
             service_settings=settings,
             orthanc_root=orthanc_root,
+            service_database=service_database,
         )
         typer.echo("\n" + describe(state))
         if not detach:

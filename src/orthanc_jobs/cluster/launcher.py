@@ -46,6 +46,7 @@ def up(
     orthanc_overrides: dict[str, Any] | None = None,
     service_settings: dict[str, str] | None = None,
     orthanc_root: Path | None = None,
+    service_database: str = "sqlite",
     say: Any = print,
 ) -> ClusterState:
     """Start the whole cluster and wait until every Orthanc is registered with the job-service."""
@@ -87,6 +88,9 @@ def up(
     )
     try:
         pg_port = starters.start_postgresql(state, root, binaries, say)
+        if service_database == "postgresql":
+            # The cluster's own database, in a schema of the service's (loopback, as every process here).
+            settings.setdefault("database", f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
         starters.start_service(state, service_port, secret, settings, say)
         starters.start_orthancs(state, root, ports, pg_port, secret, binaries, orthanc_overrides or {}, say)
         starters.start_nginx(state, root, lb_port, service_port, binaries, say)

@@ -19,9 +19,16 @@ from pathlib import Path
 
 import orjson
 
-from orthanc_jobs.core.changes import Change
 from orthanc_jobs.core.model import Job, Server
-from orthanc_jobs.core.store.base import record_change
+from orthanc_jobs.core.store.base import (
+    JOB_COLUMNS,
+    SERVER_COLUMNS,
+    PendingChanges,
+    job_from_row,
+    job_row,
+    server_from_row,
+    server_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     presumed INTEGER NOT NULL DEFAULT 0
 );
 """
-_JOB_COLUMNS = "id, server_url, incarnation, first_seen, finished_at, history_only, content, presumed"
-_SERVER_COLUMNS = "url, name, incarnation, token, registered_at, last_seen, stopped, orthanc_version, gap"
+_JOB_COLUMNS = ", ".join(JOB_COLUMNS)
+_SERVER_COLUMNS = ", ".join(SERVER_COLUMNS)
 
 
 class DamagedStore(sqlite3.DatabaseError):
@@ -69,8 +76,9 @@ def _is_damage(error: sqlite3.DatabaseError) -> bool:
     return "malformed" in str(error) or "not a database" in str(error)
 
 
-class SqliteStore:
+class SqliteStore(PendingChanges):
     def __init__(self, path: str) -> None:
+        super().__init__()
         #: Where a damaged file was moved at start (None: it was sound, or new).
         self.moved_aside: str | None = None
         self._path = path
@@ -95,8 +103,6 @@ class SqliteStore:
                 self.moved_aside = self._move_aside(path, error)
                 self._db = self._open(path, existed=False)
         self._lock = threading.Lock()  # one write at a time
-        self._jobs: dict[str, Job | None] = {}  # None: delete
-        self._servers: dict[str, Server] = {}
 
     @staticmethod
     def _open(path: str, existed: bool) -> sqlite3.Connection:
@@ -158,98 +164,22 @@ class SqliteStore:
         """Every server and job in the file; any row that cannot be read makes the file damaged."""
         try:
             servers = [
-                Server(
-                    url=row[0],
-                    name=row[1],
-                    incarnation=row[2],
-                    token=row[3],
-                    registered_at=row[4],
-                    last_seen=row[5],
-                    stopped=bool(row[6]),
-                    orthanc_version=row[7],
-                    gap=orjson.loads(row[8]) if row[8] else None,
-                )
+                server_from_row(row, orjson.loads(row[-1]) if row[-1] else None)
                 for row in self._db.execute(f"SELECT {_SERVER_COLUMNS} FROM servers")
             ]
-            jobs = [
-                Job.from_content(
-                    orjson.loads(content),
-                    server_url=server_url,
-                    incarnation=incarnation,
-                    first_seen=first_seen,
-                    finished_at=finished_at,
-                    history_only=bool(history_only),
-                    presumed=bool(presumed),
-                )
-                for (
-                    _,
-                    server_url,
-                    incarnation,
-                    first_seen,
-                    finished_at,
-                    history_only,
-                    content,
-                    presumed,
-                ) in (self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"))
-            ]
+            jobs = [job_from_row(row) for row in self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs")]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DamagedStore(f"a row cannot be read: {error!r}") from error
         return servers, jobs
-
-    def record(self, change: Change) -> None:
-        record_change(self, change)
-
-    def save_server(self, server: Server) -> None:
-        self._servers[server.url] = server
-
-    def save_job(self, job: Job) -> None:
-        self._jobs[job.id] = job
-
-    def delete_job(self, job_id: str) -> None:
-        self._jobs[job_id] = None
-
-    def restore_pending(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None:
-        """Put back what a failed ``write`` was handed, under the changes noted since (newer)."""
-        self._jobs = {**jobs, **self._jobs}
-        self._servers = {**servers, **self._servers}
-
-    def take_pending(self) -> tuple[dict[str, Job | None], dict[str, Server]]:
-        """Hand over what is waiting to be written (on the event loop's thread)."""
-        jobs, servers = self._jobs, self._servers
-        self._jobs, self._servers = {}, {}
-        return jobs, servers
 
     def write(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None:
         """Write what ``take_pending`` handed over, in one transaction (from any thread)."""
         if not jobs and not servers:
             return
-        upserts = [
-            (
-                job.id,
-                job.server_url,
-                job.incarnation,
-                job.first_seen,
-                job.finished_at,
-                int(job.history_only),
-                job.json_head + b"}",  # the content, serialised once already
-                int(job.presumed),
-            )
-            for job in jobs.values()
-            if job is not None
-        ]
+        upserts = [job_row(job) for job in jobs.values() if job is not None]
         deletes = [(job_id,) for job_id, job in jobs.items() if job is None]
         server_rows = [
-            (
-                s.url,
-                s.name,
-                s.incarnation,
-                s.token,
-                s.registered_at,
-                s.last_seen,
-                int(s.stopped),
-                s.orthanc_version,
-                orjson.dumps(s.gap).decode() if s.gap is not None else None,
-            )
+            server_row(s, orjson.dumps(s.gap).decode() if s.gap is not None else None)
             for s in servers.values()
         ]
         with self._lock:
@@ -267,11 +197,6 @@ class SqliteStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-
-    def flush(self) -> None:
-        """Write at once what is noted (a store used on its own; the service's writes go through the
-        housekeeper, from a worker thread)."""
-        self.write(*self.take_pending())
 
     def close(self) -> None:
         self.flush()  # nothing left after the housekeeper's last flush; a store used on its own, its changes

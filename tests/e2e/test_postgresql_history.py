@@ -1,0 +1,57 @@
+"""The job-service's history on the cluster's PostgreSQL (``--service-database postgresql``): what it
+acknowledges is there, and survives a restart of the service, as with SQLite."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
+from tests.e2e.conftest import ORTHANC_CONFIG, running_cluster
+from tests.e2e.helpers import cli, create_async_job, create_study, pid_of, wait_for, wait_job_state
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterState]:
+    with running_cluster("postgresql", ORTHANC_CONFIG, service_database="postgresql") as state:
+        yield state
+
+
+def database_url(cluster: ClusterState) -> str:
+    for process in ClusterState.load(Path(cluster.directory)).processes:
+        if process.role == "job-service":
+            return process.env["ORTHANC_JOBS_DATABASE"]
+    raise AssertionError("no job-service in the cluster")
+
+
+def test_the_history_is_in_postgresql_and_survives_a_restart_of_the_service(cluster: ClusterState) -> None:
+    url = database_url(cluster)
+    assert url.startswith("postgresql://127.0.0.1") or url.startswith("postgresql://postgres@127.0.0.1")
+    assert not (Path(cluster.directory) / "job-service.sqlite3").exists()
+    with httpx.Client(base_url=cluster.orthanc_lb_url, auth=DEMO_USER, timeout=30) as lb:
+        study, _ = create_study(lb, "POSTGRESQL")
+        job_id = create_async_job(lb, "archive", study)
+        wait_job_state(lb, job_id, {"Success"})
+
+        def stored() -> bool:
+            with psycopg.connect(url) as db:
+                row = db.execute("SELECT content FROM orthanc_jobs.jobs WHERE id = %s", (job_id,)).fetchone()
+            return row is not None and b'"State":"Success"' in bytes(row[0])
+
+        wait_for(stored, timeout=10, what="the job's end state in PostgreSQL")
+        with psycopg.connect(url) as db:
+            servers = db.execute("SELECT name FROM orthanc_jobs.servers ORDER BY name").fetchall()
+            migrations = db.execute("SELECT version FROM orthanc_jobs.migrations").fetchall()
+        assert [name for (name,) in servers] == ["orthanc-1", "orthanc-2", "orthanc-3"]
+        assert migrations == [(1,)]
+
+        before = pid_of(cluster, "job-service")
+        cli(cluster, "restart", "job-service")
+        assert pid_of(cluster, "job-service") != before
+        answer = lb.get(f"/jobs/{job_id}")
+        assert answer.status_code == 200 and answer.json()["State"] == "Success"
+        assert job_id in lb.get("/jobs").json()
