@@ -72,7 +72,7 @@ class ClusterAuthenticator:
         key = _key(authorization)
         now = self._clock()
         if self._refused_until.get(key, 0.0) > now:
-            raise Unauthorized("the Orthanc servers of the cluster refuse these credentials")
+            raise _refused(authorization)
         if not fresh and self._accepted_until.get(key, 0.0) > now:
             return
         round_ = self._rounds.get(key)
@@ -89,7 +89,7 @@ class ClusterAuthenticator:
         if accepted is None:
             raise ServerUnavailable("no Orthanc server answered the credentials check")
         if not accepted:
-            raise Unauthorized("the Orthanc servers of the cluster refuse these credentials")
+            raise _refused(authorization)
 
     def seconds_trusted(self, authorization: str | None) -> float:
         """How long a cached acceptance of these credentials still lasts (0 or less: none)."""
@@ -205,6 +205,12 @@ class PluginSecret:
         if not hmac.compare_digest(given.encode(errors="replace"), expected.encode()):
             raise Forbidden(f"wrong secret for {url}")
         return url
+
+
+def _refused(authorization: str | None) -> Unauthorized:
+    if not authorization:
+        return Unauthorized("the Orthanc servers of the cluster need credentials")
+    return Unauthorized("the Orthanc servers of the cluster refuse these credentials")
 
 
 def _key(authorization: str | None) -> bytes:
