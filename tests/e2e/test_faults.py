@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -262,3 +263,31 @@ def test_orthanc_does_not_wait_for_a_stopped_job_service(faulty: ClusterState, l
     # shutdown varies by about half a second from one stop to the next on this kind of machine.
     assert stop_down <= reference_stop + 1.5
     wait_for(lambda: set(while_down) <= set(lb.get("/jobs").json()), timeout=10, what="jobs made while down")
+
+
+def test_a_stopping_job_service_ends_its_event_streams_at_once(faulty: ClusterState) -> None:
+    """Before: an open stream held the stop for uvicorn's whole grace period (3 s), then was cancelled
+    with a traceback in the log; a browser's EventSource learns of the stop only when its stream ends."""
+    ended: list[float] = []
+
+    def follow() -> None:
+        with httpx.stream(
+            "GET", f"{faulty.lb_url}/orthanc-jobs/events", auth=DEMO_USER, timeout=30
+        ) as answer:
+            for _ in answer.iter_raw():
+                pass
+        ended.append(time.monotonic())
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    time.sleep(0.5)  # connected
+    log = Path(faulty.directory) / "logs" / "job-service.log"
+    logged_before = len(log.read_text())
+    stopped_at = time.monotonic()
+    cli(faulty, "stop", "job-service")
+    try:
+        reader.join(10)
+        assert ended and ended[0] - stopped_at < 2.5, "the stream outlived the stop"
+        assert "Traceback" not in log.read_text()[logged_before:]
+    finally:
+        cli(faulty, "start", "job-service")

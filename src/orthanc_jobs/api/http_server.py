@@ -18,9 +18,12 @@ Bodies have their own deadline (api/limits.py), and requests in progress their o
 import asyncio
 import logging
 import resource
+import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -173,3 +176,16 @@ def uvicorn_options(max_connections: int, header_timeout: float) -> dict[str, An
         log.info("at most %d connections (open files limit %d)", guard.max_connections, limit)
     # ws "none": a connection handed to a WebSocket protocol would leave the guard's count.
     return {"http": guarded_protocol(guard), "ws": "none", "backlog": min(4096, guard.max_connections)}
+
+
+class JobServiceServer(uvicorn.Server):
+    """uvicorn's server, which ends the event streams as soon as it stops: they would otherwise hold the
+    stop for the whole grace period, then be cancelled with an error in the log."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_stop()
+        await super().shutdown(sockets)

@@ -20,7 +20,7 @@ def serve(
     import uvicorn
 
     from orthanc_jobs.api.app import create_app
-    from orthanc_jobs.api.http_server import uvicorn_options
+    from orthanc_jobs.api.http_server import JobServiceServer, uvicorn_options
     from orthanc_jobs.config import Settings
 
     settings = Settings()
@@ -32,14 +32,16 @@ def serve(
         raise CommandError("the job-service needs a shared secret: set ORTHANC_JOBS_SECRET", exit_code=2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         **uvicorn_options(settings.max_connections, settings.header_timeout),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         access_log=False,
         server_header=False,
-        # Event streams stay open: on stop, they are closed after this long rather than awaited.
+        # Requests still running when the service stops get this long to finish.
         timeout_graceful_shutdown=3,
     )
+    JobServiceServer(config, on_stop=app.state.services.events.close_all).run()

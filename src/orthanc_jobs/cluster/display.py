@@ -11,8 +11,8 @@ def describe(state: ClusterState) -> str:
         f"  Cluster jobs:           {state.orthanc_lb_url}/jobs?expand",
         f"  Dashboard:              {state.lb_url}{SERVICE_PREFIX}/ui/",
         f"  Servers of the cluster: {state.lb_url}{SERVICE_PREFIX}/servers",
-        f"Job-service (direct):     {state.service_url}",
         f"  OpenAPI description:    {state.lb_url}{SERVICE_PREFIX}/openapi.json",
+        f"Job-service (direct):     {state.service_url}",
         f"  Metrics (Prometheus):   {state.service_url}/metrics",
     ]
     for name, url in state.orthanc_urls.items():
