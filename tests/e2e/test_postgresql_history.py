@@ -1,6 +1,7 @@
 """The job-service's history on the cluster's PostgreSQL (``--service-database postgresql``): what it
 acknowledges is there, and survives a restart of the service, as with SQLite."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,3 +56,41 @@ def test_the_history_is_in_postgresql_and_survives_a_restart_of_the_service(clus
         answer = lb.get(f"/jobs/{job_id}")
         assert answer.status_code == 200 and answer.json()["State"] == "Success"
         assert job_id in lb.get("/jobs").json()
+
+
+def test_postgresql_away_reads_go_on_and_nothing_is_lost(cluster: ClusterState) -> None:
+    """PostgreSQL stopped for 10 s: the service answers from memory, says it is not ready (its history cannot
+    be written, plugin events are refused 503 and kept by the plugins), and catches up when it is back."""
+    url = database_url(cluster)
+    with httpx.Client(base_url=cluster.orthanc_lb_url, auth=DEMO_USER, timeout=30) as lb:
+        study, _ = create_study(lb, "POSTGRESQL-AWAY")
+        before = create_async_job(lb, "archive", study)
+        wait_job_state(lb, before, {"Success"})
+        cli(cluster, "stop", "postgresql")
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                assert lb.get(f"/jobs/{before}").status_code == 200
+                assert before in lb.get("/jobs").json()
+                time.sleep(0.5)
+            assert httpx.get(f"{cluster.service_url}/readyz", timeout=10).status_code == 503
+        finally:
+            cli(cluster, "start", "postgresql")
+        wait_for(
+            lambda: httpx.get(f"{cluster.service_url}/readyz", timeout=10).status_code == 200,
+            timeout=30,
+            what="ready again",
+        )
+        after = create_async_job(lb, "archive", study)
+        wait_job_state(lb, after, {"Success"})
+
+        def stored(job_id: str) -> bool:
+            with psycopg.connect(url) as db:
+                return (
+                    db.execute("SELECT 1 FROM orthanc_jobs.jobs WHERE id = %s", (job_id,)).fetchone()
+                    is not None
+                )
+
+        wait_for(lambda: stored(before) and stored(after), timeout=15, what="both jobs in PostgreSQL")
+        servers = lb.get(f"{cluster.lb_url}/orthanc-jobs/servers").json()
+        assert {s["Name"]: s["Status"] for s in servers} == dict.fromkeys(cluster.orthanc_urls, "alive")

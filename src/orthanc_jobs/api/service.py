@@ -177,6 +177,9 @@ async def readyz(request: Request) -> Response:
     checked against one). Probes at once share one round of questions."""
     if not getattr(request.app.state, "ready", False):
         return OrjsonResponse({"Status": "starting"}, status_code=503)
+    if services_of(request).housekeeper.writing_fails:
+        # Reads still answer from memory; plugin events are refused (503) until the history is written.
+        return OrjsonResponse({"Status": "the job history cannot be written"}, status_code=503)
     state = request.app.state
     probe = getattr(state, "readiness_probe", None)
     if probe is None:

@@ -89,6 +89,11 @@ class Housekeeper:
                     self._write_failures = 0
             self._flushes_done = covers
 
+    @property
+    def writing_fails(self) -> bool:
+        """The last write of the history failed (changes are kept in memory until one succeeds)."""
+        return self._write_failures > 0
+
     async def _flush_in_background(self) -> None:
         with contextlib.suppress(Exception):  # logged by _write_failed; tried again at the next tick
             await self.flush()

@@ -60,6 +60,8 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# Seconds a write waits for a connection (PostgreSQL away) before it fails.
+WRITE_TIMEOUT = 5.0
 # Serialises the migrations of replicas that start together (any fixed 64-bit number of ours).
 _MIGRATION_LOCK = 0x4F4A_4D49_4752_4154
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -82,7 +84,15 @@ class PostgresStore(PendingChanges):
         self.moved_aside: str | None = None
         self._schema = sql.Identifier(schema)
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=4, open=False, kwargs={"connect_timeout": int(connect_timeout)}
+            url,
+            min_size=1,
+            max_size=4,
+            open=False,
+            kwargs={"connect_timeout": int(connect_timeout)},
+            # PostgreSQL away: a write fails within this long (kept in memory, plugins answered 503), not
+            # the pool's default 30 s; a connection a restart of PostgreSQL broke is not handed out.
+            timeout=WRITE_TIMEOUT,
+            check=ConnectionPool.check_connection,
         )
         self._pool.open(wait=True, timeout=connect_timeout)
         try:
