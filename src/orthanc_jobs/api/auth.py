@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from fastapi import Request
 
+from orthanc_jobs.core.background import SharedRuns
 from orthanc_jobs.core.errors import Forbidden, HeaderTooLarge, ServerUnavailable, Unauthorized
 from orthanc_jobs.core.model import Server, normalize_server_url, plugin_secret_for
 from orthanc_jobs.core.orthanc import OrthancClient, OrthancError
@@ -52,7 +53,7 @@ class ClusterAuthenticator:
         self._accepted_until: dict[bytes, float] = {}
         self._refused_until: dict[bytes, float] = {}
         # The round of questions under way for a header: concurrent checks of it share one.
-        self._rounds: dict[bytes, asyncio.Future[bool | None]] = {}
+        self._rounds: SharedRuns[bool | None] = SharedRuns()
         # Checks at once per server (server URL -> its places): a flood of passwords never seen before,
         # each asked of every server, holds at most this many of the connections to each.
         self._gates: dict[str, asyncio.Semaphore] = {}
@@ -75,17 +76,7 @@ class ClusterAuthenticator:
             raise _refused(authorization)
         if not fresh and self._accepted_until.get(key, 0.0) > now:
             return
-        round_ = self._rounds.get(key)
-        if round_ is None:
-            servers = self._registry.live_servers()
-            if not servers:
-                raise ServerUnavailable("no live Orthanc server to check the credentials against")
-            round_ = self._rounds[key] = asyncio.ensure_future(
-                self._ask_every_server(key, authorization, servers)
-            )
-            round_.add_done_callback(lambda _: self._rounds.pop(key, None))
-        # Shielded: a caller that goes away does not cancel the round the others wait for.
-        accepted = await asyncio.shield(round_)
+        accepted = await self._rounds.run(key, lambda: self._ask_every_server(key, authorization))
         if accepted is None:
             raise ServerUnavailable("no Orthanc server answered the credentials check")
         if not accepted:
@@ -111,10 +102,11 @@ class ClusterAuthenticator:
         if not callbacks:
             self._on_refusal.pop(key, None)
 
-    async def _ask_every_server(
-        self, key: bytes, authorization: str | None, servers: list[Server]
-    ) -> bool | None:
+    async def _ask_every_server(self, key: bytes, authorization: str | None) -> bool | None:
         """True: accepted by every server that answered; False: refused by one; None: nobody answered."""
+        servers = self._registry.live_servers()
+        if not servers:
+            raise ServerUnavailable("no live Orthanc server to check the credentials against")
         asked_at = self._clock()
 
         async def ask(server: Server) -> bool | None:

@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orthanc_jobs.api.context import Services
+from orthanc_jobs.api.jobs import find_job
 from orthanc_jobs.api.responses import error_response, raw_json
-from orthanc_jobs.core.errors import OrthancJobsError, UnknownJob
+from orthanc_jobs.core.errors import OrthancJobsError
 from orthanc_jobs.core.model import Job, is_job_id
 from orthanc_jobs.core.wire import job_json, server_field
 
@@ -43,13 +44,11 @@ class JobReads:
         job_id = path[len(_PREFIX) :]
         try:
             await services.authenticator.check(authorization)
-            job = services.registry.get_job(job_id) or await services.lookups.find(job_id)
+            job = await find_job(services, job_id)
         except OrthancJobsError as error:
             await error_response(Request(scope), error)(scope, receive, send)
             return
-        if job is None:
-            await error_response(Request(scope), UnknownJob(f"unknown job {job_id}"))(scope, receive, send)
-        elif isinstance(job, Job):
+        if isinstance(job, Job):
             await raw_json(job_json(job, server_field(services.registry, job)))(scope, receive, send)
         else:  # its owner cannot write it: the route asks the owner
             await self.app(scope, receive, send)

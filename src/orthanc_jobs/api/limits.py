@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orthanc_jobs import INTERNAL_PREFIX, SERVICE_PREFIX
-from orthanc_jobs.api.responses import error_body
+from orthanc_jobs.api.responses import error_response
 from orthanc_jobs.core.errors import (
     BadRequest,
     OrthancJobsError,
@@ -43,16 +43,18 @@ class RequestLimits:
             if name != b"content-length":
                 continue
             if not value.isdigit():
-                await _refuse(scope, send, BadRequest(f"bad Content-Length {value[:40]!r}"))
+                await _refuse(scope, receive, send, BadRequest(f"bad Content-Length {value[:40]!r}"))
                 return
             if int(value) > self.max_bytes:
-                await _refuse(scope, send, PayloadTooLarge(f"request body over {self.max_bytes} bytes"))
+                await _refuse(
+                    scope, receive, send, PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+                )
                 return
         path: str = scope["path"]
         counted = not (path.startswith(INTERNAL_PREFIX) or path in _UNBOUNDED_PATHS)
         if counted and self.in_progress >= self.max_requests_in_progress:
             busy = ServerUnavailable(f"{self.in_progress} requests in progress (the most allowed): try again")
-            await _refuse(scope, send, busy, [(b"retry-after", b"1")])
+            await _refuse(scope, receive, send, busy, {"Retry-After": "1"})
             return
         if counted:
             self.in_progress += 1
@@ -90,20 +92,9 @@ class RequestLimits:
 
 
 async def _refuse(
-    scope: Scope, send: Send, error: OrthancJobsError, headers: list[tuple[bytes, bytes]] | None = None
+    scope: Scope, receive: Receive, send: Send, error: OrthancJobsError, headers: dict[str, str] | None = None
 ) -> None:
-    body = error_body(
-        Request(scope), error.status_code, error.message, error.orthanc_error, error.orthanc_status
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status_code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    """Answer before the application sees the request, as it would answer the same error."""
+    response = error_response(Request(scope), error)
+    response.headers.update(headers or {})
+    await response(scope, receive, send)

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from orthanc_jobs import SERVICE_PREFIX, __version__
 from orthanc_jobs.api.context import Authorized, Services, services_of
 from orthanc_jobs.api.responses import OrjsonResponse
+from orthanc_jobs.core.background import SharedRuns
 from orthanc_jobs.core.errors import BadRequest, UnknownFile
 from orthanc_jobs.core.eventlog import Event
 from orthanc_jobs.core.wire import server_entry
@@ -180,13 +181,13 @@ async def readyz(request: Request) -> Response:
     if services_of(request).housekeeper.writing_fails:
         # Reads still answer from memory; plugin events are refused (503) until the history is written.
         return OrjsonResponse({"Status": "the job history cannot be written"}, status_code=503)
-    state = request.app.state
-    probe = getattr(state, "readiness_probe", None)
-    if probe is None:
-        probe = state.readiness_probe = asyncio.ensure_future(_readiness(services_of(request)))
-        probe.add_done_callback(lambda _: setattr(state, "readiness_probe", None))
-    status, body = await asyncio.shield(probe)
+    services = services_of(request)
+    status, body = await _probes.run(id(services), lambda: _readiness(services))
     return OrjsonResponse(body, status_code=status)
+
+
+# Probes that come together share one round of questions to the servers (per application).
+_probes: SharedRuns[tuple[int, dict[str, Any]]] = SharedRuns()
 
 
 async def _readiness(services: Services) -> tuple[int, dict[str, Any]]:

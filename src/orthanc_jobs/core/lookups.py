@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from orthanc_jobs.core.background import SharedRuns
 from orthanc_jobs.core.model import Job, Server
 from orthanc_jobs.core.orthanc import OrthancClient, OrthancError, OrthancRefused
 from orthanc_jobs.core.registry import Registry
@@ -134,7 +135,7 @@ class Lookups:
         self._lookup_timeout = timeout
         self._lookup_rounds = rounds
         self._unknown_jobs = unknown_jobs
-        self._lookups: dict[str, asyncio.Future[Job | Unreadable | None]] = {}
+        self._lookups: SharedRuns[Job | Unreadable | None] = SharedRuns()
         self._rounds: dict[str, ListingRounds] = {}  # server URL -> its lookup rounds
         self._unknown_answers = OneAtATime()
 
@@ -151,12 +152,7 @@ class Lookups:
         lookups of different ids share each server's next round (one ``GET /jobs`` for all of them): a
         flood of unknown ids costs the servers one request each per round, not one per id.
         """
-        lookup = self._lookups.get(job_id)
-        if lookup is None:
-            lookup = self._lookups[job_id] = asyncio.ensure_future(self._ask_every_server(job_id))
-            lookup.add_done_callback(lambda _: self._lookups.pop(job_id, None))
-        # Shielded: a caller that goes away does not cancel the lookup the others wait for.
-        found = await asyncio.shield(lookup)
+        found = await self._lookups.run(job_id, lambda: self._ask_every_server(job_id))
         if found is None:
             if self._unknown_jobs is not None:
                 self._unknown_jobs.inc()

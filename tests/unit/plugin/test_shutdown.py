@@ -123,13 +123,19 @@ def test_stop_right_after_start_still_delivers(servers, make_reporter):
     assert stub.delivered()[-1] == {"Type": "ORTHANC_STOPPED"}
 
 
-def test_at_shutdown_tries_go_on_until_the_deadline_then_what_is_left_is_logged(servers, make_reporter):
+def busy_service_with_three_events(servers, make_reporter):
+    """A reporter with three job events to send, to a job-service that answers them 503 (busy)."""
     stub = servers.stub()
     harness = make_reporter(stub.url, heartbeat_interval=30)
     assert wait_until(lambda: stub.received("/register", 200))
     stub.refuse = lambda route, body: 503 if route == "/events" else None
     for i in range(3):
         harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    return stub, harness
+
+
+def test_at_shutdown_tries_go_on_until_the_deadline_then_what_is_left_is_logged(servers, make_reporter):
+    stub, harness = busy_service_with_three_events(servers, make_reporter)
 
     started = time.monotonic()
     harness.reporter.stop(budget=0.5)
@@ -142,12 +148,7 @@ def test_at_shutdown_tries_go_on_until_the_deadline_then_what_is_left_is_logged(
 def test_a_stop_during_a_long_backoff_does_not_wait_it_out(servers, make_reporter):
     """The service was busy (503) long enough for the backoff to grow past the shutdown budget, and is
     back when Orthanc stops: the events go at once, not after the rest of the backoff."""
-    stub = servers.stub()
-    harness = make_reporter(stub.url, heartbeat_interval=30)
-    assert wait_until(lambda: stub.received("/register", 200))
-    stub.refuse = lambda route, body: 503 if route == "/events" else None
-    for i in range(3):
-        harness.reporter.on_change(JOB_SUCCESS, 0, f"job-{i}")
+    stub, harness = busy_service_with_three_events(servers, make_reporter)
     assert wait_until(lambda: len(stub.received("/events", 503)) >= 4, timeout=10)  # next wait: 1.6 s
     stub.refuse = None
 
