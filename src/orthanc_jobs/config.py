@@ -1,5 +1,7 @@
 """Every setting of the job-service, its default and its environment variable (``ORTHANC_JOBS_*``)."""
 
+import socket
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,6 +41,11 @@ class Settings(BaseSettings):
         default="orthanc-jobs.sqlite3",
         description="Where the job history and the servers are kept: a SQLite file (':memory:': nothing "
         "kept), or a PostgreSQL database, postgresql://user:password@host:port/database.",
+    )
+    replica_name: str = Field(
+        default="",
+        description="This replica's name, in logs, /healthz and the change log (empty: host name and port). "
+        "Replicas share a PostgreSQL database; each needs its own name.",
     )
     database_schema: str = Field(
         default="orthanc_jobs",
@@ -91,6 +98,10 @@ class Settings(BaseSettings):
             if url.strip():
                 normalize_server_url(url)  # a ValueError says which one, at start
         return value
+
+    @property
+    def replica(self) -> str:
+        return self.replica_name or f"{socket.gethostname()}:{self.port}"
 
     @property
     def allowed_servers(self) -> frozenset[str] | None:

@@ -60,6 +60,7 @@ def start_cluster(
     service_settings: dict[str, str] | None = None,
     orthanc_root: Path | object | None = None,
     service_database: str = "sqlite",
+    service_replicas: int = 1,
 ) -> ClusterState:
     """``orthanc_root``: a Debian root to run Orthanc from, SYSTEM_ORTHANC, or None for DEFAULT_ROOT."""
     command = [sys.executable, "-m", "orthanc_jobs", "cluster", "up", "--detach", "--dir", str(directory)]
@@ -71,7 +72,7 @@ def start_cluster(
         command += ["--orthanc-config", f"{key}={value}"]
     for key, value in (service_settings or {}).items():
         command += ["--service-setting", f"{key}={value}"]
-    command += ["--service-database", service_database]
+    command += ["--service-database", service_database, "--service-replicas", str(service_replicas)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, f"cluster up failed:\n{result.stdout}\n{result.stderr}"
     return ClusterState.load(directory)
@@ -91,12 +92,19 @@ def running_cluster(
     orthanc_root: Path | object | None = None,
     instances: int = 3,
     service_database: str = "sqlite",
+    service_replicas: int = 1,
 ) -> Iterator[ClusterState]:
     """A cluster of a test module's own, in a folder of its own, stopped and removed at the end."""
     # Not under pytest's private tmp folder: PostgreSQL runs as another user and must reach it.
     directory = Path(tempfile.mkdtemp(prefix=f"orthanc-jobs-e2e-{label}-"))
     state = start_cluster(
-        directory, instances, orthanc_config, service_settings, orthanc_root, service_database
+        directory,
+        instances,
+        orthanc_config,
+        service_settings,
+        orthanc_root,
+        service_database,
+        service_replicas,
     )
     try:
         yield state

@@ -48,7 +48,7 @@ def test_the_history_is_in_postgresql_and_survives_a_restart_of_the_service(clus
             servers = db.execute("SELECT name FROM orthanc_jobs.servers ORDER BY name").fetchall()
             migrations = db.execute("SELECT version FROM orthanc_jobs.migrations").fetchall()
         assert [name for (name,) in servers] == ["orthanc-1", "orthanc-2", "orthanc-3"]
-        assert migrations == [(1,)]
+        assert migrations == [(1,), (2,)]
 
         before = pid_of(cluster, "job-service")
         cli(cluster, "restart", "job-service")

@@ -25,7 +25,8 @@ REPORTER_SOURCE = ROOT / "src" / "orthanc_jobs" / "plugin" / "orthanc_jobs_repor
 REPORTER_TARGET = "/scripts/orthanc_jobs_reporter.py"
 
 ORTHANC_SERVICES = ("orthanc-1", "orthanc-2", "orthanc-3")
-SERVICES = ("postgres", *ORTHANC_SERVICES, "job-service", "nginx")
+JOB_SERVICES = ("job-service-1", "job-service-2")
+SERVICES = ("postgres", *ORTHANC_SERVICES, *JOB_SERVICES, "nginx")
 
 LOCATION = re.compile(r"\blocation\s+(?:(=|\^~|~\*|~)\s+)?(\S+)\s*\{([^{}]*)\}")
 UPSTREAM = re.compile(r"\bupstream\s+(\S+)\s*\{([^{}]*)\}")
@@ -179,7 +180,21 @@ def test_nginx_sends_the_jobs_routes_to_the_job_service(nginx_conf: str) -> None
         assert "client_max_body_size 1m" in route
     assert "error_page 413 = @body_too_large" in _directives(_without_comments(nginx_conf))
     assert "proxy_pass http://job_service" in _route(locations, f"{SERVICE_PREFIX}/servers")
-    assert "server job-service:8050" in _upstreams(nginx_conf)["job_service"]
+    upstream = _upstreams(nginx_conf)["job_service"]
+    assert [line for line in upstream if line.startswith("server ")] == [
+        f"server {name}:8050 max_fails=0" for name in JOB_SERVICES
+    ]
+    # A replica that fails is passed over, each tried once; a POST already sent is never sent again.
+    for uri in (
+        "/orthanc/jobs",
+        "/orthanc/jobs/0f1e2d3c-job",
+        f"{SERVICE_PREFIX}/servers",
+        f"{SERVICE_PREFIX}/events",
+    ):
+        route = _route(locations, uri)
+        assert "proxy_next_upstream error timeout http_502 http_503" in route, uri
+        assert f"proxy_next_upstream_tries {len(JOB_SERVICES)}" in route, uri
+    assert "non_idempotent" not in _without_comments(nginx_conf)
 
 
 def test_nginx_balances_the_rest_over_the_three_orthanc(nginx_conf: str) -> None:
@@ -203,6 +218,7 @@ def test_nginx_balances_the_rest_over_the_three_orthanc(nginx_conf: str) -> None
 def test_nginx_routes_like_the_local_cluster(nginx_conf: str) -> None:
     """Every location of the local cluster's template exists here with the same directives."""
     template = NGINX_TEMPLATE.read_text().replace("{{service_prefix}}", SERVICE_PREFIX)
+    template = template.replace("{{service_replicas}}", str(len(JOB_SERVICES)))
     expected = _locations(template)
     assert expected, "no location found in the template"
     actual = _locations(nginx_conf)
@@ -216,11 +232,15 @@ def test_nginx_routes_like_the_local_cluster(nginx_conf: str) -> None:
 def test_compose_commits_no_secret_and_gives_each_server_its_own() -> None:
     yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the compose file is not parsed")
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    assert _environment(services["job-service"])["ORTHANC_JOBS_SECRET"].startswith("${ORTHANC_JOBS_SECRET:?")
+    for replica in JOB_SERVICES:
+        environment = _environment(services[replica])
+        assert environment["ORTHANC_JOBS_SECRET"].startswith("${ORTHANC_JOBS_SECRET:?")
+        declared = environment["ORTHANC_JOBS_ALLOWED_SERVER_URLS"].split(",")
+        assert declared == [f"http://{name}:8042" for name in ORTHANC_SERVICES]
+        assert environment["ORTHANC_JOBS_REPLICA_NAME"] == replica
+        assert environment["ORTHANC_JOBS_DATABASE"].startswith("postgresql://")
     for number, name in enumerate(ORTHANC_SERVICES, start=1):
         assert _environment(services[name])["ORTHANC_JOBS_SECRET"].startswith(f"${{ORTHANC_{number}_SECRET:?")
-    declared = _environment(services["job-service"])["ORTHANC_JOBS_ALLOWED_SERVER_URLS"].split(",")
-    assert declared == [f"http://{name}:8042" for name in ORTHANC_SERVICES]
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:
@@ -253,6 +273,7 @@ def test_compose_orthanc_services_save_no_jobs_and_load_the_reporter() -> None:
         assert environment["ORTHANC__POSTGRESQL__LOCK"].lower() == "false", name
         assert environment["ORTHANC__PYTHON_SCRIPT"] == REPORTER_TARGET, name
         assert environment["ORTHANC_JOBS_SERVER_URL"] == f"http://{name}:8042", name
+        assert environment["ORTHANC_JOBS_URL"].split(",") == [f"http://{s}:8050" for s in JOB_SERVICES], name
         reporter = [mount for mount in _mounts(service) if mount[1] == REPORTER_TARGET]
         assert len(reporter) == 1, name
         source, _, read_only = reporter[0]

@@ -1,6 +1,7 @@
 """Builds the ASGI application: registry, Orthanc client, poller and routes."""
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,7 +28,9 @@ from orthanc_jobs.core.metrics import Metrics
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import Poller
 from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.replication import Leadership, Replication
 from orthanc_jobs.core.store import Store, open_store
+from orthanc_jobs.core.store.postgres import PostgresStore
 from orthanc_jobs.core.wire import frame_for
 
 log = logging.getLogger(__name__)
@@ -36,12 +39,19 @@ log = logging.getLogger(__name__)
 def build_services(
     settings: Settings, store: Store | None = None, client: OrthancClient | None = None
 ) -> Services:
-    store = store or open_store(settings.database, settings.database_schema)
+    store = store or open_store(settings.database, settings.database_schema, replica=settings.replica)
+    leadership = (
+        Leadership(store, f"{settings.replica}/{uuid.uuid4().hex[:8]}")
+        if isinstance(store, PostgresStore)
+        else None
+    )
+    leading = leadership.is_leader if leadership is not None else lambda: True
     registry = Registry(
         store,
         not_responding_after=settings.not_responding_after,
         stopped_after=settings.stopped_after,
         hide_lost_after=settings.hide_lost_after,
+        leading=leading,
     )
     client = client or OrthancClient(timeout=settings.request_timeout)
     moved_aside = getattr(store, "moved_aside", None)
@@ -52,6 +62,7 @@ def build_services(
         poll_interval=settings.poll_interval,
         resync_interval=settings.resync_interval,
         poll_duration=metrics.poll_duration,
+        leading=leading,
     )
     lookups = Lookups(
         registry,
@@ -62,7 +73,15 @@ def build_services(
     )
     metrics.pools_replaced.set_function(lambda: client.pools_replaced)
     events = EventLog()
-    registry.subscribers.append(lambda change: publish(events, registry, change))
+    replication = None
+    if isinstance(store, PostgresStore) and leadership is not None:
+        # Replicas stream the change log's events, their own included, once written (core/replication.py).
+        store.framer = lambda change: frame_for(registry, change)
+        replication = Replication(store, registry, events, leadership, on_new_server=poller.schedule_resync)
+    else:
+        registry.subscribers.append(lambda change: publish(events, registry, change))
+    metrics.leader.set_function(lambda: float(leading()))
+    metrics.change_log_followed.set_function(lambda: float(replication is None or replication.connected))
     return Services(
         settings=settings,
         registry=registry,
@@ -79,10 +98,13 @@ def build_services(
             liveness_interval=min(1.0, settings.not_responding_after / 4),
             history_max_age=settings.history_max_age,
             history_max_jobs=settings.history_max_jobs,
+            leading=leading,
+            trim_log=store.trim_log if isinstance(store, PostgresStore) else None,
         ),
         events=events,
         metrics=metrics,
         history_moved_aside=moved_aside,
+        replication=replication,
     )
 
 
@@ -98,6 +120,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services.replication is not None:
+            services.replication.start()
         services.poller.start()
         services.housekeeper.start()
         app.state.ready = True
@@ -108,6 +132,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             services.events.close_all()
             await services.poller.stop()
             services.lookups.stop()
+            if services.replication is not None:
+                await services.replication.stop()
             await services.housekeeper.stop()
             await services.client.aclose()
 

@@ -24,6 +24,9 @@ MAX_AUTHORIZATION_BYTES = 8192
 CHECKS_AT_ONCE = 16
 # How often an open stream's credentials are asked again when nothing is cached (auth_cache_seconds 0).
 UNCACHED_RECHECK_SECONDS = 1.0
+# While no server can answer a check (their index database away: Orthanc answers nothing then), credentials
+# the servers accepted this recently are still accepted, so that reads go on; a refusal is never forgotten.
+UNANSWERED_GRACE_SECONDS = 300.0
 
 
 class ClusterAuthenticator:
@@ -52,6 +55,7 @@ class ClusterAuthenticator:
         self._clock = clock
         self._accepted_until: dict[bytes, float] = {}
         self._refused_until: dict[bytes, float] = {}
+        self._accepted_at: dict[bytes, float] = {}  # the last acceptance, for when nobody answers
         # The round of questions under way for a header: concurrent checks of it share one.
         self._rounds: SharedRuns[bool | None] = SharedRuns()
         # Checks at once per server (server URL -> its places): a flood of passwords never seen before,
@@ -76,9 +80,18 @@ class ClusterAuthenticator:
             raise _refused(authorization)
         if not fresh and self._accepted_until.get(key, 0.0) > now:
             return
-        accepted = await self._rounds.run(key, lambda: self._ask_every_server(key, authorization))
-        if accepted is None:
-            raise ServerUnavailable("no Orthanc server answered the credentials check")
+        try:
+            accepted = await self._rounds.run(key, lambda: self._ask_every_server(key, authorization))
+            if accepted is None:
+                raise ServerUnavailable("no Orthanc server answered the credentials check")
+        except ServerUnavailable:
+            # No live server, or none answers: what they accepted a short while ago still reads.
+            if (
+                self._clock() - self._accepted_at.get(key, -UNANSWERED_GRACE_SECONDS)
+                < UNANSWERED_GRACE_SECONDS
+            ):
+                return
+            raise
         if not accepted:
             raise _refused(authorization)
 
@@ -123,6 +136,7 @@ class ClusterAuthenticator:
         answers = await asyncio.gather(*(ask(server) for server in servers))
         if False in answers:
             self._accepted_until.pop(key, None)
+            self._accepted_at.pop(key, None)
             _remember(self._refused_until, key, asked_at + self._cache_seconds)
             for callback in list(self._on_refusal.get(key, ())):
                 callback()
@@ -130,6 +144,7 @@ class ClusterAuthenticator:
         if True in answers:
             self._refused_until.pop(key, None)
             _remember(self._accepted_until, key, asked_at + self._cache_seconds)
+            _remember(self._accepted_at, key, asked_at)
             return True
         return None
 

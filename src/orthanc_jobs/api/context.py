@@ -13,6 +13,7 @@ from orthanc_jobs.core.metrics import Metrics
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import Poller
 from orthanc_jobs.core.registry import Registry
+from orthanc_jobs.core.replication import Replication
 
 
 @dataclass
@@ -31,6 +32,11 @@ class Services:
     metrics: Metrics
     #: Where the history file was moved at start, because it was damaged (None: it was not).
     history_moved_aside: str | None = None
+    #: With PostgreSQL: how this replica follows the others (None: one service, SQLite).
+    replication: Replication | None = None
+
+    def is_leader(self) -> bool:
+        return self.replication is None or self.replication.leadership.is_leader()
 
 
 def services_of(request: Request) -> Services:

@@ -24,6 +24,8 @@ router = APIRouter(prefix=SERVICE_PREFIX, tags=["Job-service"])
 health_router = APIRouter(tags=["Health"])
 
 KEEPALIVE_SECONDS = 15.0
+# How long a stream resuming from an event this replica has not read yet waits for it (replicas).
+RESUME_WAIT = 2.0
 # Buckets one statistics answer may hold (the dashboard asks for at most 60).
 MAX_STATS_BUCKETS = 1000
 # How long /readyz waits for the Orthanc servers.
@@ -82,8 +84,11 @@ async def event_stream(
     since: Annotated[int | None, Query(ge=0, description="Same as the Last-Event-ID header")] = None,
 ) -> StreamingResponse:
     events = services.events
-    queue = events.subscribe()  # before reading the backlog, so that nothing falls in between
     resume_from = last_event_id if last_event_id is not None else since
+    if resume_from is not None and resume_from > events.last_id and services.replication is not None:
+        # Seen through a replica ahead of this one by a few milliseconds: read the log that far first.
+        await services.replication.reached(resume_from, RESUME_WAIT)
+    queue = events.subscribe()  # before reading the backlog, so that nothing falls in between
     backlog = events.since(resume_from) if resume_from is not None else []
     authorization = request.headers.get("authorization")
 
@@ -167,8 +172,12 @@ async def dashboard(services: Authorized, name: str = "index.html") -> Response:
 
 
 @health_router.get("/healthz", summary="Liveness, without credentials and without job data")
-async def healthz() -> Response:
-    return OrjsonResponse({"Status": "ok"})
+async def healthz(request: Request) -> Response:
+    services = services_of(request)
+    # Which replica answers, and whether it leads (a single service always does).
+    return OrjsonResponse(
+        {"Status": "ok", "Replica": services.settings.replica, "Leader": services.is_leader()}
+    )
 
 
 @health_router.get("/readyz", summary="Ready when the service can answer: it runs and reaches an Orthanc")
@@ -178,10 +187,13 @@ async def readyz(request: Request) -> Response:
     checked against one). Probes at once share one round of questions."""
     if not getattr(request.app.state, "ready", False):
         return OrjsonResponse({"Status": "starting"}, status_code=503)
-    if services_of(request).housekeeper.writing_fails:
+    services = services_of(request)
+    if services.housekeeper.writing_fails:
         # Reads still answer from memory; plugin events are refused (503) until the history is written.
         return OrjsonResponse({"Status": "the job history cannot be written"}, status_code=503)
-    services = services_of(request)
+    if services.replication is not None and not services.replication.connected:
+        # Reads answer from memory, without what the other replicas received since.
+        return OrjsonResponse({"Status": "the other replicas' changes cannot be read"}, status_code=503)
     status, body = await _probes.run(id(services), lambda: _readiness(services))
     return OrjsonResponse(body, status_code=status)
 

@@ -8,15 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from orthanc_jobs.cli.errors import CommandError
+from orthanc_jobs.cluster import demo as demo_cluster
 from orthanc_jobs.cluster.launcher import (
     STATE_FILE,
     ClusterError,
     ClusterState,
+    ask_replicas,
     describe,
     down,
+    service_database_for,
     start_process,
     status_lines,
     stop_process,
@@ -26,13 +30,27 @@ from orthanc_jobs.cluster.launcher import (
 #: ``demo``, ``server-secret`` and ``plugin-path``.
 commands = typer.Typer()
 #: ``cluster ...``.
-cluster_app = typer.Typer(help="A local cluster: PostgreSQL, N Orthanc, nginx and the job-service.")
+cluster_app = typer.Typer(
+    help="A local cluster: PostgreSQL, N Orthanc, nginx and the job-service's replicas."
+)
 
 DirOption = Annotated[Path, typer.Option("--dir", help="State folder of the cluster.")]
 DEFAULT_DIR = Path(".cluster")
 InstancesOption = Annotated[int, typer.Option(help="Number of Orthanc servers.", min=1, max=32)]
 LbPortOption = Annotated[int, typer.Option(help="Port of the load balancer (0: any free port).")]
-ProcessArgument = Annotated[str, typer.Argument(help="orthanc-N, job-service, nginx or postgresql.")]
+ServiceReplicasOption = Annotated[
+    int,
+    typer.Option(
+        help="Number of job-service replicas: job-service alone, or job-service-1 .. job-service-N, "
+        "sharing the cluster's PostgreSQL.",
+        min=1,
+        max=16,
+    ),
+]
+ProcessArgument = Annotated[
+    str,
+    typer.Argument(help="orthanc-N, job-service (job-service-N with replicas), nginx or postgresql."),
+]
 
 
 def _parse_pairs(pairs: list[str], example: str) -> dict[str, str]:
@@ -101,17 +119,22 @@ def cluster_up(
             "(scripts/install-orthanc-root.sh makes one with Orthanc 1.12)."
         ),
     ] = None,
+    service_replicas: ServiceReplicasOption = 1,
     service_database: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Where the job-service keeps its history: 'sqlite' (a file in --dir) or 'postgresql' "
-            "(the cluster's PostgreSQL, schema orthanc_jobs).",
+            help="Where the job-service keeps its history: 'sqlite' (a file in --dir; one replica only) or "
+            "'postgresql' (the cluster's PostgreSQL, schema orthanc_jobs). "
+            "[default: sqlite with one replica, postgresql with more]",
+            show_default=False,
         ),
-    ] = "sqlite",
+    ] = None,
 ) -> None:
     """Start the local cluster; in the foreground, Ctrl-C stops everything."""
-    if service_database not in ("sqlite", "postgresql"):
-        raise typer.BadParameter("'sqlite' or 'postgresql'", param_hint="--service-database")
+    try:
+        service_database = service_database_for(service_replicas, service_database)
+    except ClusterError as error:
+        raise typer.BadParameter(str(error), param_hint="--service-database") from None
     overrides = _parse_overrides(orthanc_config or [])
     settings = _parse_pairs(service_setting or [], "poll_interval=0.5")
 
@@ -123,6 +146,7 @@ def cluster_up(
             orthanc_overrides=overrides,
             service_settings=settings,
             orthanc_root=orthanc_root,
+            service_replicas=service_replicas,
             service_database=service_database,
         )
         typer.echo("\n" + describe(state))
@@ -143,13 +167,15 @@ def cluster_down(directory: DirOption = DEFAULT_DIR) -> None:
 
 
 @cluster_app.command("status")
-def cluster_status(directory: DirOption = DEFAULT_DIR) -> None:
-    """Show the cluster's processes and URLs (exit code 1 if a process is not running)."""
+def cluster_status(ctx: typer.Context, directory: DirOption = DEFAULT_DIR) -> None:
+    """Show the cluster's processes, which job-service replica leads, and the URLs (exit code 1 if a process
+    is not running or a replica does not answer)."""
     try:
         state = ClusterState.load(directory.resolve())
     except ClusterError as error:
         raise CommandError(str(error), exit_code=3) from None
-    lines, healthy = status_lines(state)
+    replicas = ask_replicas(state.service_urls, transport=ctx.find_object(httpx.BaseTransport))
+    lines, healthy = status_lines(state, replicas)
     typer.echo("\n".join(lines) + "\n\n" + describe(state))
     if not healthy:
         raise typer.Exit(1)
@@ -181,14 +207,15 @@ def demo(
     instances: InstancesOption = 3,
     lb_port: LbPortOption = 8042,
     directory: DirOption = DEFAULT_DIR,
+    service_replicas: ServiceReplicasOption = demo_cluster.SERVICE_REPLICAS,
 ) -> None:
-    """Start the local cluster in the foreground with sample studies and jobs on every server."""
-    from orthanc_jobs.cluster.demo import seed
+    """Start the local cluster in the foreground with sample studies and jobs on every server, and the
+    job-service's replicas on the cluster's PostgreSQL."""
 
     def start() -> None:
-        state = up(directory, instances=instances, lb_port=lb_port)
+        state = up(directory, instances=instances, lb_port=lb_port, service_replicas=service_replicas)
         typer.echo("\nCreating sample studies and jobs through the load balancer...")
-        typer.echo(seed(state))
+        typer.echo(demo_cluster.seed(state))
         typer.echo("\n" + describe(state) + "\n\nPress Ctrl-C to stop the cluster.")
 
     _run_until_interrupted(directory, start)

@@ -1,6 +1,7 @@
 """What the cluster's processes are given: Orthanc's configuration, nginx's, and PostgreSQL's command line."""
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ def orthanc_configuration(
     dicom_port: int,
     root: Path,
     pg_port: int,
-    service_url: str,
+    service_urls: list[str],
     plugin_secret: str,
     binaries: Binaries,
     overrides: dict[str, Any],
@@ -54,7 +55,8 @@ def orthanc_configuration(
             "Password": "",
         },
         "OrthancJobs": {
-            "Url": service_url,
+            # Every replica of the job-service, the plugin trying the next when one does not answer.
+            "Url": service_urls[0] if len(service_urls) == 1 else service_urls,
             "Secret": plugin_secret,
             "ServerUrl": f"http://127.0.0.1:{http_port}",
             "HeartbeatInterval": 1,
@@ -69,30 +71,56 @@ def orthanc_configuration(
     return configuration
 
 
-def nginx_configuration(prefix: Path, lb_port: int, service_port: int, orthanc_urls: dict[str, str]) -> str:
-    """nginx as the load balancer (nginx.conf.template): round robin over the servers, one location per
-    server, the job-service's routes."""
-    upstreams = "\n".join(f"        server {url.removeprefix('http://')};" for url in orthanc_urls.values())
-    per_server = "\n".join(
+def nginx_configuration(
+    prefix: Path, lb_port: int, service_urls: list[str], orthanc_urls: dict[str, str]
+) -> str:
+    """nginx as the load balancer (nginx.conf.template): the job-service's replicas, round robin over the
+    servers, and one location per server, each through a keep-alive upstream of its own."""
+    per_server_upstreams = "\n".join(
+        f"    upstream {_upstream_of(name)} {{\n"
+        f"        server {_address(url)};\n"
+        "        keepalive 16;\n"
+        "    }"
+        for name, url in orthanc_urls.items()
+    )
+    per_server_locations = "\n".join(
         f"        location ^~ /{name}/ {{\n"
-        f"            proxy_pass {url}/;\n"
+        f"            proxy_pass http://{_upstream_of(name)}/;\n"
         "            proxy_buffering off;\n"
         "        }"
-        for name, url in orthanc_urls.items()
+        for name in orthanc_urls
     )
     values = {
         "user": "user root root;" if os.geteuid() == 0 else "",
         "prefix": str(prefix),
         "lb_port": str(lb_port),
-        "service": f"127.0.0.1:{service_port}",
-        "orthanc_servers": upstreams,
-        "per_server_locations": per_server,
+        # Never marked unavailable: a replica that refuses (it restarts) costs a retry on loopback, and
+        # replicas all marked after one refusal each (a rolling restart) would make nginx answer 502.
+        "job_service_replicas": _servers(service_urls, " max_fails=0"),
+        # Each replica tried once at most.
+        "service_replicas": str(len(service_urls)),
+        "orthanc_servers": _servers(orthanc_urls.values()),
+        "per_server_upstreams": per_server_upstreams,
+        "per_server_locations": per_server_locations,
         "service_prefix": SERVICE_PREFIX,
     }
     text = (_TEMPLATES / "nginx.conf.template").read_text()
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
     return text
+
+
+def _address(url: str) -> str:
+    return url.removeprefix("http://")
+
+
+def _servers(urls: Iterable[str], options: str = "") -> str:
+    return "\n".join(f"        server {_address(url)}{options};" for url in urls)
+
+
+def _upstream_of(server_name: str) -> str:
+    """The upstream of one server's own path (orthanc-2: orthanc_2)."""
+    return server_name.replace("-", "_")
 
 
 def initdb_command(binaries: Binaries, data: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""Sample studies and jobs for the demo, created through the load balancer like any client would."""
+"""The demo: sample studies and jobs, created through the load balancer like any client would, on a cluster
+whose job-service runs as replicas."""
 
 from collections import Counter
 from itertools import cycle
@@ -8,6 +9,9 @@ import httpx
 
 from orthanc_jobs.cluster.config import DEMO_USER
 from orthanc_jobs.cluster.state import ClusterState
+
+#: The demo shows the job-service's replicas at work: two, on the cluster's PostgreSQL.
+SERVICE_REPLICAS = 2
 
 # Secondary Capture: instances Orthanc can also send by C-STORE.
 SOP_CLASS_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

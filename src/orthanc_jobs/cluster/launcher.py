@@ -1,4 +1,5 @@
-"""The local cluster: PostgreSQL, N Orthanc servers, the job-service and nginx, on loopback.
+"""The local cluster: PostgreSQL, N Orthanc servers, the job-service (one or more replicas) and nginx, on
+loopback.
 
 Everything lives in one state folder (``--dir``): configurations, data, logs and ``cluster.json``, which
 records the processes started, by id, so that ``down`` stops exactly those. This module starts and stops the
@@ -13,8 +14,9 @@ from orthanc_jobs.cluster import ClusterError, processes, starters
 from orthanc_jobs.cluster.binaries import DEBIAN_PACKAGES, Binaries, find_binaries
 from orthanc_jobs.cluster.config import DEMO_USER, REPORTER_PATH, orthanc_configuration
 from orthanc_jobs.cluster.display import describe, status_lines
-from orthanc_jobs.cluster.ports import free_port, usable_port
+from orthanc_jobs.cluster.ports import free_port, free_ports, usable_port
 from orthanc_jobs.cluster.processes import OwnedProcess
+from orthanc_jobs.cluster.replicas import ask_replicas, replica_names, service_database_for
 from orthanc_jobs.cluster.state import STATE_FILE, ClusterState
 
 __all__ = [
@@ -25,11 +27,13 @@ __all__ = [
     "Binaries",
     "ClusterError",
     "ClusterState",
+    "ask_replicas",
     "describe",
     "down",
     "find_binaries",
     "free_port",
     "orthanc_configuration",
+    "service_database_for",
     "start_process",
     "status_lines",
     "stop_process",
@@ -46,12 +50,18 @@ def up(
     orthanc_overrides: dict[str, Any] | None = None,
     service_settings: dict[str, str] | None = None,
     orthanc_root: Path | None = None,
-    service_database: str = "sqlite",
+    service_replicas: int = 1,
+    service_database: str | None = None,
     say: Any = print,
 ) -> ClusterState:
-    """Start the whole cluster and wait until every Orthanc is registered with the job-service."""
+    """Start the whole cluster and wait until every Orthanc is registered with the job-service.
+
+    ``service_database``: 'sqlite' or 'postgresql'; by default SQLite for one replica, PostgreSQL for more.
+    """
     if instances < 1:
         raise ClusterError("--instances must be at least 1")
+    service_names = replica_names(service_replicas)
+    service_database = service_database_for(service_replicas, service_database)
     binaries = find_binaries(orthanc_root)
     root = directory.resolve()
     if (root / STATE_FILE).exists():
@@ -69,18 +79,22 @@ def up(
     logs.mkdir(exist_ok=True)
 
     lb_port = usable_port(lb_port)
-    service_port = free_port()
+    # The ports are chosen first: the job-service is told which servers may register (the callers'
+    # credentials go to them), each server's plugin gets a secret of its own and every replica's URL.
+    chosen = free_ports(service_replicas + instances)
+    service_ports, ports = chosen[:service_replicas], chosen[service_replicas:]
+    service_urls = {
+        name: f"http://127.0.0.1:{port}" for name, port in zip(service_names, service_ports, strict=True)
+    }
     secret = secrets.token_urlsafe(24)
     state = ClusterState(
         directory=str(root),
         lb_url=f"http://127.0.0.1:{lb_port}",
-        service_url=f"http://127.0.0.1:{service_port}",
+        service_url=next(iter(service_urls.values())),
         orthanc_urls={},
         secret=secret,
+        service_urls=service_urls,
     )
-    # The servers' ports are chosen first: the job-service is told which servers may register (the callers'
-    # credentials go to them), and each server's plugin gets a secret of its own.
-    ports = [free_port() for _ in range(instances)]
     settings = dict(service_settings or {})
     declared = [f"http://127.0.0.1:{port}" for port in ports]
     settings["allowed_server_urls"] = ",".join(
@@ -91,9 +105,9 @@ def up(
         if service_database == "postgresql":
             # The cluster's own database, in a schema of the service's (loopback, as every process here).
             settings.setdefault("database", f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
-        starters.start_service(state, service_port, secret, settings, say)
+        starters.start_services(state, secret, settings, say)
         starters.start_orthancs(state, root, ports, pg_port, secret, binaries, orthanc_overrides or {}, say)
-        starters.start_nginx(state, root, lb_port, service_port, binaries, say)
+        starters.start_nginx(state, root, lb_port, binaries, say)
         starters.wait_registered(state, instances)
     except BaseException:
         say("start failed: stopping what was started")

@@ -1,14 +1,22 @@
 """Ports on loopback: any free one, or the one asked for if nobody holds it."""
 
+import contextlib
 import socket
 
 from orthanc_jobs.cluster import ClusterError
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: each is held until all are chosen, so that none comes twice."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def usable_port(port: int) -> int:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -68,21 +69,28 @@ def start_postgresql(state: ClusterState, root: Path, binaries: Binaries, say: A
     return port
 
 
-def start_service(state: ClusterState, port: int, secret: str, settings: dict[str, str], say: Any) -> None:
+def start_services(state: ClusterState, secret: str, settings: dict[str, str], say: Any) -> None:
+    """Every replica of the job-service (``state.service_urls``), each on its own port, with the same settings
+    and secret, and its own name; all of a replica's settings are in its environment."""
     env = {"ORTHANC_JOBS_DATABASE": str(Path(state.directory) / "job-service.sqlite3")}
     env.update({f"ORTHANC_JOBS_{key.upper()}": value for key, value in settings.items()})
     env["ORTHANC_JOBS_SECRET"] = secret
-    process = processes.spawn(
-        "job-service",
-        "job-service",
-        [sys.executable, "-m", "orthanc_jobs", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        Path(state.directory) / "logs" / "job-service.log",
-        env=env,
-    )
-    state.processes.append(process)
-    state.save()
-    wait_service(state, process)
-    say(f"job-service ready on {state.service_url}")
+    env["ORTHANC_JOBS_HOST"] = "127.0.0.1"
+    started = []
+    for name, url in state.service_urls.items():
+        process = processes.spawn(
+            "job-service",
+            name,
+            [sys.executable, "-m", "orthanc_jobs", "serve"],
+            Path(state.directory) / "logs" / f"{name}.log",
+            env={**env, "ORTHANC_JOBS_PORT": str(urlsplit(url).port), "ORTHANC_JOBS_REPLICA_NAME": name},
+        )
+        state.processes.append(process)
+        state.save()
+        started.append(process)
+    for process in started:
+        wait_service(state, process)
+        say(f"{process.name} ready on {state.service_urls[process.name]}")
 
 
 def start_orthancs(
@@ -104,7 +112,7 @@ def start_orthancs(
             dicom_port=free_port(),
             root=root,
             pg_port=pg_port,
-            service_url=state.service_url,
+            service_urls=list(state.service_urls.values()),
             plugin_secret=plugin_secret_for(secret, f"http://127.0.0.1:{http_port}"),
             binaries=binaries,
             overrides=overrides,
@@ -130,13 +138,12 @@ def start_orthancs(
     say(f"{len(ports)} Orthanc server(s) ready: " + ", ".join(state.orthanc_urls.values()))
 
 
-def start_nginx(
-    state: ClusterState, root: Path, lb_port: int, service_port: int, binaries: Binaries, say: Any
-) -> None:
+def start_nginx(state: ClusterState, root: Path, lb_port: int, binaries: Binaries, say: Any) -> None:
     prefix = root / "nginx"
     for folder in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "temp" / folder).mkdir(parents=True, exist_ok=True)
-    (prefix / "nginx.conf").write_text(nginx_configuration(prefix, lb_port, service_port, state.orthanc_urls))
+    service_urls = list(state.service_urls.values())
+    (prefix / "nginx.conf").write_text(nginx_configuration(prefix, lb_port, service_urls, state.orthanc_urls))
     process = processes.spawn(
         "nginx",
         "nginx",
@@ -155,7 +162,9 @@ def wait_orthanc(state: ClusterState, name: str, process: OwnedProcess) -> None:
 
 
 def wait_service(state: ClusterState, process: OwnedProcess) -> None:
-    _wait_until("the job-service", lambda: _http_ok(f"{state.service_url}/healthz"), 30, process)
+    """Until this replica (not the first one) answers on its own port."""
+    url = state.service_urls[process.name] + "/healthz"
+    _wait_until(process.name, lambda: _http_ok(url), 30, process)
 
 
 def wait_registered(state: ClusterState, instances: int) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from orthanc_jobs.cluster import ClusterError, processes
 from orthanc_jobs.cluster.processes import OwnedProcess
+from orthanc_jobs.cluster.replicas import SINGLE_SERVICE_NAME
 
 STATE_FILE = "cluster.json"
 
@@ -15,10 +16,18 @@ STATE_FILE = "cluster.json"
 class ClusterState:
     directory: str
     lb_url: str
+    #: The first replica of the job-service (the only one without replicas).
     service_url: str
     orthanc_urls: dict[str, str]
     secret: str
     processes: list[OwnedProcess] = field(default_factory=list)
+    #: Every replica of the job-service, by process name, in order; the first is ``service_url``.
+    service_urls: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A cluster.json from before replicas: its one job-service.
+        if not self.service_urls:
+            self.service_urls = {SINGLE_SERVICE_NAME: self.service_url}
 
     @property
     def orthanc_lb_url(self) -> str:
@@ -29,6 +38,7 @@ class ClusterState:
             "directory": self.directory,
             "lb_url": self.lb_url,
             "service_url": self.service_url,
+            "service_urls": self.service_urls,
             "orthanc_urls": self.orthanc_urls,
             "secret": self.secret,
             "processes": [p.to_json() for p in self.processes],

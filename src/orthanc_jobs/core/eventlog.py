@@ -3,6 +3,10 @@
 The registry says what changed; this keeps the last changes in a bounded window and hands them to every
 subscriber (the SSE route). A client that reconnects with ``Last-Event-ID`` gets what it missed, if it is
 still in the window, or a ``reset`` (reload) if it is not.
+
+A single service numbers its events itself. Replicas publish the events of the shared change log, with its
+numbers (core/replication.py): the same events, in the same order, under the same ids on every replica, so
+that a client may resume on any of them.
 """
 
 import asyncio
@@ -37,15 +41,33 @@ class EventLog:
         # Ids go on growing across restarts of the service (a thousand a millisecond since the epoch), so
         # that a client resuming after a restart is never told "nothing new" for ids it already had.
         self._next_id = first_id if first_id is not None else time.time_ns() // 1000
+        #: The newest id of an event no longer kept: a client that had only older ones missed some.
+        self._horizon = self._next_id - 1
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
 
     @property
     def last_id(self) -> int:
         return self._next_id - 1
 
-    def publish(self, kind: str, data: bytes) -> None:
-        event = Event(self._next_id, kind, data)
-        self._next_id += 1
+    def start_at(self, last_id: int, horizon: int, recent: list[Event]) -> None:
+        """Continue a shared numbering (replicas): ``recent`` events kept, every event up to ``horizon``
+        not, ``last_id`` the last change seen (events may skip numbers)."""
+        window = self._recent.maxlen or len(recent)
+        self._recent.clear()
+        self._recent.extend(recent)
+        self._horizon = horizon if len(recent) <= window else recent[-window - 1].id
+        self._next_id = last_id + 1
+
+    def skip_to(self, last_id: int) -> None:
+        """Changes up to ``last_id`` were seen, none of them shown (a replica's change log)."""
+        self._next_id = max(self._next_id, last_id + 1)
+
+    def publish(self, kind: str, data: bytes, event_id: int | None = None) -> None:
+        """Tell every stream; ``event_id``: the change log's number (replicas), else the next of ours."""
+        event = Event(self._next_id if event_id is None else event_id, kind, data)
+        self._next_id = event.id + 1
+        if len(self._recent) == self._recent.maxlen:
+            self._horizon = self._recent[0].id
         self._recent.append(event)
         for queue in list(self._subscribers):
             try:
@@ -70,11 +92,10 @@ class EventLog:
         """The events after ``last_id``; None if some of them already left the window."""
         if last_id > self.last_id:
             return None  # an id from the future: the service restarted with another clock; reload
+        if last_id < self._horizon:
+            return None
         if last_id == self.last_id:
             return []
-        oldest = self._recent[0].id if self._recent else self._next_id
-        if last_id < oldest - 1:
-            return None
         return [event for event in self._recent if event.id > last_id]
 
     def end(self, queue: "asyncio.Queue[Event | None]") -> None:

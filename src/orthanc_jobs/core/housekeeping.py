@@ -1,9 +1,14 @@
-"""Background upkeep of the registry: liveness of servers, writing to the store, pruning the history."""
+"""Background upkeep of the registry: liveness of servers, writing to the store, pruning the history.
+
+With replicas, only the leading one prunes (the others receive what it removed); liveness is checked by
+every replica, and decided by the leader (Registry.check_liveness).
+"""
 
 import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from orthanc_jobs.core.background import BackgroundTasks
 from orthanc_jobs.core.model import ServerStatus
@@ -12,7 +17,8 @@ from orthanc_jobs.core.store import Store
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL = 0.2
+# Changes are written (and reach the other replicas) at most this long after they happen.
+FLUSH_INTERVAL = 0.05
 PRUNE_INTERVAL = 60.0
 # While the history cannot be written (a full disk), one error a minute in the log, not five a second.
 WRITE_ERROR_LOG_INTERVAL = 60.0
@@ -27,12 +33,16 @@ class Housekeeper:
         liveness_interval: float,
         history_max_age: float,
         history_max_jobs: int,
+        leading: Callable[[], bool] = lambda: True,
+        trim_log: Callable[[], int] | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._liveness_interval = liveness_interval
         self._history_max_age = history_max_age
         self._history_max_jobs = history_max_jobs
+        self._leading = leading
+        self._trim_log = trim_log
         self._tasks = BackgroundTasks()
         # One write at a time, in the order the changes were taken: an older write must never land last.
         self._writing = asyncio.Lock()
@@ -66,9 +76,9 @@ class Housekeeper:
             if self._flushes_done >= asked:
                 return  # a write that started after this call's changes has written them
             covers = self._flushes_asked
-            jobs, servers = self._store.take_pending()
-            if jobs or servers:
-                write = asyncio.ensure_future(asyncio.to_thread(self._store.write, jobs, servers))
+            pending = self._store.take_pending()
+            if pending:
+                write = asyncio.ensure_future(asyncio.to_thread(self._store.write, pending))
                 try:
                     # Shielded: cancelled (the service stops), the write still ends before the lock is let go,
                     # so that no later write can land before it.
@@ -77,11 +87,11 @@ class Housekeeper:
                     with contextlib.suppress(Exception):
                         await write
                     if write.exception() is not None:
-                        self._store.restore_pending(jobs, servers)
+                        self._store.restore_pending(pending)
                     raise
                 except Exception as error:
                     # Nothing is lost: written by the next flush. Who waits for this one learns it failed.
-                    self._store.restore_pending(jobs, servers)
+                    self._store.restore_pending(pending)
                     self._write_failed(error)
                     raise
                 if self._write_failures:
@@ -114,6 +124,12 @@ class Housekeeper:
             )
 
     async def prune(self) -> None:
+        if not self._leading():
+            return
+        if self._trim_log is not None:
+            trimmed = await asyncio.to_thread(self._trim_log)
+            if trimmed:
+                log.info("change log: %d old change(s) forgotten", trimmed)
         pruned = self._registry.prune_history(self._history_max_age, self._history_max_jobs)
         if pruned:
             log.info("history: %d old job(s) forgotten", pruned)

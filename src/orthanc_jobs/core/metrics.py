@@ -96,6 +96,17 @@ class Metrics:
             "one (e.g. the process ran out of file handles)",
             registry=self.collectors,
         )
+        self.leader = Gauge(
+            "orthanc_jobs_leader",
+            "1 while this replica leads (decides for the whole cluster); a single service always does",
+            registry=self.collectors,
+        )
+        self.change_log_followed = Gauge(
+            "orthanc_jobs_change_log_followed",
+            "1 while this replica reads the other replicas' changes (PostgreSQL), 0 while it cannot; "
+            "a single service on SQLite: 1",
+            registry=self.collectors,
+        )
         self.event_lag = Histogram(
             "orthanc_jobs_event_lag_seconds",
             "From Orthanc's change (the plugin's clock) to the change being visible in the API",

@@ -1,10 +1,15 @@
 """Reading jobs from the Orthanc servers into the registry: polls of unfinished jobs, resynchronisations,
-and reads of jobs known only by an event (look-ups of unknown ids are in lookups.py)."""
+and reads of jobs known only by an event (look-ups of unknown ids are in lookups.py).
+
+With replicas, polls and resynchronisations are the leading replica's (they are not multiplied by the
+number of replicas); each replica reads the jobs its own plugin events left without JSON.
+"""
 
 import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from prometheus_client import Histogram
@@ -33,12 +38,14 @@ class Poller:
         poll_interval: float,
         resync_interval: float,
         poll_duration: Histogram | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._registry = registry
         self._client = client
         self._poll_interval = poll_interval
         self._resync_interval = resync_interval
         self._poll_duration = poll_duration
+        self._leading = leading
         self._tasks = BackgroundTasks()
         self._to_read: dict[str, set[str]] = {}  # server URL -> ids of jobs to read
 
@@ -52,7 +59,10 @@ class Poller:
         await self._tasks.cancel_all()
 
     def schedule_resync(self, server: Server) -> None:
-        """Resynchronise a server that just registered (its HTTP server may open a moment later)."""
+        """Resynchronise a server that just registered (its HTTP server may open a moment later); the
+        leading replica does, when it hears of the registration."""
+        if not self._leading():
+            return
         self._tasks.spawn(self._resync_with_retries(server))
 
     async def _resync_with_retries(self, server: Server) -> None:
@@ -75,12 +85,18 @@ class Poller:
         return True
 
     async def resync_all(self) -> None:
+        if not self._leading():
+            return
         with self._timed("resync"):
             await asyncio.gather(*(self.resync(s) for s in self._registry.live_servers()))
 
     async def poll_unfinished(self) -> None:
+        live = self._registry.live_servers()
+        await asyncio.gather(*(self._read_scheduled(s) for s in live))
+        if not self._leading():
+            return
         with self._timed("poll"):
-            await asyncio.gather(*(self._poll_server(s) for s in self._registry.live_servers()))
+            await asyncio.gather(*(self._poll_server(s) for s in live))
 
     def _timed(self, kind: str) -> AbstractContextManager[None]:
         return self._poll_duration.labels(kind).time() if self._poll_duration else contextlib.nullcontext()
@@ -111,7 +127,6 @@ class Poller:
         await asyncio.gather(*(self.refresh_job(server, job_id) for job_id in now))
 
     async def _poll_server(self, server: Server) -> None:
-        await self._read_scheduled(server)
         unfinished = self._registry.unfinished_jobs(server)
         if len(unfinished) > EXPAND_THRESHOLD:
             await self.resync(server)

@@ -68,11 +68,13 @@ class Registry:
         stopped_after: float,
         hide_lost_after: float | None = None,
         clock: Callable[[], float] = time.time,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._not_responding_after = not_responding_after
         self._stopped_after = stopped_after
         self._hide_lost_after = hide_lost_after
         self._clock = clock
+        self._leading = leading
         self._servers: dict[str, Server] = {}
         self._by_incarnation: dict[str, Server] = {}
         self._jobs: dict[str, Job] = {}
@@ -179,10 +181,11 @@ class Registry:
         server.stopped = True
         self._stop(server, why)
 
-    def _set_status(self, server: Server, status: ServerStatus) -> None:
+    def _set_status(self, server: Server, status: ServerStatus, tell: bool = True) -> None:
         if server.status is not status:
             server.status = status
-            self._emit(ServerChanged(server))
+            if tell:
+                self._emit(ServerChanged(server))
 
     def _emit(self, change: Change) -> None:
         for subscriber in self.subscribers:
@@ -199,16 +202,25 @@ class Registry:
         """The one place where silence changes a server's status (heartbeats and polls set it alive).
 
         A server silent for too long has lost its unfinished jobs; one that is only not responding (frozen,
-        overloaded) keeps them.
+        overloaded) keeps them. Only the leading replica decides (and tells); the others follow the clock
+        for what they show, and receive the leader's decisions.
         """
         changes = []
         now = self._clock()
+        deciding = self._leading()
         for server in list(self._servers.values()):
             silence = now - server.last_seen
             if server.status is not ServerStatus.STOPPED and silence >= self._stopped_after:
-                self._stop(server, f"stopped answering (silent for {silence:.0f} s)")
+                self._set_status(server, ServerStatus.STOPPED, tell=deciding)
             elif server.status is ServerStatus.ALIVE and silence >= self._not_responding_after:
-                self._set_status(server, ServerStatus.NOT_RESPONDING)
+                self._set_status(server, ServerStatus.NOT_RESPONDING, tell=deciding)
+            if deciding and server.status is ServerStatus.STOPPED:
+                # Also those a replica that led before saw stopped and did not fail (it died meanwhile).
+                why = "stopped" if server.stopped else f"stopped answering (silent for {silence:.0f} s)"
+                self._fail_unfinished_jobs(
+                    server,
+                    f"Orthanc server {server.name} ({server.url}) {why}; the job was lost with its process",
+                )
             if server.status is not server.reported_status:
                 server.reported_status = server.status
                 changes.append((server, server.status))
@@ -406,6 +418,57 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+    # ---- what another replica wrote ----------------------------------------------------------------------
+
+    def install_job(self, job: Job) -> bool:
+        """A job as another replica wrote it; an older state than the one held (by its owner's Timestamp)
+        is not installed. Not told to the subscribers: it is written and streamed already."""
+        existing = self._jobs.get(job.id)
+        if existing is not None:
+            if existing.timestamp > job.timestamp:
+                return False
+            self._unindex(existing, keep_order=existing.order_key == job.order_key)
+        self._index(job, ordered=existing is not None and existing.order_key == job.order_key)
+        return True
+
+    def uninstall_job(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            self._unindex(job)
+
+    def install_server(self, server: Server) -> bool:
+        """A server as another replica wrote it; True if it is a process new here (a new incarnation).
+
+        A server's status follows from when it was last seen, here as on every replica; the jobs of the
+        process it replaced were failed by the replica that saw it register."""
+        existing = self._servers.get(server.url)
+        if existing is not None and existing.incarnation == server.incarnation:
+            existing.last_seen = max(existing.last_seen, server.last_seen)
+            existing.stopped = existing.stopped or server.stopped
+            existing.gap = server.gap if server.gap is not None else existing.gap
+            existing.orthanc_version = server.orthanc_version or existing.orthanc_version
+            self._follow_clock(existing)
+            return False
+        if existing is not None:
+            if server.registered_at < existing.registered_at:
+                return False  # the row of a process replaced since, written late
+            self._replaced[existing.incarnation] = server.url
+            self._by_incarnation.pop(existing.incarnation, None)
+        self._servers[server.url] = server
+        self._by_incarnation[server.incarnation] = server
+        self._follow_clock(server)
+        return True
+
+    def _follow_clock(self, server: Server) -> None:
+        silence = self._clock() - server.last_seen
+        if server.stopped or silence >= self._stopped_after:
+            status = ServerStatus.STOPPED
+        elif silence >= self._not_responding_after:
+            status = ServerStatus.NOT_RESPONDING
+        else:
+            status = ServerStatus.ALIVE
+        self._set_status(server, status, tell=False)
 
     # ---- internals -------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Load it as Orthanc's Python plugin script ("PythonScript"), or import it from yo
 
 Configuration, in Orthanc's configuration file (environment variables win):
     "OrthancJobs": {
-        "Url": "http://127.0.0.1:8050",     # ORTHANC_JOBS_URL: where the job-service listens
+        "Url": "http://127.0.0.1:8050",     # ORTHANC_JOBS_URL: where the job-service listens (below)
         "Secret": "...",                     # ORTHANC_JOBS_SECRET: this server's own secret
         "ServerUrl": "http://10.0.0.5:8042", # ORTHANC_JOBS_SERVER_URL: where the service reaches this Orthanc
         "LocalUrl": "http://127.0.0.1:8042", # where this plugin reads this Orthanc's jobs (loopback)
@@ -17,6 +17,13 @@ Configuration, in Orthanc's configuration file (environment variables win):
         "QueueBytes": 67108864,              # bytes of job JSON kept meanwhile
         "Timeout": 2                         # seconds, per request
     }
+
+"Url" names the job-service, or its replicas: ["http://jobs-1:8050", "http://jobs-2:8050"], or the same
+separated by commas (the only form ORTHANC_JOBS_URL takes). Entries that are not http(s) URLs are ignored,
+and logged; with none left, the default. Requests go to the replica that answered last; when it cannot be
+reached, times out or answers 502, 503 or 504, the same request goes to the next one, each tried once per
+request (within the shutdown budget when Orthanc stops). Replicas share what they know and events are
+snapshots of a job: a batch a failing replica may have stored before it failed is harmlessly sent again.
 
 How it stays harmless inside Orthanc:
 - Orthanc's threads only append to a queue (``on_change``); two threads of the plugin's own do the rest.
@@ -48,6 +55,7 @@ import urllib.request
 import uuid
 
 REPORTER_VERSION = "2"
+DEFAULT_SERVICE_URL = "http://127.0.0.1:8050"
 
 JOB_EVENTS = {16: "JOB_SUBMITTED", 17: "JOB_SUCCESS", 18: "JOB_FAILURE"}
 ORTHANC_STOPPED_CHANGE = 11
@@ -61,6 +69,8 @@ BATCH_BYTES = 8 * 1024 * 1024
 # On shutdown, time left to flush what is queued; Orthanc's shutdown must not wait much longer.
 SHUTDOWN_BUDGET = 0.8
 MAX_BACKOFF = 5.0
+# Answers that say a replica of the job-service cannot serve now: the same request goes to the next one.
+UNAVAILABLE = (502, 503, 504)
 # Answers 500 in a row to the same events, while the job-service answers heartbeats, before the events are
 # judged the cause (see Reporter._isolate). 502, 503 and 504 say the service is unavailable: retried.
 TRIES_BEFORE_GIVING_UP = 3
@@ -74,6 +84,18 @@ class ServiceRefused(Exception):
     def __init__(self, status):
         super().__init__(f"job-service answered {status}")
         self.status = status
+
+
+class ServiceUnreachable(Exception):
+    """No replica of the job-service answered a request; ``failures`` holds each one's (URL, error)."""
+
+    def __init__(self, failures):
+        super().__init__(_describe(failures) or "no job-service URL configured")
+        self.failures = failures
+
+
+def _describe(failures):
+    return "; ".join(f"{url}: {error}" for url, error in failures)
 
 
 class Isolating(Exception):
@@ -322,6 +344,7 @@ def _encode_events(incarnation, events):
 class Reporter:
     """Captures job events and sends them on threads of its own; nothing here ever blocks Orthanc's threads.
 
+    ``service_url`` is the job-service's URL, or the list of its replicas' (see Reporter._post);
     ``read_local(uri)`` reads this Orthanc's REST API over HTTP (bytes of a 200 answer, or None);
     ``log(message)`` and ``log_error(message)`` write to Orthanc's log; ``clock`` tells the time and waits
     (SystemClock).
@@ -341,7 +364,9 @@ class Reporter:
         log_error=None,
         clock=None,
     ):
-        self.service_url = service_url.rstrip("/") + INTERNAL_PREFIX
+        urls = [service_url] if isinstance(service_url, str) else list(service_url)
+        self.service_urls = [url.rstrip("/") for url in urls]
+        self.current = 0  # the replica requests go to first: the one that answered last
         self.secret = secret
         self.identity = identity  # Name, Url, Incarnation, Token, OrthancVersion, PluginVersion
         self.read_local = read_local
@@ -513,11 +538,52 @@ class Reporter:
         return None if self.deadline is None else self.deadline - self.clock.monotonic()
 
     def _post(self, route, body):
-        remaining = self._remaining()
-        timeout = self.timeout if remaining is None else max(0.05, min(self.timeout, remaining))
+        """POST to the replica that answered last. When it cannot be reached (refused, reset, timed out, an
+        answer cut short) or answers 502, 503 or 504, the same request goes to the next replica, each tried
+        once, while Orthanc's shutdown leaves time. Any other answer comes from a live replica: it is the
+        answer (ServiceRefused for an error status). When none answered: ServiceRefused for the last 502,
+        503 or 504 (the service is there, busy), else ServiceUnreachable."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        failures: list[tuple[str, Exception]] = []
+        unavailable = None
+        for step in range(len(self.service_urls)):
+            remaining = self._remaining()
+            if step and remaining is not None and remaining <= 0:
+                break  # Orthanc stops and its time is up: no other replica is tried
+            timeout = self.timeout if remaining is None else max(0.05, min(self.timeout, remaining))
+            index = (self.current + step) % len(self.service_urls)
+            url = self.service_urls[index]
+            try:
+                answer = self._post_to(url + INTERNAL_PREFIX + route, data, timeout)
+            except ServiceRefused as refused:
+                if refused.status not in UNAVAILABLE:
+                    self._answered_by(index, failures)
+                    raise
+                unavailable = refused
+                failures.append((url, refused))
+            # ValueError: a URL urllib cannot use, as unreachable as a closed port.
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                failures.append((url, error))
+            else:
+                self._answered_by(index, failures)
+                return answer
+        if unavailable is not None:
+            raise unavailable
+        raise ServiceUnreachable(failures)
+
+    def _answered_by(self, index, failures):
+        """The replica at ``index`` answered: requests go to it first from now on (said once, on a switch)."""
+        if index != self.current:
+            self.current = index
+            self.log(
+                f"orthanc-jobs: now sending to the job-service at {self.service_urls[index]} "
+                f"({_describe(failures)})"
+            )
+
+    def _post_to(self, url, data, timeout):
         request = urllib.request.Request(
-            self.service_url + route,
-            data=body if isinstance(body, bytes) else json.dumps(body).encode(),
+            url,
+            data=data,
             headers={
                 "Content-Type": "application/json",
                 "Authorization": "Bearer " + self.secret,
@@ -553,7 +619,7 @@ class Reporter:
             # Half of it: room for the events' own fields; a larger body would be cut off, not answered.
             self.batch_bytes = max(1024, min(BATCH_BYTES, accepted // 2))
         if not self.registered:
-            self.log(f"orthanc-jobs: registered with the job-service at {self.service_url}")
+            self.log(f"orthanc-jobs: registered with the job-service at {self.service_urls[self.current]}")
         self.registered = True
         self.answered_since_failure = True
 
@@ -722,12 +788,48 @@ class Reporter:
                 backoff = min(MAX_BACKOFF, backoff * 2)
 
 
+def _service_urls(value):
+    """The URLs in a ``Url`` setting (one URL, URLs separated by commas, or a list of them), each once, and
+    the entries ignored for not being http(s) URLs."""
+    if isinstance(value, str):
+        entries = value.split(",")
+    elif isinstance(value, list):
+        entries = value
+    else:
+        entries = [] if value is None else [value]
+    urls, ignored = [], []
+    for entry in entries:
+        url = entry.strip().rstrip("/") if isinstance(entry, str) else None
+        if url == "":
+            continue
+        if url is None or not _is_http_url(url):
+            ignored.append(entry)
+        elif url not in urls:
+            urls.append(url)
+    return urls, ignored
+
+
+def _is_http_url(url):
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is no number, or out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+
+
 def _settings(configuration):
     section = configuration.get("OrthancJobs", {})
     scheme = "https" if configuration.get("SslEnabled") else "http"
     local_url = f"{scheme}://127.0.0.1:{int(configuration.get('HttpPort', 8042))}"
+    # ORTHANC_JOBS_URL wins when it holds a usable URL, then the section's Url, then the default.
+    urls, ignored = _service_urls(os.environ.get("ORTHANC_JOBS_URL"))
+    if not urls:
+        urls, ignored_in_section = _service_urls(section.get("Url"))
+        ignored += ignored_in_section
     return {
-        "Url": os.environ.get("ORTHANC_JOBS_URL") or section.get("Url", "http://127.0.0.1:8050"),
+        "Url": urls or [DEFAULT_SERVICE_URL],
+        "IgnoredUrls": ignored,
         "Secret": os.environ.get("ORTHANC_JOBS_SECRET") or section.get("Secret", ""),
         "ServerUrl": os.environ.get("ORTHANC_JOBS_SERVER_URL") or section.get("ServerUrl", local_url),
         "LocalUrl": section.get("LocalUrl", local_url),
@@ -747,6 +849,11 @@ def _start_in_orthanc():
         orthanc.LogError("orthanc-jobs: no secret (OrthancJobs.Secret or ORTHANC_JOBS_SECRET): reporter off")
         return None
 
+    if settings["IgnoredUrls"]:
+        orthanc.LogError(
+            f"orthanc-jobs: ignored in OrthancJobs.Url or ORTHANC_JOBS_URL (not http(s) URLs): "
+            f"{settings['IgnoredUrls']}; the job-service at {', '.join(settings['Url'])}"
+        )
     token = orthanc.GenerateRestApiAuthorizationToken()
     identity = {
         "Name": configuration.get("Name", socket.gethostname()),

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.api.app import build_services, create_app
-from orthanc_jobs.api.auth import ClusterAuthenticator
+from orthanc_jobs.api.auth import UNANSWERED_GRACE_SECONDS, ClusterAuthenticator
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.config import Settings
 from orthanc_jobs.core.errors import ServerUnavailable, Unauthorized
@@ -148,6 +148,28 @@ async def test_silent_servers_count_for_nothing_and_no_answer_is_503(
     clock.now += 11
     with pytest.raises(Unauthorized):
         await authenticator.check(ALICE)
+
+
+async def test_while_no_server_can_answer_recently_accepted_credentials_still_read(
+    authenticator: ClusterAuthenticator, orthanc: FakeOrthanc, clock: Clock
+) -> None:
+    await authenticator.check(ALICE)
+    orthanc.down = set(URLS)  # their index database away: Orthanc answers nothing
+    clock.now += 11  # past the cache
+
+    await authenticator.check(ALICE)  # accepted by them 11 s ago, and nobody can say otherwise
+    with pytest.raises(ServerUnavailable):
+        await authenticator.check(WRONG)  # never accepted
+    clock.now += UNANSWERED_GRACE_SECONDS
+    with pytest.raises(ServerUnavailable):
+        await authenticator.check(ALICE)  # too long ago
+    orthanc.down = set()
+    orthanc.credentials[URLS[0]].discard(ALICE)
+    with pytest.raises(Unauthorized):
+        await authenticator.check(ALICE)
+    orthanc.down = set(URLS)
+    with pytest.raises(Unauthorized):
+        await authenticator.check(ALICE)  # a refusal is never forgotten for an outage
 
 
 async def stream_then_wait(

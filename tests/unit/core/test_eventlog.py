@@ -4,7 +4,7 @@ import asyncio
 
 import orjson
 
-from orthanc_jobs.core.eventlog import SUBSCRIBER_BACKLOG, EventLog
+from orthanc_jobs.core.eventlog import SUBSCRIBER_BACKLOG, Event, EventLog
 
 
 def test_events_are_numbered_and_encoded_as_server_sent_events() -> None:
@@ -59,3 +59,17 @@ def test_ids_go_on_growing_across_restarts() -> None:
     after.publish("job", b"{}")
     assert after.last_id > before.last_id
     assert after.since(before.last_id) is None  # what happened in between is unknown: reload
+
+
+def test_replicas_publish_under_the_change_logs_numbers_which_may_skip() -> None:
+    log = EventLog(window=3)
+    log.start_at(10, horizon=7, recent=[Event(8, "job", b"{}"), Event(10, "job", b"{}")])
+    log.publish("job", b"{}", event_id=12)
+    log.skip_to(14)  # changes not shown on the stream (a server seen)
+    log.publish("job", b"{}", event_id=15)
+
+    assert log.last_id == 15
+    assert [e.id for e in log.since(9)] == [10, 12, 15]  # 8 left the window; 9 was never an event
+    assert [e.id for e in log.since(14)] == [15]
+    assert log.since(7) is None  # 8 is gone
+    assert log.since(15) == []

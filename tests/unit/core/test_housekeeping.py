@@ -12,6 +12,7 @@ from orthanc_jobs.core.housekeeping import Housekeeper
 from orthanc_jobs.core.model import Job
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.store import SqliteStore
+from orthanc_jobs.core.store.base import Pending
 
 
 def a_job(number: int, state: str = "Success") -> Job:
@@ -31,13 +32,13 @@ class Recording(SqliteStore):
         self.hold = threading.Event()
         self.hold.set()
 
-    def write(self, jobs, servers):  # type: ignore[no-untyped-def]
+    def write(self, pending: Pending) -> None:
         self.hold.wait(5)
         if self.failing:
             self.failing -= 1
             raise sqlite3.OperationalError("database or disk is full")
-        self.writes.append(set(jobs))
-        super().write(jobs, servers)
+        self.writes.append(set(pending.jobs))
+        super().write(pending)
 
 
 @pytest.fixture

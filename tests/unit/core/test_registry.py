@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from orthanc_jobs.core.model import ServerStatus
+from orthanc_jobs.core.model import Job, Server, ServerStatus
 from orthanc_jobs.core.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
 from orthanc_jobs.core.store import SqliteStore
 
@@ -391,3 +391,78 @@ def test_a_new_process_at_a_url_cannot_rewrite_the_jobs_of_the_previous_one(regi
 
     known = registry.get_job(JOB_A)
     assert (known.state, known.incarnation) == ("Success", "inc-1")
+
+
+def test_what_another_replica_wrote_is_installed_unless_older_and_not_told_again(registry: Registry) -> None:
+    server = register(registry)
+    told: list[object] = []
+    registry.subscribers.append(told.append)
+    newer = registry.apply_snapshot(server, job(JOB_A, "Success", Timestamp="20261128T100009.000000"))
+    assert newer is not None
+    told.clear()
+    older = Job.from_content(
+        job(JOB_A, "Running", Timestamp="20261128T100005.000000"),
+        server_url=server.url,
+        incarnation=server.incarnation,
+        first_seen=0.0,
+    )
+
+    assert registry.install_job(older) is False
+    assert registry.get_job(JOB_A) is newer
+    later = Job.from_content(
+        job(JOB_A, "Failure", Timestamp="20261128T100010.000000"),
+        server_url=server.url,
+        incarnation=server.incarnation,
+        first_seen=0.0,
+    )
+    assert registry.install_job(later) is True
+    assert registry.get_job(JOB_A) is later and [
+        j.id for j in registry.list_jobs(states=frozenset({"Failure"}))
+    ]
+    assert told == []  # written and streamed by the replica that received it
+
+
+def test_a_new_process_heard_of_through_another_replica_fails_nothing_here(
+    registry: Registry, clock: Clock
+) -> None:
+    old = register(registry, incarnation="inc-1")
+    registry.apply_snapshot(old, job(JOB_A))
+    new = Server(
+        url=old.url,
+        name=old.name,
+        incarnation="inc-2",
+        token="t",
+        registered_at=clock.now + 1,
+        last_seen=clock.now + 1,
+    )
+
+    assert registry.install_server(new) is True
+
+    assert registry.get_job(JOB_A).state == "Running"  # type: ignore[union-attr]  (the other replica fails it)
+    assert registry.server_by_incarnation("inc-2") is new and registry.server_by_incarnation("inc-1") is None
+    assert registry.install_server(old) is False  # its row, written late, changes nothing
+
+
+def test_a_replica_that_does_not_lead_shows_silence_and_only_the_leader_fails_the_jobs(clock: Clock) -> None:
+    leading = [False]
+    registry = Registry(
+        SqliteStore(":memory:"),
+        not_responding_after=10,
+        stopped_after=60,
+        clock=clock,
+        leading=lambda: leading[0],
+    )
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A))
+    clock.now += 61
+
+    registry.check_liveness()
+    assert registry.server_status(server) is ServerStatus.STOPPED
+    assert registry.get_job(JOB_A).state == "Running"  # type: ignore[union-attr]
+
+    leading[0] = True  # it leads now: the jobs of a server it had seen stop are failed, once
+    registry.check_liveness()
+    registry.check_liveness()
+    failed = registry.get_job(JOB_A)
+    assert failed is not None and failed.state == "Failure"
+    assert "stopped answering (silent for 61 s)" in failed.content["ErrorDescription"]

@@ -59,7 +59,7 @@ def make_reporter(clock):
     made: list[Harness] = []
 
     def make(
-        url: str,
+        url: str | list[str],
         *,
         secret: str = SECRET,
         heartbeat_interval: float = 1.0,

@@ -25,6 +25,8 @@ ORTHANC_VERSION = "1.12.4"
 ORTHANC_STOPPED = 11
 JOB_SUBMITTED, JOB_SUCCESS, JOB_FAILURE = 16, 17, 18
 SERVER_HEADER = "X-Orthanc-Jobs-Server"
+#: A status for ServiceStub.plan or refuse: read the request, record it, close the connection unanswered.
+HANG_UP = 0
 
 
 def load_plugin(name: str = "orthanc_jobs_reporter_under_test"):
@@ -197,7 +199,8 @@ class ServiceStub:
 
     ``/register`` makes the incarnation known; ``/heartbeat`` and ``/events`` for an unknown incarnation get
     404, like the real service after a restart. ``plan(route, status, ...)`` forces the next answers of a
-    route; a wrong ``Authorization`` gets 403. Each request is recorded with the time on ``clock``.
+    route (HANG_UP: none, the connection closed); a wrong ``Authorization`` gets 403. Each request is
+    recorded with the time on ``clock``.
     """
 
     def __init__(self, clock: "FakeClock", port: int = 0, secret: str = SECRET):
@@ -244,6 +247,9 @@ class ServiceStub:
                             stub.clock.monotonic(),
                         )
                     )
+                if status == HANG_UP:
+                    self.close_connection = True
+                    return
                 data = stub.reply(route, body) if stub.reply is not None and status == 200 else b"{}"
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

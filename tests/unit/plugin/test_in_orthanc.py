@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from orthanc_jobs.cluster.ports import free_port
 from tests.unit.plugin.stubs import (
     JOB_SUBMITTED,
     JOB_SUCCESS,
@@ -117,6 +118,30 @@ def test_inside_orthanc_as_the_python_script_it_registers_and_reports(servers, c
         # Read over HTTP with the plugin's own token, never in-process.
         assert ("/jobs/job-here", "Bearer generated-token") in fake.http.reads
         assert fake.in_process_reads == []
+    finally:
+        if reporter is not None:
+            reporter.stop(budget=0.2)
+        fake.close()
+
+
+def test_inside_orthanc_the_url_may_list_replicas(servers, clean_env):
+    stub = servers.stub()
+    fake = FakeOrthanc({})
+    down = f"http://127.0.0.1:{free_port()}"
+    fake.configuration = {
+        "HttpPort": fake.http_port,
+        "PythonScript": str(PLUGIN_PATH),
+        "OrthancJobs": {"Url": [down, "jobs:8050", stub.url], "Secret": SECRET, "Timeout": 0.5},
+    }
+    clean_env.setitem(sys.modules, "orthanc", fake)
+
+    module = load_plugin("orthanc_jobs_reporter_in_orthanc_replicas")
+    reporter = module._reporter
+    try:
+        assert reporter is not None
+        assert wait_until(lambda: stub.received("/register", 200))
+        assert any("ignored" in message and "jobs:8050" in message for message in fake.errors)
+        assert wait_until(lambda: f"registered with the job-service at {stub.url}" in str(fake.warnings))
     finally:
         if reporter is not None:
             reporter.stop(budget=0.2)

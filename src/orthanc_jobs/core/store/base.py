@@ -1,9 +1,36 @@
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
 from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged, ServerSeen
 from orthanc_jobs.core.model import Job, Server
+
+#: How a change shows on the event stream: (kind, data), or None (api/wire.py ``frame_for``).
+Framer = Callable[[Change], "tuple[str, bytes] | None"]
+
+
+@dataclass(slots=True)
+class Pending:
+    """Changes noted and not written yet, newest kept: what ``take_pending`` hands to ``write``.
+
+    ``frames`` holds, for a store that tells other replicas (PostgreSQL), how each job (``job:ID``) and
+    server (``server:URL``) change shows on the event stream, so that every replica streams the same events.
+    """
+
+    jobs: dict[str, Job | None] = field(default_factory=dict)  # None: delete
+    servers: dict[str, Server] = field(default_factory=dict)
+    frames: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.servers)
+
+    def under(self, newer: "Pending") -> "Pending":
+        """These changes with ``newer`` ones on top (a failed write given back)."""
+        return Pending(
+            {**self.jobs, **newer.jobs}, {**self.servers, **newer.servers}, {**self.frames, **newer.frames}
+        )
 
 
 class Store(Protocol):
@@ -25,11 +52,11 @@ class Store(Protocol):
 
     def delete_job(self, job_id: str) -> None: ...
 
-    def take_pending(self) -> tuple[dict[str, Job | None], dict[str, Server]]: ...
+    def take_pending(self) -> Pending: ...
 
-    def restore_pending(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None: ...
+    def restore_pending(self, pending: Pending) -> None: ...
 
-    def write(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None: ...
+    def write(self, pending: Pending) -> None: ...
 
     def close(self) -> None: ...
 
@@ -39,49 +66,63 @@ class PendingChanges:
 
     Noting is cheap and happens on the event loop; ``take_pending`` hands everything over to ``write``,
     which a store implements, in a worker thread; a failed write gives it back (``restore_pending``).
+    With a ``framer`` (set by a store whose changes other replicas stream), each change's event is noted too.
     """
 
+    framer: Framer | None = None
+
     def __init__(self) -> None:
-        self._jobs: dict[str, Job | None] = {}  # None: delete
-        self._servers: dict[str, Server] = {}
+        self._pending = Pending()
 
     def record(self, change: Change) -> None:
         """What a change means to a store: the one place it is decided."""
         match change:
             case JobChanged(job):
                 self.save_job(job)
+                key = "job:" + job.id
             case JobRemoved(job_id):
                 self.delete_job(job_id)
+                key = "job:" + job_id
             case ServerChanged(server) | ServerSeen(server):
                 self.save_server(server)
+                key = "server:" + server.url
+        if self.framer is not None:
+            frame = self.framer(change)
+            if frame is not None:
+                self._pending.frames[key] = frame
+            elif not isinstance(change, ServerSeen):
+                self._pending.frames.pop(key, None)
 
     def save_server(self, server: Server) -> None:
-        self._servers[server.url] = server
+        self._pending.servers[server.url] = server
 
     def save_job(self, job: Job) -> None:
-        self._jobs[job.id] = job
+        self._pending.jobs[job.id] = job
 
     def delete_job(self, job_id: str) -> None:
-        self._jobs[job_id] = None
+        self._pending.jobs[job_id] = None
 
-    def restore_pending(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None:
+    def forget_pending_job(self, job_id: str) -> None:
+        """Another replica wrote a newer state of this job: what was noted here is older, not to write."""
+        self._pending.jobs.pop(job_id, None)
+        self._pending.frames.pop("job:" + job_id, None)
+
+    def restore_pending(self, pending: Pending) -> None:
         """Put back what a failed ``write`` was handed, under the changes noted since (newer)."""
-        self._jobs = {**jobs, **self._jobs}
-        self._servers = {**servers, **self._servers}
+        self._pending = pending.under(self._pending)
 
-    def take_pending(self) -> tuple[dict[str, Job | None], dict[str, Server]]:
+    def take_pending(self) -> Pending:
         """Hand over what is waiting to be written (on the event loop's thread)."""
-        jobs, servers = self._jobs, self._servers
-        self._jobs, self._servers = {}, {}
-        return jobs, servers
+        pending, self._pending = self._pending, Pending()
+        return pending
 
-    def write(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None:
+    def write(self, pending: Pending) -> None:
         raise NotImplementedError
 
     def flush(self) -> None:
         """Write at once what is noted (a store used on its own; the service's writes go through the
         housekeeper, from a worker thread)."""
-        self.write(*self.take_pending())
+        self.write(self.take_pending())
 
 
 #: The columns of a job and of a server, in the order ``job_row`` and ``server_row`` give them.

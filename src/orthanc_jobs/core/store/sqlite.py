@@ -23,6 +23,7 @@ from orthanc_jobs.core.model import Job, Server
 from orthanc_jobs.core.store.base import (
     JOB_COLUMNS,
     SERVER_COLUMNS,
+    Pending,
     PendingChanges,
     job_from_row,
     job_row,
@@ -172,10 +173,11 @@ class SqliteStore(PendingChanges):
             raise DamagedStore(f"a row cannot be read: {error!r}") from error
         return servers, jobs
 
-    def write(self, jobs: dict[str, Job | None], servers: dict[str, Server]) -> None:
+    def write(self, pending: Pending) -> None:
         """Write what ``take_pending`` handed over, in one transaction (from any thread)."""
-        if not jobs and not servers:
+        if not pending:
             return
+        jobs, servers = pending.jobs, pending.servers
         upserts = [job_row(job) for job in jobs.values() if job is not None]
         deletes = [(job_id,) for job_id, job in jobs.items() if job is None]
         server_rows = [

@@ -159,7 +159,6 @@ def test_a_failed_write_gives_its_changes_back_under_newer_ones(tmp_path: Path) 
     newer = job(presumed=True)
     store.save_job(newer)
 
-    store.restore_pending(*taken)
+    store.restore_pending(taken)
 
-    jobs, _ = store.take_pending()
-    assert jobs == {JOB_ID: newer}
+    assert store.take_pending().jobs == {JOB_ID: newer}

@@ -73,7 +73,7 @@ def test_a_failed_write_is_given_back_under_the_newer_changes(open_history: Call
     handed = store.take_pending()
     store.save_job(a_job(FIRST, "Success"))  # noted while the write failed
     store.save_job(a_job(SECOND, "Pending"))
-    store.restore_pending(*handed)
+    store.restore_pending(handed)
     store.flush()
     store.close()
 
