@@ -23,6 +23,7 @@ test-e2e: system-deps orthanc-1.12 $(STAMP)
 
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/replicas.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -39,3 +39,26 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     assert figures["filtered_listing"]["running"] == 2
     assert figures["archive_download"]["same_size"]
     assert "GET /jobs?expand" in result.stdout  # the table
+
+
+def test_the_quick_replicas_benchmark_measures_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "replicas.json"
+    command = [sys.executable, "bench/replicas.py", "--quick", "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(output.read_text())["figures"]
+    assert set(figures) == {
+        "get_job_1_replica",
+        "expand_1_replica",
+        "get_job_2_replicas",
+        "expand_2_replicas",
+        "cross_replica_visibility_ms",
+        "failover",
+        "ingestion_2_replicas",
+    }
+    assert (
+        figures["ingestion_2_replicas"]["per_replica"][0] > 0
+        and figures["ingestion_2_replicas"]["per_replica"][1] > 0
+    )
+    assert figures["failover"]["requests"] > 0 and figures["get_job_2_replicas"]["requests_per_s"] > 0
+    assert "cross-replica visibility" in result.stdout  # the table

@@ -302,12 +302,18 @@ def test_the_leader_killed_another_leads_and_a_dead_servers_jobs_are_failed_once
             failed = wait_job_state(survivor, job_id, {"Failure"})
         assert took_over <= 15
         assert "stopped answering" in failed["ErrorDescription"] and victim in failed["ErrorDescription"]
-        with psycopg.connect(database_url(replicated)) as db:
-            failures = db.execute(
-                "SELECT replica FROM orthanc_jobs.changes WHERE key = %s AND content LIKE %s",
-                (job_id, b'%"State":"Failure"%'),
-            ).fetchall()
-        assert failures == [(other,)], "failed once, by the new leader"
+
+        def failures() -> list[str]:
+            with psycopg.connect(database_url(replicated)) as db:
+                rows = db.execute(
+                    "SELECT replica FROM orthanc_jobs.changes WHERE key = %s AND content LIKE %s",
+                    (job_id, b'%"State":"Failure"%'),
+                ).fetchall()
+            return [replica.split("/")[0] for (replica,) in rows]  # the replica's name, then its process's id
+
+        wait_for(failures, timeout=10, what="the failure in the change log")
+        time.sleep(3)  # a second decision, if any, would be written by now
+        assert failures() == [other], "failed once, by the new leader"
     finally:
         modality.close()
         cli(replicated, "start", leader)

@@ -39,13 +39,15 @@ log = logging.getLogger(__name__)
 def build_services(
     settings: Settings, store: Store | None = None, client: OrthancClient | None = None
 ) -> Services:
-    store = store or open_store(settings.database, settings.database_schema, replica=settings.replica)
-    leadership = (
-        Leadership(store, f"{settings.replica}/{uuid.uuid4().hex[:8]}")
-        if isinstance(store, PostgresStore)
-        else None
-    )
-    leading = leadership.is_leader if leadership is not None else lambda: True
+    # This process, in the change log and the lease: a replica restarted, or two given the same name by
+    # mistake, are not taken for one another.
+    identity = f"{settings.replica}/{uuid.uuid4().hex[:8]}"
+    store = store or open_store(settings.database, settings.database_schema, replica=identity)
+    replication: Replication | None = None
+
+    def leading() -> bool:
+        return replication is None or replication.is_leading()
+
     registry = Registry(
         store,
         not_responding_after=settings.not_responding_after,
@@ -74,10 +76,12 @@ def build_services(
     metrics.pools_replaced.set_function(lambda: client.pools_replaced)
     events = EventLog()
     replication = None
-    if isinstance(store, PostgresStore) and leadership is not None:
+    if isinstance(store, PostgresStore):
         # Replicas stream the change log's events, their own included, once written (core/replication.py).
         store.framer = lambda change: frame_for(registry, change)
-        replication = Replication(store, registry, events, leadership, on_new_server=poller.schedule_resync)
+        replication = Replication(
+            store, registry, events, Leadership(store, store.replica), on_new_server=poller.schedule_resync
+        )
     else:
         registry.subscribers.append(lambda change: publish(events, registry, change))
     metrics.leader.set_function(lambda: float(leading()))

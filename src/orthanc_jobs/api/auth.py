@@ -84,11 +84,16 @@ class ClusterAuthenticator:
             accepted = await self._rounds.run(key, lambda: self._ask_every_server(key, authorization))
             if accepted is None:
                 raise ServerUnavailable("no Orthanc server answered the credentials check")
+        except ChecksBusy:
+            raise
         except ServerUnavailable:
-            # No live server, or none answers: what they accepted a short while ago still reads.
+            # No live server, or none can answer: what they accepted a short while ago still reads (not when
+            # the operator asked for every request to be checked: ORTHANC_JOBS_AUTH_CACHE_SECONDS=0).
+            accepted_at = self._accepted_at.get(key)
             if (
-                self._clock() - self._accepted_at.get(key, -UNANSWERED_GRACE_SECONDS)
-                < UNANSWERED_GRACE_SECONDS
+                self._cache_seconds > 0
+                and accepted_at is not None
+                and self._clock() - accepted_at < UNANSWERED_GRACE_SECONDS
             ):
                 return
             raise
@@ -122,15 +127,21 @@ class ClusterAuthenticator:
             raise ServerUnavailable("no live Orthanc server to check the credentials against")
         asked_at = self._clock()
 
+        waited_for_a_place = False
+
         async def ask(server: Server) -> bool | None:
+            nonlocal waited_for_a_place
             gate = self._gates.get(server.url)
             if gate is None:
                 gate = self._gates[server.url] = asyncio.Semaphore(CHECKS_AT_ONCE)
+            asked = False
             try:
                 # The wait for a place counts: a flood of new passwords gets no more of a server's time.
                 async with asyncio.timeout(self._check_timeout), gate:
+                    asked = True
                     return await self._client.credentials_accepted(server, authorization, self._check_timeout)
             except (OrthancError, TimeoutError):
+                waited_for_a_place = waited_for_a_place or not asked
                 return None
 
         answers = await asyncio.gather(*(ask(server) for server in servers))
@@ -146,7 +157,14 @@ class ClusterAuthenticator:
             _remember(self._accepted_until, key, asked_at + self._cache_seconds)
             _remember(self._accepted_at, key, asked_at)
             return True
+        if waited_for_a_place:
+            # Not the servers' silence: checks queued behind others (a flood of passwords) grant nothing.
+            raise ChecksBusy("the Orthanc servers are busy with other credentials checks: try again")
         return None
+
+
+class ChecksBusy(ServerUnavailable):
+    """No server could be asked in time: every place for checks was taken."""
 
 
 class CredentialsWatch:

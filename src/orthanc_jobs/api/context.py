@@ -36,7 +36,7 @@ class Services:
     replication: Replication | None = None
 
     def is_leader(self) -> bool:
-        return self.replication is None or self.replication.leadership.is_leader()
+        return self.replication is None or self.replication.is_leading()
 
 
 def services_of(request: Request) -> Services:

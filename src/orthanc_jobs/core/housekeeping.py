@@ -127,9 +127,13 @@ class Housekeeper:
         if not self._leading():
             return
         if self._trim_log is not None:
-            trimmed = await asyncio.to_thread(self._trim_log)
-            if trimmed:
-                log.info("change log: %d old change(s) forgotten", trimmed)
+            try:
+                trimmed = await asyncio.to_thread(self._trim_log)
+            except Exception as error:  # PostgreSQL away: tried again at the next prune; the history still is
+                log.warning("the change log cannot be trimmed now: %r", error)
+            else:
+                if trimmed:
+                    log.info("change log: %d old change(s) forgotten", trimmed)
         pruned = self._registry.prune_history(self._history_max_age, self._history_max_jobs)
         if pruned:
             log.info("history: %d old job(s) forgotten", pruned)

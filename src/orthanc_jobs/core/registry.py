@@ -83,6 +83,8 @@ class Registry:
         self._by_server: dict[str, set[str]] = defaultdict(set)
         #: Incarnations replaced by another at their URL: one that registers again shares its URL.
         self._replaced: dict[str, str] = {}
+        #: Servers whose status changed while this replica did not lead (shown, not told): told once it does.
+        self._untold: set[str] = set()
         #: Told of every change (core/changes.py), in order: the store first, which keeps it.
         self.subscribers: list[Subscriber] = [store.record]
         servers, jobs = store.load()
@@ -182,10 +184,14 @@ class Registry:
         self._stop(server, why)
 
     def _set_status(self, server: Server, status: ServerStatus, tell: bool = True) -> None:
-        if server.status is not status:
-            server.status = status
-            if tell:
-                self._emit(ServerChanged(server))
+        changed = server.status is not status
+        server.status = status
+        if not tell:
+            if changed:
+                self._untold.add(server.url)
+        elif changed or server.url in self._untold:
+            self._untold.discard(server.url)
+            self._emit(ServerChanged(server))
 
     def _emit(self, change: Change) -> None:
         for subscriber in self.subscribers:
@@ -214,6 +220,8 @@ class Registry:
                 self._set_status(server, ServerStatus.STOPPED, tell=deciding)
             elif server.status is ServerStatus.ALIVE and silence >= self._not_responding_after:
                 self._set_status(server, ServerStatus.NOT_RESPONDING, tell=deciding)
+            if deciding and server.url in self._untold:
+                self._set_status(server, server.status)  # seen while following, told now that it leads
             if deciding and server.status is ServerStatus.STOPPED:
                 # Also those a replica that led before saw stopped and did not fail (it died meanwhile).
                 why = "stopped" if server.stopped else f"stopped answering (silent for {silence:.0f} s)"
@@ -426,7 +434,8 @@ class Registry:
         is not installed. Not told to the subscribers: it is written and streamed already."""
         existing = self._jobs.get(job.id)
         if existing is not None:
-            if existing.timestamp > job.timestamp:
+            # As apply_snapshot: the owner's own word replaces what was presumed, whatever its Timestamp.
+            if existing.timestamp > job.timestamp and not existing.presumed:
                 return False
             self._unindex(existing, keep_order=existing.order_key == job.order_key)
         self._index(job, ordered=existing is not None and existing.order_key == job.order_key)

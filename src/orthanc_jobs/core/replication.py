@@ -15,11 +15,12 @@ ended by PostgreSQL's. A replica that stops lets it go at once.
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from orthanc_jobs.core.background import BackgroundTasks
 from orthanc_jobs.core.eventlog import Event, EventLog
-from orthanc_jobs.core.model import Server
+from orthanc_jobs.core.model import Job, Server
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.store.postgres import ChangeFeed, ChangeRecord, LogPosition, PostgresStore
 
@@ -29,6 +30,9 @@ LEASE_SECONDS = 10.0
 LEASE_RENEWAL = 2.0
 # The leader stops deciding this long before its lease ends (by its own clock: renewals may be late).
 LEASE_MARGIN = 2.0
+# A leader decides only once it has followed the others' changes for this long (after its start, or an
+# outage of PostgreSQL): what they wrote meanwhile has been read.
+FOLLOWED_BEFORE_DECIDING = 2.0
 # The change log is read at least this often, notified or not.
 CATCH_UP_INTERVAL = 1.0
 READ_BATCH = 5_000
@@ -36,6 +40,8 @@ READ_BATCH = 5_000
 # wait_for: on Python 3.11 wait_for can lose a cancellation that comes as the awaited call ends.)
 READ_TIMEOUT = 10.0
 RECONNECT_DELAY = 1.0
+# Jobs whose last streamed state is remembered (an older one written late would only come soon after).
+RECENT_JOBS = 20_000
 
 
 class Leadership:
@@ -123,7 +129,11 @@ class Replication:
         self._advanced = asyncio.Event()
         #: The log is followed (connected, listening, read); False while PostgreSQL is out of reach.
         self.connected = False
+        self._followed_since: float | None = None
+        self._lost = False  # the log could be followed, and no longer can
         self.position = 0
+        #: The Timestamp (and whether presumed) of the last entry streamed of each recent job.
+        self._last_shown: OrderedDict[str, tuple[str, bool]] = OrderedDict()
         if store.position is not None:
             self._start_at(store.position)
 
@@ -131,6 +141,16 @@ class Replication:
         self.position = position.last_change
         recent = [Event(event_id, kind, frame) for event_id, kind, frame in position.frames]
         self._events.start_at(position.last_change, position.trimmed_through, recent)
+
+    def is_leading(self) -> bool:
+        """This replica leads, and follows the log (a leader cut off from the others' changes, or back from
+        an outage for less than a moment, would decide on what it has not heard: it waits)."""
+        followed_since = self._followed_since
+        return (
+            self.leadership.is_leader()
+            and followed_since is not None
+            and time.monotonic() - followed_since >= FOLLOWED_BEFORE_DECIDING
+        )
 
     def start(self) -> None:
         self._tasks.spawn(self._follow())
@@ -152,7 +172,8 @@ class Replication:
                 if outage_logged:
                     log.warning("the change log is followed again (at change %d)", self.position)
                 outage_logged = False
-                self.connected = True
+                self.connected, self._lost = True, False
+                self._followed_since = time.monotonic()
                 while True:
                     async with asyncio.timeout(CATCH_UP_INTERVAL + READ_TIMEOUT):
                         await self._feed.wait(CATCH_UP_INTERVAL)
@@ -160,7 +181,8 @@ class Replication:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                self.connected = False
+                self.connected, self._lost = False, True
+                self._followed_since = None
                 if not outage_logged:
                     log.error(
                         "the change log of the replicas cannot be read (%r): this replica answers from what "
@@ -177,21 +199,25 @@ class Replication:
             while True:
                 async with asyncio.timeout(READ_TIMEOUT):
                     records = await self._feed.read_since(self.position, READ_BATCH)
-                    skipped = bool(records) and records[0].id > self.position + 1
+                    # Numbers skipped (a write rolled back), or the log trimmed past this replica's position.
+                    skipped = not records or records[0].id > self.position + 1
                     trimmed = await self._feed.trimmed_through() if skipped else 0
                 if skipped and trimmed > self.position:
                     await self._reload()
-                    continue
+                    records = []
                 for record in records:
                     self._apply(record)
-                if records:
-                    self._advanced.set()
-                    self._advanced = asyncio.Event()
+                self._advanced.set()  # the position moved (or did not): waiters look again
+                self._advanced = asyncio.Event()
+                if skipped and trimmed > self.position:
+                    continue
                 if len(records) < READ_BATCH:
                     return
 
     async def reached(self, position: int, timeout: float) -> bool:
         """Wait until the log is read up to ``position`` (a client saw it through another replica)."""
+        if self._lost:
+            return self.position >= position  # PostgreSQL away: the position will not move
         deadline = asyncio.get_running_loop().time() + timeout
         while self.position < position:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -205,26 +231,43 @@ class Replication:
         return True
 
     def _apply(self, record: ChangeRecord) -> None:
-        if record.replica != self._store.replica:
-            if record.kind == "job":
-                job = record.job()
-                if self._registry.install_job(job):
-                    self._store.forget_pending_job(job.id)
-            elif record.kind == "removed":
-                self._registry.uninstall_job(record.key)
-                self._store.forget_pending_job(record.key)
-            elif record.kind == "server":
-                server = record.server()
-                if self._registry.install_server(server):
-                    self._on_new_server(server)
-        if record.frame is not None and record.frame_kind is not None:
+        shown = True
+        if record.kind == "job":
+            job = record.job()
+            shown = self._newest_in_log(job)
+            if record.replica != self._store.replica and self._registry.install_job(job):
+                self._store.forget_pending_job(job.id)
+        elif record.replica == self._store.replica:
+            pass  # this replica's own: its memory has it already
+        elif record.kind == "removed":
+            self._registry.uninstall_job(record.key)
+            self._store.forget_pending_job(record.key)
+        elif record.kind == "server":
+            server = record.server()
+            if self._registry.install_server(server):
+                self._on_new_server(server)
+        if shown and record.frame is not None and record.frame_kind is not None:
             self._events.publish(record.frame_kind, record.frame, record.id)
         else:
             self._events.skip_to(record.id)
         self.position = record.id
 
+    def _newest_in_log(self, job: Job) -> bool:
+        """Is this entry of the log newer than the job's last one shown? An older state written late (two
+        replicas heard of the job at once) is not streamed after a newer one. Decided from the log alone,
+        so that every replica streams the same events; the owner's word after a presumed end is newer."""
+        last = self._last_shown.get(job.id)
+        if last is not None and job.timestamp < last[0] and not last[1]:
+            return False
+        self._last_shown[job.id] = (job.timestamp, job.presumed)
+        self._last_shown.move_to_end(job.id)
+        if len(self._last_shown) > RECENT_JOBS:
+            self._last_shown.popitem(last=False)
+        return True
+
     async def _reload(self) -> None:
-        """The log was trimmed past this replica's position (it was away long): read the tables again."""
+        """The log was trimmed past this replica's position (it was away long): read the tables again, and
+        end the event streams (their clients reconnect and reload: what they missed is gone)."""
         log.warning(
             "this replica was away longer than the change log keeps: it reads the whole registry again"
         )
@@ -232,7 +275,12 @@ class Replication:
         for server in servers:
             if self._registry.install_server(server):
                 self._on_new_server(server)
+        present = {job.id for job in jobs}
         for job in jobs:
             self._registry.install_job(job)
+        for job in list(self._registry.all_jobs()):
+            if job.id not in present and not self._store.is_pending(job.id):
+                self._registry.uninstall_job(job.id)  # removed meanwhile (pruned, deleted)
+        self._events.close_all()
         if self._store.position is not None:
             self._start_at(self._store.position)

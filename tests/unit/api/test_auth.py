@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.api.app import build_services, create_app
-from orthanc_jobs.api.auth import UNANSWERED_GRACE_SECONDS, ClusterAuthenticator
+from orthanc_jobs.api.auth import CHECKS_AT_ONCE, UNANSWERED_GRACE_SECONDS, ChecksBusy, ClusterAuthenticator
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.config import Settings
 from orthanc_jobs.core.errors import ServerUnavailable, Unauthorized
@@ -170,6 +170,26 @@ async def test_while_no_server_can_answer_recently_accepted_credentials_still_re
     orthanc.down = set(URLS)
     with pytest.raises(Unauthorized):
         await authenticator.check(ALICE)  # a refusal is never forgotten for an outage
+
+
+async def test_no_grace_when_every_request_must_be_checked_or_when_checks_only_queue(
+    registry: Registry, client: OrthancClient, orthanc: FakeOrthanc, clock: Clock
+) -> None:
+    uncached = ClusterAuthenticator(registry, client, cache_seconds=0, check_timeout=1, clock=clock)
+    await uncached.check(ALICE)
+    orthanc.down = set(URLS)
+    with pytest.raises(ServerUnavailable):
+        await uncached.check(ALICE)  # ORTHANC_JOBS_AUTH_CACHE_SECONDS=0: nothing stands in for the servers
+
+    orthanc.down = set()
+    cached = ClusterAuthenticator(registry, client, cache_seconds=10, check_timeout=0.2, clock=clock)
+    await cached.check(ALICE)
+    clock.now += 11
+    for gate in cached._gates.values():  # every place taken by other checks (a flood of passwords)
+        for _ in range(CHECKS_AT_ONCE):
+            await gate.acquire()
+    with pytest.raises(ChecksBusy):
+        await cached.check(ALICE)
 
 
 async def stream_then_wait(

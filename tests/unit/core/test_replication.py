@@ -91,7 +91,10 @@ async def settled(postgresql_url: str, *replicas: Replica) -> None:
     """Until every replica has read the whole change log."""
     schema = replicas[0].store.schema
     with psycopg.connect(postgresql_url) as db:
-        row = db.execute(f"SELECT COALESCE(max(id), 0) FROM {schema}.changes").fetchone()
+        row = db.execute(
+            f"SELECT GREATEST(COALESCE(max(id), 0), (SELECT trimmed_through FROM {schema}.log_state)) "
+            f"FROM {schema}.changes"
+        ).fetchone()
     last = row[0] if row else 0
     for replica in replicas:
         assert await replica.replication.reached(last, 5), (
@@ -147,6 +150,39 @@ async def test_an_older_state_written_late_never_replaces_a_newer_one(
     await settled(postgresql_url, a, b)
 
     assert a.registry.get_job(job_id).state == "Success"  # type: ignore[union-attr]
+    _, loaded = PostgresStore(postgresql_url, a.store.schema).load()
+    assert [j.state for j in loaded if j.id == job_id] == ["Success"]
+    # Nor streamed after the newer one: both replicas stream the same, the job's last event is Success.
+    streamed = [[(e.id, e.kind, e.data) for e in r.events.since(0) or []] for r in (a, b)]
+    assert streamed[0] == streamed[1]
+    assert [data for _, kind, data in streamed[0] if kind == "job"][-1].count(b'"State":"Success"') == 1
+
+
+async def test_the_owners_own_end_replaces_a_presumed_one_everywhere_whatever_its_timestamp(
+    replicas: Callable[..., Replica], postgresql_url: str
+) -> None:
+    clock = Clock()
+    a = replicas("a", clock)
+    await a.leadership.renew()
+    b = replicas("b", clock)
+    assert a.leadership.is_leader()
+    server = a.registry.register_server(name="orthanc-1", url=URL, incarnation="inc-1", token="t")
+    job_id = str(uuid.uuid4())
+    a.registry.apply_snapshot(server, job(job_id))
+    clock.now += 61
+    a.registry.check_liveness()  # the leader presumes it lost (its server was only frozen)
+    assert a.registry.get_job(job_id).presumed  # type: ignore[union-attr]
+    await a.write()
+    await settled(postgresql_url, a, b)
+    # The server comes back; its plugin sends the job's real end, stamped before the presumed failure.
+    b_server = b.registry.server_by_url(URL)
+    assert b_server is not None
+    b.registry.mark_seen(b_server)
+    b.registry.apply_snapshot(b_server, job(job_id, "Success", "20261128T100002.000000"))
+    await b.write()
+    await settled(postgresql_url, a, b)
+
+    assert [r.registry.get_job(job_id).state for r in (a, b)] == ["Success", "Success"]  # type: ignore[union-attr]
     _, loaded = PostgresStore(postgresql_url, a.store.schema).load()
     assert [j.state for j in loaded if j.id == job_id] == ["Success"]
 
@@ -267,7 +303,14 @@ async def test_a_replica_away_longer_than_the_log_keeps_reads_the_tables_again(
         await a.write()
     assert await asyncio.to_thread(a.store.trim_log, 1) >= 3
 
+    a.registry.remove_job(ids[0])  # pruned meanwhile
+    await a.write()
+    assert await asyncio.to_thread(a.store.trim_log, 0) >= 1
+    stream = b.events.subscribe()
+
     b.replication.start()  # back
     await settled(postgresql_url, a, b)
 
-    assert all(b.registry.get_job(job_id) is not None for job_id in ids)
+    assert b.registry.get_job(ids[0]) is None
+    assert all(b.registry.get_job(job_id) is not None for job_id in ids[1:])
+    assert stream.get_nowait() is None  # its client reconnects, and reloads: what it missed is gone

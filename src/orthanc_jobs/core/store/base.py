@@ -102,6 +102,9 @@ class PendingChanges:
     def delete_job(self, job_id: str) -> None:
         self._pending.jobs[job_id] = None
 
+    def is_pending(self, job_id: str) -> bool:
+        return job_id in self._pending.jobs
+
     def forget_pending_job(self, job_id: str) -> None:
         """Another replica wrote a newer state of this job: what was noted here is older, not to write."""
         self._pending.jobs.pop(job_id, None)

@@ -13,8 +13,10 @@ One replica leads at a time (``leases``), for the decisions taken for the whole 
 """
 
 import contextlib
+import hashlib
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,7 +174,16 @@ class PostgresStore(PendingChanges):
             min_size=1,
             max_size=4,
             open=False,
-            kwargs={"connect_timeout": int(connect_timeout)},
+            kwargs={
+                "connect_timeout": int(connect_timeout),
+                # Writes take a lock shared by every replica: a writer that froze or lost its network while
+                # holding it (a paused machine) is cut off by PostgreSQL, and no write waits for ever.
+                "options": "-c lock_timeout=5s -c statement_timeout=30s "
+                "-c idle_in_transaction_session_timeout=15s",
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
             # PostgreSQL away: a write fails within this long (kept in memory, plugins answered 503), not
             # the pool's default 30 s; a connection a restart of PostgreSQL broke is not handed out.
             timeout=WRITE_TIMEOUT,
@@ -185,16 +196,36 @@ class PostgresStore(PendingChanges):
         except BaseException:
             self._pool.close()
             raise
+        # An older state written late never replaces a newer one (by its owner's Timestamp), but the owner's
+        # own word replaces what the service presumed (a job failed when its server went silent).
         self._upsert_job = self._upsert("jobs", (*JOB_COLUMNS, "stamp"), "id") + sql.SQL(
-            " WHERE jobs.stamp <= EXCLUDED.stamp"
+            " WHERE jobs.presumed OR jobs.stamp <= EXCLUDED.stamp"
         )
-        self._upsert_server = self._upsert("servers", SERVER_COLUMNS, "url")
+        # A process replaced since is not put back; the last time a server was seen only moves forward.
+        self._upsert_server = sql.SQL(
+            "INSERT INTO {0}.servers AS known ({1}) VALUES ({2}) ON CONFLICT (url) DO UPDATE SET {3}, "
+            "last_seen = GREATEST(known.last_seen, EXCLUDED.last_seen), "
+            "stopped = EXCLUDED.stopped OR known.stopped AND known.incarnation = EXCLUDED.incarnation "
+            "WHERE known.incarnation = EXCLUDED.incarnation "
+            "OR known.registered_at < EXCLUDED.registered_at"
+        ).format(
+            self._schema,
+            sql.SQL(", ").join(map(sql.Identifier, SERVER_COLUMNS)),
+            sql.SQL(", ").join(sql.Placeholder() * len(SERVER_COLUMNS)),
+            sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(column))
+                for column in SERVER_COLUMNS
+                if column not in ("url", "last_seen", "stopped")
+            ),
+        )
         self._delete_job = sql.SQL("DELETE FROM {}.jobs WHERE id = %s").format(self._schema)
         self._log_change = sql.SQL(
             "INSERT INTO {0}.changes (id, replica, kind, key, meta, content, frame_kind, frame) "
             "VALUES (nextval({1}), %s, %s, %s, %s, %s, %s, %s)"
         ).format(self._schema, sql.Literal(f"{schema}.change_ids"))
-        self.channel = f"{schema}_changes"
+        # A channel name of at most 63 bytes, whatever the schema's name.
+        self.channel = "orthanc_jobs_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
+        self._lease_lock = threading.Lock()  # a renewal under way ends before the lease is let go
 
     def _migrate(self, db: psycopg.Connection) -> None:
         with db.transaction():
@@ -328,7 +359,7 @@ class PostgresStore(PendingChanges):
 
     def hold_lease(self, holder: str, seconds: float, name: str = "leader") -> int | None:
         """Take the lease, or renew it if ``holder`` has it; its term if held, None if another holds it."""
-        with self._pool.connection() as db:
+        with self._lease_lock, self._pool.connection() as db:
             row = db.execute(
                 sql.SQL(
                     "INSERT INTO {0}.leases AS lease (name, holder, term, expires_at) "
@@ -345,7 +376,7 @@ class PostgresStore(PendingChanges):
 
     def release_lease(self, holder: str, name: str = "leader") -> None:
         """Let the lease go at once (a replica that stops): another takes it without waiting for it to end."""
-        with self._pool.connection() as db:
+        with self._lease_lock, self._pool.connection() as db:
             db.execute(
                 sql.SQL(
                     "UPDATE {}.leases SET expires_at = now() - interval '1 second' "
