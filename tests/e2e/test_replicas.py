@@ -68,10 +68,13 @@ class Clients:
     """``count`` clients polling through nginx as a script polls its job: ``GET /jobs/{id}`` of a job of
     theirs, then ``GET /jobs?expand``, again and again; every answer that is not a 200 is a failure."""
 
-    def __init__(self, cluster: ClusterState, job_ids: list[str], count: int = CLIENTS) -> None:
+    def __init__(
+        self, cluster: ClusterState, job_ids: list[str], count: int = CLIENTS, actions: bool = False
+    ) -> None:
         self._url = cluster.orthanc_lb_url
         self._job_ids = job_ids
         self._count = count
+        self._actions = actions
         self.answered = 0
         self.failures: list[str] = []
         self._stopping = threading.Event()
@@ -95,7 +98,10 @@ class Clients:
         while not self._stopping.is_set():
             for path, params in ((f"/jobs/{job_id}", None), ("/jobs", {"expand": ""})):
                 try:
-                    answer = await client.get(path, params=params)
+                    if self._actions:  # pausing a finished job: Orthanc answers {} (forwarded to its owner)
+                        answer = await client.post(f"/jobs/{job_id}/pause", json={})
+                    else:
+                        answer = await client.get(path, params=params)
                     if answer.status_code == 200:
                         self.answered += 1
                     else:
@@ -173,11 +179,14 @@ def test_a_replica_killed_under_load_costs_no_client_request(replicated: Cluster
         with Clients(replicated, polled) as clients, JobMaker(replicated, studies) as maker:
             time.sleep(3)
             os.kill(pid_of(replicated, "job-service-2"), signal.SIGKILL)
+            answered_before = clients.answered
             time.sleep(4)
+            answered_while_dead = clients.answered - answered_before
             cli(replicated, "start", "job-service-2")
             time.sleep(3)
         assert clients.failures == [], f"{len(clients.failures)} failed: {clients.failures[:5]}"
-        assert clients.answered > 1000
+        # The clients went on being answered while one replica was dead (how many depends on the machine).
+        assert answered_while_dead >= 10
         for job_id in maker.ids:
             wait_job_state(lb, job_id, {"Success"})
     assert len(maker.ids) > 20
@@ -187,7 +196,11 @@ def test_a_replica_killed_under_load_costs_no_client_request(replicated: Cluster
 def test_a_rolling_restart_of_every_replica_costs_no_client_request(replicated: ClusterState) -> None:
     with httpx.Client(base_url=replicated.orthanc_lb_url, auth=DEMO_USER, timeout=30) as lb:
         studies, polled = studies_and_jobs(lb, "ROLLING")
-        with Clients(replicated, polled) as clients, JobMaker(replicated, studies) as maker:
+        with (
+            Clients(replicated, polled) as clients,
+            Clients(replicated, polled, count=10, actions=True) as actions,
+            JobMaker(replicated, studies) as maker,
+        ):
             time.sleep(2)
             for name in REPLICAS:
                 before = pid_of(replicated, name)
@@ -195,6 +208,9 @@ def test_a_rolling_restart_of_every_replica_costs_no_client_request(replicated: 
                 assert pid_of(replicated, name) != before
                 time.sleep(2)
         assert clients.failures == [], f"{len(clients.failures)} failed: {clients.failures[:5]}"
+        # Actions too: a stopping replica answers what comes on the connections nginx keeps, then closes them.
+        assert actions.failures == [], f"{len(actions.failures)} actions failed: {actions.failures[:5]}"
+        assert actions.answered > 0
         for job_id in maker.ids:
             wait_job_state(lb, job_id, {"Success"})
     assert_every_replica_has_the_true_end_states(replicated, polled + maker.ids)

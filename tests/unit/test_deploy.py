@@ -182,7 +182,8 @@ def test_nginx_sends_the_jobs_routes_to_the_job_service(nginx_conf: str) -> None
     assert "proxy_pass http://job_service" in _route(locations, f"{SERVICE_PREFIX}/servers")
     upstream = _upstreams(nginx_conf)["job_service"]
     assert [line for line in upstream if line.startswith("server ")] == [
-        f"server {name}:8050 max_fails=0" for name in JOB_SERVICES
+        *(f"server {name}:8050 max_fails=1 fail_timeout=5s" for name in JOB_SERVICES),
+        *(f"server {name}:8050 backup max_fails=0" for name in JOB_SERVICES),
     ]
     # A replica that fails is passed over, each tried once; a POST already sent is never sent again.
     for uri in (
@@ -193,7 +194,7 @@ def test_nginx_sends_the_jobs_routes_to_the_job_service(nginx_conf: str) -> None
     ):
         route = _route(locations, uri)
         assert "proxy_next_upstream error timeout http_502 http_503" in route, uri
-        assert f"proxy_next_upstream_tries {len(JOB_SERVICES)}" in route, uri
+        assert f"proxy_next_upstream_tries {2 * len(JOB_SERVICES)}" in route, uri
     assert "non_idempotent" not in _without_comments(nginx_conf)
 
 
@@ -218,7 +219,7 @@ def test_nginx_balances_the_rest_over_the_three_orthanc(nginx_conf: str) -> None
 def test_nginx_routes_like_the_local_cluster(nginx_conf: str) -> None:
     """Every location of the local cluster's template exists here with the same directives."""
     template = NGINX_TEMPLATE.read_text().replace("{{service_prefix}}", SERVICE_PREFIX)
-    template = template.replace("{{service_replicas}}", str(len(JOB_SERVICES)))
+    template = template.replace("{{service_replicas}}", str(2 * len(JOB_SERVICES)))
     expected = _locations(template)
     assert expected, "no location found in the template"
     actual = _locations(nginx_conf)

@@ -104,6 +104,7 @@ def build_services(
             history_max_jobs=settings.history_max_jobs,
             leading=leading,
             trim_log=store.trim_log if isinstance(store, PostgresStore) else None,
+            current=lambda: replication is None or replication.is_current(),
         ),
         events=events,
         metrics=metrics,

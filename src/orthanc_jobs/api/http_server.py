@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # File handles kept for the process's own use: its connections to the Orthanc servers, the history file,
 # the logs.
 RESERVED_FILES = 512
+# Stopping, how long requests on open connections are still answered (each closing its connection).
+DRAIN_SECONDS = 1.0
 
 
 def raise_open_file_limit() -> int:
@@ -55,6 +57,8 @@ class ConnectionGuard:
         self.open = 0
         self.evicted = 0
         self.timed_out = 0
+        #: The server stops: every answer closes its connection (JobServiceServer).
+        self.draining = False
         # Connections whose request has not fully arrived, oldest first, with the timer of its headers
         # (None once they are in: the body has its own deadline, api/limits.py).
         self._incomplete: OrderedDict[GuardedProtocol, asyncio.TimerHandle | None] = OrderedDict()
@@ -136,6 +140,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.guard.headers_received(self)
         super().on_headers_complete()
+        if self.guard.draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with Connection: close: the client opens another
 
     def on_message_complete(self) -> None:
         self.guard.request_received(self)
@@ -179,8 +185,16 @@ def uvicorn_options(max_connections: int, header_timeout: float) -> dict[str, An
 
 
 class JobServiceServer(uvicorn.Server):
-    """uvicorn's server, which ends the event streams as soon as it stops: they would otherwise hold the
-    stop for the whole grace period, then be cancelled with an error in the log."""
+    """uvicorn's server, which ends the event streams as soon as it stops (they would otherwise hold the
+    stop for the whole grace period, then be cancelled with an error in the log), and drains its
+    connections before it closes them.
+
+    A load balancer in front (nginx) keeps connections open to reuse them; one it reuses at the moment this
+    server closes it fails, and a POST it had sent on it is not sent again elsewhere (502). So, stopping:
+    no new connection is accepted (the load balancer connects to another replica, and may send anything
+    there, since nothing was sent), requests on the open ones are answered for DRAIN_SECONDS with
+    ``Connection: close`` (the load balancer closes each after its answer), then the rest are closed.
+    """
 
     def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
         super().__init__(config)
@@ -188,4 +202,10 @@ class JobServiceServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._on_stop()
+        guard: ConnectionGuard | None = getattr(self.config.http, "guard", None)
+        if guard is not None and self.server_state.connections and not self.force_exit:
+            for server in self.servers:
+                server.close()
+            guard.draining = True
+            await asyncio.sleep(DRAIN_SECONDS)
         await super().shutdown(sockets)

@@ -94,11 +94,9 @@ def nginx_configuration(
         "user": "user root root;" if os.geteuid() == 0 else "",
         "prefix": str(prefix),
         "lb_port": str(lb_port),
-        # Never marked unavailable: a replica that refuses (it restarts) costs a retry on loopback, and
-        # replicas all marked after one refusal each (a rolling restart) would make nginx answer 502.
-        "job_service_replicas": _servers(service_urls, " max_fails=0"),
-        # Each replica tried once at most.
-        "service_replicas": str(len(service_urls)),
+        "job_service_replicas": _replica_servers(list(service_urls)),
+        # Each replica tried once at most, and once more as a backup.
+        "service_replicas": str(2 * len(service_urls) if len(service_urls) > 1 else 1),
         "orthanc_servers": _servers(orthanc_urls.values()),
         "per_server_upstreams": per_server_upstreams,
         "per_server_locations": per_server_locations,
@@ -116,6 +114,15 @@ def _address(url: str) -> str:
 
 def _servers(urls: Iterable[str], options: str = "") -> str:
     return "\n".join(f"        server {_address(url)}{options};" for url in urls)
+
+
+def _replica_servers(urls: list[str]) -> str:
+    """The job-service's replicas: one that fails (refused, reset, no answer within the read timeout: a hung
+    process) is left aside for 5 s; the same replicas again as backups, used only once all are left aside
+    (a rolling restart), so that nginx never answers 502 while a replica it left aside is back."""
+    if len(urls) == 1:
+        return _servers(urls)
+    return _servers(urls, " max_fails=1 fail_timeout=5s") + "\n" + _servers(urls, " backup max_fails=0")
 
 
 def _upstream_of(server_name: str) -> str:

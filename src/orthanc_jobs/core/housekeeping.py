@@ -35,6 +35,7 @@ class Housekeeper:
         history_max_jobs: int,
         leading: Callable[[], bool] = lambda: True,
         trim_log: Callable[[], int] | None = None,
+        current: Callable[[], bool] = lambda: True,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -43,6 +44,9 @@ class Housekeeper:
         self._history_max_jobs = history_max_jobs
         self._leading = leading
         self._trim_log = trim_log
+        # Whether this replica has heard of the others' changes (the servers' heartbeats among them).
+        self._current = current
+        self._last_liveness_check: float | None = None
         self._tasks = BackgroundTasks()
         # One write at a time, in the order the changes were taken: an older write must never land last.
         self._writing = asyncio.Lock()
@@ -63,6 +67,12 @@ class Housekeeper:
         self._store.close()
 
     async def check_liveness(self) -> None:
+        now = time.monotonic()
+        last, self._last_liveness_check = self._last_liveness_check, now
+        if last is not None and now - last > 3 * self._liveness_interval:
+            return  # this process was frozen (or starved): its view of the heartbeats is behind for a moment
+        if not self._current():
+            return  # cut off from the other replicas, which receive heartbeats too: silence means nothing
         for server, status in self._registry.check_liveness():
             level = logging.INFO if status is ServerStatus.ALIVE else logging.WARNING
             log.log(level, "Orthanc server %s (%s) is %s", server.name, server.url, status)

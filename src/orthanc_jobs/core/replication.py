@@ -142,15 +142,16 @@ class Replication:
         recent = [Event(event_id, kind, frame) for event_id, kind, frame in position.frames]
         self._events.start_at(position.last_change, position.trimmed_through, recent)
 
-    def is_leading(self) -> bool:
-        """This replica leads, and follows the log (a leader cut off from the others' changes, or back from
-        an outage for less than a moment, would decide on what it has not heard: it waits)."""
+    def is_current(self) -> bool:
+        """This replica follows the log, and has for a moment (back from an outage, it reads first what the
+        others wrote meanwhile)."""
         followed_since = self._followed_since
-        return (
-            self.leadership.is_leader()
-            and followed_since is not None
-            and time.monotonic() - followed_since >= FOLLOWED_BEFORE_DECIDING
-        )
+        return followed_since is not None and time.monotonic() - followed_since >= FOLLOWED_BEFORE_DECIDING
+
+    def is_leading(self) -> bool:
+        """This replica leads and is current: a leader cut off from the others' changes would decide on
+        what it has not heard."""
+        return self.leadership.is_leader() and self.is_current()
 
     def start(self) -> None:
         self._tasks.spawn(self._follow())

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from orthanc_jobs.api.http_server import ConnectionGuard, uvicorn_options
+from orthanc_jobs.api.http_server import ConnectionGuard, JobServiceServer, uvicorn_options
 
 
 class FakeConnection:
@@ -53,19 +53,23 @@ async def test_headers_that_do_not_arrive_in_time_close_the_connection() -> None
     assert guard.timed_out == 1
 
 
+async def answer_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An application that answers every request at once, without reading its body."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 @pytest.fixture
 async def guarded_server() -> Any:
     """A real uvicorn server with the guarded protocol (20 connections, 0.3 s for headers), answering
     every request at once without reading its body."""
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
     options = uvicorn_options(max_connections=20, header_timeout=0.3)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options)
+    config = uvicorn.Config(
+        answer_ok, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options
+    )
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
     while not server.started:
@@ -115,3 +119,34 @@ async def test_a_body_trickled_after_the_answer_closes_the_connection(guarded_se
     assert await _closed(reader) or await _closed(reader)
     await asyncio.sleep(0.05)
     assert guard.open == 0
+
+
+async def test_stopping_it_drains_open_connections_before_closing_them() -> None:
+    """A load balancer's kept-alive connection used as the service stops gets its answer (with Connection:
+    close), not a reset; new connections are refused at once (the load balancer tries another replica)."""
+
+    options = uvicorn_options(max_connections=20, header_timeout=5)
+    config = uvicorn.Config(
+        answer_ok, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options
+    )
+    stopped: list[bool] = []
+    server = JobServiceServer(config, on_stop=lambda: stopped.append(True))
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    reader, writer = await _connect(port, request)
+    assert b"200 OK" in await reader.readuntil(b"ok")
+
+    server.should_exit = True
+    await asyncio.sleep(0.3)  # the service is stopping
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)  # the kept-alive connection, used now
+    answer = await reader.readuntil(b"ok")
+
+    assert b"200 OK" in answer and b"connection: close" in answer.lower()
+    assert await _closed(reader)
+    await serving
+    assert stopped == [True]

@@ -96,8 +96,14 @@ def test_each_servers_own_path_goes_through_a_keep_alive_upstream(tmp_path: Path
 def test_the_job_service_upstream_lists_every_replica(tmp_path: Path, replicas: int) -> None:
     text = _render(tmp_path, REPLICA_URLS[:replicas])
 
-    # Never marked unavailable: in a rolling restart every replica refuses once (else nginx answers 502).
-    servers = [f"server 127.0.0.1:{8051 + number} max_fails=0" for number in range(replicas)]
+    addresses = [f"127.0.0.1:{8051 + number}" for number in range(replicas)]
+    if replicas == 1:
+        servers = [f"server {addresses[0]}"]
+    else:
+        # One that fails is left aside 5 s; the same again as backups, once all are left aside (a rolling
+        # restart), else nginx would answer 502 while a replica it left aside is back.
+        servers = [f"server {a} max_fails=1 fail_timeout=5s" for a in addresses]
+        servers += [f"server {a} backup max_fails=0" for a in addresses]
     assert _blocks(text, "upstream")["job_service"] == [*servers, "keepalive 32"]
 
 
@@ -116,7 +122,7 @@ def test_the_job_routes_pass_a_failing_replica_over_but_never_send_a_post_twice(
     }
     for key, lines in job_service_routes.items():
         assert NEXT_UPSTREAM in lines, key
-        assert "proxy_next_upstream_tries 3" in lines, key
+        assert "proxy_next_upstream_tries 6" in lines, key  # each replica, and each again as a backup
         assert "proxy_connect_timeout 2s" in lines, key
         assert "client_max_body_size 1m" in lines, key
     assert not any("non_idempotent" in line for lines in locations.values() for line in lines)

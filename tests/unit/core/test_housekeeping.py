@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orthanc_jobs.core.housekeeping import Housekeeper
-from orthanc_jobs.core.model import Job
+from orthanc_jobs.core.model import Job, ServerStatus
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.store import SqliteStore
 from orthanc_jobs.core.store.base import Pending
@@ -111,3 +111,30 @@ async def test_a_flush_cancelled_mid_write_lets_no_later_write_land_first(store:
 
     assert [written for written in store.writes] == [{a_job(1).id}, {a_job(1).id}]
     assert rows(store) == {a_job(1).id: "Success"}
+
+
+async def test_a_replica_cut_off_from_the_others_does_not_judge_silence(store: Recording) -> None:
+    """Heartbeats may reach the other replicas only: while this one cannot read their changes, a server's
+    silence here means nothing, and its status is left as it was."""
+    now = [1000.0]
+    registry = Registry(store, not_responding_after=10, stopped_after=60, clock=lambda: now[0])
+    server = registry.register_server(
+        name="orthanc-1", url="http://127.0.0.1:8001", incarnation="i", token="t"
+    )
+    current = [False]
+    keeper = Housekeeper(
+        registry,
+        store,
+        liveness_interval=1,
+        history_max_age=60,
+        history_max_jobs=100,
+        current=lambda: current[0],
+    )
+    now[0] += 30
+
+    await keeper.check_liveness()
+    assert registry.server_status(server) is ServerStatus.ALIVE
+
+    current[0] = True
+    await keeper.check_liveness()
+    assert registry.server_status(server) is ServerStatus.NOT_RESPONDING
