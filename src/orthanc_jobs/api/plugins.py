@@ -133,6 +133,12 @@ async def heartbeat(request: Request, caller: Plugin) -> Response:
     if beat.Gap is not None:
         services.registry.report_gap(server, beat.Gap.model_dump())
     services.registry.mark_seen(server)
+    if services.housekeeper.writing_fails or (
+        services.replication is not None and not services.replication.connected
+    ):
+        # Seen here, but the other replicas would not hear of it (and the leader would find the server
+        # silent): the plugin sends its heartbeats to another replica, one that can tell them.
+        raise ServerUnavailable("this replica cannot share heartbeats now (PostgreSQL out of its reach)")
     return raw_json(_OK)
 
 

@@ -486,6 +486,27 @@ async def test_events_the_history_cannot_take_are_refused_503_and_kept_for_the_r
         assert stored_jobs(database) == [(job_id, "Success")]
 
 
+async def test_a_heartbeat_the_history_cannot_take_is_seen_and_answered_503(
+    orthanc: FakeOrthanc, tmp_path: Path
+) -> None:
+    """Other replicas would not hear of it: 503 sends the plugin's heartbeats to one that can tell them."""
+
+    class Failing(SqliteStore):
+        def write(self, pending: Pending) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    async with on_a_history_file(orthanc, Failing(str(tmp_path / "history.sqlite3"))) as client:
+        await client.post(
+            "/orthanc-jobs/internal/events", json=one_success(str(uuid.uuid4())), headers=plugin()
+        )
+        beat = await client.post(
+            "/orthanc-jobs/internal/heartbeat", json={"Incarnation": "inc-1"}, headers=plugin()
+        )
+        assert beat.status_code == 503 and "cannot share heartbeats" in beat.json()["Message"]
+        servers = await client.get("/orthanc-jobs/servers", headers=public())
+        assert [server["Status"] for server in servers.json()] == ["alive"]
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
