@@ -543,3 +543,33 @@ async def test_every_answer_forbids_framing_sniffing_and_foreign_content(service
         assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert data.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+async def test_events_that_arrive_late_or_out_of_order_never_move_a_job_backwards(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    """Orthanc 1.12.2 queues job events to plugins and delivers them asynchronously: a JOB_SUBMITTED may
+    come after the job's JOB_SUCCESS, with the JSON read when the job was still pending, or without JSON."""
+    job_id = str(uuid.uuid4())
+
+    def event(kind: str, state: str | None, stamp: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"Type": kind, "JobId": job_id}
+        if state is not None:
+            body["Job"] = {"ID": job_id, "State": state, "Type": "Archive", "Timestamp": stamp}
+        return body
+
+    async def send(*events: dict[str, Any]) -> None:
+        answer = await service.post(
+            "/orthanc-jobs/internal/events",
+            json={"Incarnation": "inc-1", "Events": list(events)},
+            headers=plugin(),
+        )
+        assert answer.json()["Refused"] == []
+
+    await send(event("JOB_SUCCESS", "Success", "20261128T100002.000000"))
+    await send(event("JOB_SUBMITTED", "Pending", "20261128T100000.000000"))  # late, with its older JSON
+    await send(event("JOB_SUBMITTED", None, ""))  # late, its JSON not read
+    await send(event("JOB_SUBMITTED", "Running", "20261128T100001.000000"), event("JOB_FAILURE", None, ""))
+
+    job = (await service.get(f"/jobs/{job_id}", headers=public())).json()
+    assert job["State"] == "Success" and job["Timestamp"] == "20261128T100002.000000"
