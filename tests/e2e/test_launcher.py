@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, STATE_FILE, ClusterState
-from tests.e2e.conftest import DEFAULT_ROOT, start_cluster, stop_cluster
-from tests.e2e.helpers import wait_for
+from tests.e2e.conftest import DEFAULT_ROOT, orthanc_root, start_cluster, stop_cluster
+from tests.e2e.helpers import create_async_job, create_study, wait_for, wait_job_state
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +48,8 @@ def test_up_status_down_leaves_no_process() -> None:
         status = _cli("status", "--dir", str(directory))
         assert status.returncode == 0, status.stdout + status.stderr
         assert state.lb_url in status.stdout
+        # Each server's Orthanc version, as it says itself.
+        assert len(re.findall(r"^orthanc-\d .* running  Orthanc \d+\.\d+\.\d+$", status.stdout, re.M)) == 2
         again = _cli("up", "--detach", "--dir", str(directory), "--lb-port", "0")
         assert again.returncode == 1
         assert "already runs" in again.stderr
@@ -124,3 +126,47 @@ def _replica_status_lines(folder: list[str]) -> list[str]:
 def _one_leader(folder: list[str]) -> list[str] | None:
     lines = _replica_status_lines(folder)
     return lines if sum(line.endswith("  leader") for line in lines) == 1 else None
+
+
+def test_a_cluster_of_mixed_versions_and_one_server_upgraded_in_place() -> None:
+    """``--server-orthanc-root``: orthanc-2 runs Orthanc 1.12 beside a 1.10 server, on the same database;
+    ``restart orthanc-1 --orthanc-root``: it runs the other version on the same configuration and data."""
+    newer = orthanc_root("1.12")
+    assert isinstance(newer, Path)
+    directory = Path(tempfile.mkdtemp(prefix="orthanc-jobs-e2e-launcher-mixed-"))
+    folder = ["--dir", str(directory)]
+    command = ["up", "--detach", *folder, "--lb-port", "0", "--instances", "2"]
+    started = _cli(*command, "--server-orthanc-root", f"orthanc-2={newer}", timeout=180)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = ClusterState.load(directory)
+
+        def versions() -> dict[str, str]:
+            servers = httpx.get(f"{state.lb_url}/orthanc-jobs/servers", auth=DEMO_USER, timeout=10).json()
+            return {
+                server["Name"]: server["OrthancVersion"] for server in servers if server["Status"] == "alive"
+            }
+
+        # Each server's version as its plugin reports it (with its registration, or its next heartbeat).
+        wait_for(lambda: versions() == {"orthanc-1": "1.10.1", "orthanc-2": "1.12.7"}, timeout=30)
+        status = _cli("status", *folder).stdout
+        assert re.search(r"^orthanc-1 .*  Orthanc 1\.10\.1$", status, re.M), status
+        assert re.search(r"^orthanc-2 .*  Orthanc 1\.12\.7$", status, re.M), status
+        with httpx.Client(base_url=state.orthanc_lb_url, auth=DEMO_USER, timeout=30) as lb:
+            study, _ = create_study(lb, "MIXED")
+            jobs = [create_async_job(lb, "archive", study) for _ in range(4)]  # on both, round robin
+            assert {wait_job_state(lb, job_id, {"Success"})["State"] for job_id in jobs} == {"Success"}
+
+            upgraded = _cli("restart", "orthanc-1", *folder, "--orthanc-root", str(newer))
+            assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+            wait_for(lambda: versions() == {"orthanc-1": "1.12.7", "orthanc-2": "1.12.7"}, timeout=30)
+            after = create_async_job(lb, "archive", study)
+            assert wait_job_state(lb, after, {"Success"})["State"] == "Success"
+            assert all(lb.get(f"/jobs/{job_id}").status_code == 200 for job_id in jobs)  # the history kept
+
+        refused = _cli("restart", "nginx", *folder, "--orthanc-root", "system")
+        assert refused.returncode != 0 and "not an Orthanc server" in refused.stderr
+    finally:
+        if (directory / STATE_FILE).exists():
+            stop_cluster(directory)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -14,12 +14,15 @@ import typer
 from orthanc_jobs.cli.errors import CommandError
 from orthanc_jobs.cluster import demo as demo_cluster
 from orthanc_jobs.cluster.launcher import (
+    SAME_ROOT,
     STATE_FILE,
     ClusterError,
     ClusterState,
+    ask_orthanc_versions,
     ask_replicas,
     describe,
     down,
+    find_binaries,
     service_database_for,
     start_process,
     status_lines,
@@ -119,6 +122,13 @@ def cluster_up(
             "(scripts/install-orthanc-root.sh makes one with Orthanc 1.12)."
         ),
     ] = None,
+    server_orthanc_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=ROOT: run this server's Orthanc from another Debian root ('system': the system's), "
+            "e.g. orthanc-2=.cache/orthanc-1.12 for a cluster of mixed versions; repeatable."
+        ),
+    ] = None,
     service_replicas: ServiceReplicasOption = 1,
     service_database: Annotated[
         str | None,
@@ -137,6 +147,10 @@ def cluster_up(
         raise typer.BadParameter(str(error), param_hint="--service-database") from None
     overrides = _parse_overrides(orthanc_config or [])
     settings = _parse_pairs(service_setting or [], "poll_interval=0.5")
+    server_roots = {
+        name: _root(value)
+        for name, value in _parse_pairs(server_orthanc_root or [], "orthanc-2=ROOT").items()
+    }
 
     def start() -> None:
         state = up(
@@ -146,6 +160,7 @@ def cluster_up(
             orthanc_overrides=overrides,
             service_settings=settings,
             orthanc_root=orthanc_root,
+            server_roots=server_roots,
             service_replicas=service_replicas,
             service_database=service_database,
         )
@@ -168,14 +183,16 @@ def cluster_down(directory: DirOption = DEFAULT_DIR) -> None:
 
 @cluster_app.command("status")
 def cluster_status(ctx: typer.Context, directory: DirOption = DEFAULT_DIR) -> None:
-    """Show the cluster's processes, which job-service replica leads, and the URLs (exit code 1 if a process
-    is not running or a replica does not answer)."""
+    """Show the cluster's processes, which job-service replica leads, each server's Orthanc version, and the
+    URLs (exit code 1 if a process is not running or a replica does not answer)."""
     try:
         state = ClusterState.load(directory.resolve())
     except ClusterError as error:
         raise CommandError(str(error), exit_code=3) from None
-    replicas = ask_replicas(state.service_urls, transport=ctx.find_object(httpx.BaseTransport))
-    lines, healthy = status_lines(state, replicas)
+    transport = ctx.find_object(httpx.BaseTransport)
+    replicas = ask_replicas(state.service_urls, transport=transport)
+    versions = ask_orthanc_versions(state.orthanc_urls, transport=transport)
+    lines, healthy = status_lines(state, replicas, versions)
     typer.echo("\n".join(lines) + "\n\n" + describe(state))
     if not healthy:
         raise typer.Exit(1)
@@ -187,18 +204,38 @@ def cluster_stop(name: ProcessArgument, directory: DirOption = DEFAULT_DIR) -> N
     stop_process(directory, name)
 
 
+OrthancRootOption = Annotated[
+    str | None,
+    typer.Option(
+        help="For an Orthanc server: run it from this Debian root from now on ('system': the system's "
+        "Orthanc), on the same database and storage (an upgrade, one server at a time).",
+        show_default=False,
+    ),
+]
+
+
+def _root(value: str) -> Path | None:
+    return None if value == "system" else Path(value)
+
+
 @cluster_app.command("start")
-def cluster_start(name: ProcessArgument, directory: DirOption = DEFAULT_DIR) -> None:
+def cluster_start(
+    name: ProcessArgument, directory: DirOption = DEFAULT_DIR, orthanc_root: OrthancRootOption = None
+) -> None:
     """Start again one stopped process of the cluster."""
-    started = start_process(directory, name)
+    started = start_process(directory, name, SAME_ROOT if orthanc_root is None else _root(orthanc_root))
     typer.echo(f"{name} started (pid {started.pid})")
 
 
 @cluster_app.command("restart")
-def cluster_restart(name: ProcessArgument, directory: DirOption = DEFAULT_DIR) -> None:
-    """Stop and start again one process of the cluster."""
+def cluster_restart(
+    name: ProcessArgument, directory: DirOption = DEFAULT_DIR, orthanc_root: OrthancRootOption = None
+) -> None:
+    """Stop and start again one process of the cluster (e.g. an Orthanc server on another version)."""
+    if orthanc_root is not None:
+        find_binaries(_root(orthanc_root))  # a root that cannot run leaves the server running
     stop_process(directory, name)
-    started = start_process(directory, name)
+    started = start_process(directory, name, SAME_ROOT if orthanc_root is None else _root(orthanc_root))
     typer.echo(f"{name} restarted (pid {started.pid})")
 
 

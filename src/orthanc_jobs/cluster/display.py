@@ -31,10 +31,13 @@ def describe(state: ClusterState) -> str:
 
 
 def status_lines(
-    state: ClusterState, replicas: Mapping[str, ReplicaHealth] | None = None
+    state: ClusterState,
+    replicas: Mapping[str, ReplicaHealth] | None = None,
+    versions: Mapping[str, str | None] | None = None,
 ) -> tuple[list[str], bool]:
     """One line per process, and whether all are well: running and, for the job-service's replicas asked
-    (``replicas``, by name), answering; the one holding the lease is the leader."""
+    (``replicas``, by name), answering; the one holding the lease is the leader. ``versions``: each
+    Orthanc server's version, by name (None: it did not say)."""
     lines = []
     healthy = True
     for process in state.processes:
@@ -45,6 +48,9 @@ def status_lines(
         if running and health is not None:
             healthy = healthy and health.answered
             line += _replica_note(health)
+        version = (versions or {}).get(process.name)
+        if running and version:
+            line += f"  Orthanc {version}"
         lines.append(line)
     return lines, healthy
 

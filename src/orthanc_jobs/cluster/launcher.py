@@ -6,7 +6,9 @@ records the processes started, by id, so that ``down`` stops exactly those. This
 whole; the other modules of this folder hold the parts, and the names importers use are re-exported here.
 """
 
+import json
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,18 @@ from orthanc_jobs.cluster.ports import free_port, free_ports, usable_port
 from orthanc_jobs.cluster.processes import OwnedProcess
 from orthanc_jobs.cluster.replicas import ask_replicas, replica_names, service_database_for
 from orthanc_jobs.cluster.state import STATE_FILE, ClusterState
+from orthanc_jobs.cluster.versions import ask_orthanc_versions
 
 __all__ = [
     "DEBIAN_PACKAGES",
     "DEMO_USER",
     "REPORTER_PATH",
+    "SAME_ROOT",
     "STATE_FILE",
     "Binaries",
     "ClusterError",
     "ClusterState",
+    "ask_orthanc_versions",
     "ask_replicas",
     "describe",
     "down",
@@ -50,6 +55,7 @@ def up(
     orthanc_overrides: dict[str, Any] | None = None,
     service_settings: dict[str, str] | None = None,
     orthanc_root: Path | None = None,
+    server_roots: Mapping[str, Path | None] | None = None,
     service_replicas: int = 1,
     service_database: str | None = None,
     say: Any = print,
@@ -57,12 +63,23 @@ def up(
     """Start the whole cluster and wait until every Orthanc is registered with the job-service.
 
     ``service_database``: 'sqlite' or 'postgresql'; by default SQLite for one replica, PostgreSQL for more.
+    ``server_roots``: the Debian root some servers run Orthanc from, by name (None: the system's), instead of
+    ``orthanc_root``: a cluster of mixed versions, as during an upgrade.
     """
     if instances < 1:
         raise ClusterError("--instances must be at least 1")
     service_names = replica_names(service_replicas)
     service_database = service_database_for(service_replicas, service_database)
+    names = [f"orthanc-{number}" for number in range(1, instances + 1)]
+    unknown = sorted(set(server_roots or {}) - set(names))
+    if unknown:
+        raise ClusterError(
+            f"no server named {', '.join(unknown)} in this cluster (there are: {', '.join(names)})"
+        )
     binaries = find_binaries(orthanc_root)
+    roots = {name: (server_roots or {}).get(name, orthanc_root) for name in names}
+    found = {root: find_binaries(root) for root in set(roots.values())}
+    binaries_of = {name: found[root] for name, root in roots.items()}
     root = directory.resolve()
     if (root / STATE_FILE).exists():
         try:
@@ -106,7 +123,9 @@ def up(
             # The cluster's own database, in a schema of the service's (loopback, as every process here).
             settings.setdefault("database", f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
         starters.start_services(state, secret, settings, say)
-        starters.start_orthancs(state, root, ports, pg_port, secret, binaries, orthanc_overrides or {}, say)
+        starters.start_orthancs(
+            state, root, ports, pg_port, secret, binaries_of, orthanc_overrides or {}, say
+        )
         starters.start_nginx(state, root, lb_port, binaries, say)
         starters.wait_registered(state, instances)
     except BaseException:
@@ -136,13 +155,37 @@ def stop_process(directory: Path, name: str) -> None:
     processes.stop([state.find_process(name)])
 
 
-def start_process(directory: Path, name: str) -> OwnedProcess:
-    """Start again one process of the cluster that was stopped (or killed), and wait until it is ready."""
+#: ``start_process``'s Orthanc root when the server keeps the one it ran from.
+SAME_ROOT = Path()
+
+
+def start_process(directory: Path, name: str, orthanc_root: Path | None = SAME_ROOT) -> OwnedProcess:
+    """Start again one process of the cluster that was stopped (or killed), and wait until it is ready.
+
+    ``orthanc_root``, for an Orthanc server: start it from this Debian root instead (None: the system's
+    Orthanc), on the same configuration, database and storage: one server upgraded (or downgraded).
+    """
     state = ClusterState.load(directory.resolve())
     process = state.find_process(name)
     if process.is_running():
         raise ClusterError(f"{name} is running already (pid {process.pid})")
-    started = processes.respawn(process)
+    if orthanc_root is SAME_ROOT:
+        started = processes.respawn(process)
+    elif process.role != "orthanc":
+        raise ClusterError(f"{name} is not an Orthanc server: only those run from another root")
+    else:
+        binaries = find_binaries(orthanc_root)
+        config_path = Path(state.directory) / name / "orthanc.json"
+        configuration = json.loads(config_path.read_text())
+        configuration["Plugins"] = [binaries.postgresql_index_plugin, binaries.python_plugin]
+        processes.write_private(config_path, json.dumps(configuration, indent=2))
+        started = processes.spawn(
+            "orthanc",
+            name,
+            binaries.orthanc_command(config_path),
+            Path(process.log),
+            env=binaries.orthanc_env,
+        )
     state.processes[state.processes.index(process)] = started
     state.save()
     if started.role == "orthanc":

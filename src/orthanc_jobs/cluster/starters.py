@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,13 +100,15 @@ def start_orthancs(
     ports: list[int],
     pg_port: int,
     secret: str,
-    binaries: Binaries,
+    binaries_of: Mapping[str, Binaries],
     overrides: dict[str, Any],
     say: Any,
 ) -> None:
+    """Start the servers, ``binaries_of`` each (by name): the same Orthanc for all, or mixed versions."""
     started = []
     for number, http_port in enumerate(ports, start=1):
         name = f"orthanc-{number}"
+        binaries = binaries_of[name]
         configuration = orthanc_configuration(
             name=name,
             http_port=http_port,

@@ -97,3 +97,26 @@ def test_a_wrong_process_name_lists_the_valid_ones(tmp_path: Path) -> None:
         assert result.exit_code == 1, command
         assert "no process named 'job-service'" in result.output, command
         assert "job-service-1, job-service-2" in result.output, command
+
+
+def test_status_shows_which_orthanc_each_server_runs(tmp_path: Path) -> None:
+    """A mixed cluster (an upgrade under way) says which server runs which version, as each says itself."""
+    servers = {"orthanc-1": "http://127.0.0.1:8001", "orthanc-2": "http://127.0.0.1:8002"}
+    running = [OwnedProcess("orthanc", name, os.getpid(), "python", "/dev/null") for name in servers]
+    state = ClusterState(
+        str(tmp_path), "http://127.0.0.1:8042", "http://127.0.0.1:8050", servers, "s", running
+    )
+    state.save()
+    versions = {8001: "1.10.1", 8002: "1.12.7"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":  # the job-service
+            return httpx.Response(200, json={"Status": "ok", "Replica": "job-service", "Leader": True})
+        assert request.url.path == "/system" and request.headers["authorization"].startswith("Basic ")
+        return httpx.Response(200, json={"Name": "x", "Version": versions[request.url.port]})
+
+    result = _cluster("status", "--dir", str(tmp_path), transport=httpx.MockTransport(handler))
+
+    lines = result.output.splitlines()
+    assert lines[0].startswith("orthanc-1") and lines[0].endswith("running  Orthanc 1.10.1")
+    assert lines[1].startswith("orthanc-2") and lines[1].endswith("running  Orthanc 1.12.7")
