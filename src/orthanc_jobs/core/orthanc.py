@@ -57,6 +57,10 @@ def job_path(job_id: str, tail: str | None = None) -> str:
     return f"/jobs/{job_id}" if tail is None else f"/jobs/{job_id}/{tail}"
 
 
+# Seconds an idle connection to an Orthanc server is kept for reuse.
+KEEPALIVE_EXPIRY = 0.3
+
+
 class OrthancClient:
     def __init__(self, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._timeout = timeout
@@ -70,7 +74,12 @@ class OrthancClient:
     def _new_pool(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=self._timeout,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # Idle connections are dropped before Orthanc closes them (1.12's KeepAliveTimeout is 1 s by
+            # default; 1.10's HTTP server, civetweb, closes them sooner): an action forwarded (a POST, never
+            # sent twice) must not go out on a connection Orthanc is closing at that moment.
+            limits=httpx.Limits(
+                max_connections=200, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY
+            ),
             transport=self._transport,
             # One client serves every caller: a cookie set for one must never be sent for another.
             cookies=httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))),
