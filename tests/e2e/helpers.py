@@ -101,6 +101,16 @@ class SilentModality:
                 return
             self._connections.append(connection)
 
+    def store(self, client: httpx.Client, study: str) -> str:
+        """Declare this modality on the server ``client`` speaks to, and start a C-STORE of ``study`` to it:
+        the id of a job that stays Running until the modality closes."""
+        declared = {"AET": "SILENT", "Host": "127.0.0.1", "Port": self.port}
+        answer = client.put("/modalities/silent", json=declared)
+        assert answer.status_code == 200, answer.text
+        answer = client.post("/modalities/silent/store", json={"Resources": [study], "Asynchronous": True})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["ID"])
+
     def close(self) -> None:
         self._server.close()
         for connection in self._connections:

@@ -74,10 +74,7 @@ class Unfinished:
         self.client = client
         study, _ = create_study(client, label)
         self.modality = SilentModality()
-        modality = {"AET": "SILENT", "Host": "127.0.0.1", "Port": self.modality.port}
-        assert client.put("/modalities/silent", json=modality).status_code == 200
-        store = client.post("/modalities/silent/store", json={"Resources": [study], "Asynchronous": True})
-        self.running = store.json()["ID"]
+        self.running = self.modality.store(client, study)
         wait_job_state(lb, self.running, {"Running"})  # as the job-service sees it
         self.pending = create_async_job(client, "archive", study)
         self.paused = create_async_job(client, "archive", study)

@@ -17,13 +17,7 @@ SERVER = "orthanc-1"
 def blocked(client: httpx.Client, study: str) -> Iterator[None]:
     """The server busy with a C-STORE that never ends (ConcurrentJobs is 1): its next jobs stay Pending."""
     modality = SilentModality()
-    declared = client.put(
-        "/modalities/silent", json={"AET": "SILENT", "Host": "127.0.0.1", "Port": modality.port}
-    )
-    assert declared.status_code == 200, declared.text
-    answer = client.post("/modalities/silent/store", json={"Resources": [study], "Asynchronous": True})
-    assert answer.status_code == 200, answer.text
-    blocker = answer.json()["ID"]
+    blocker = modality.store(client, study)
     try:
         wait_job_state(client, blocker, {"Running"})
         yield

@@ -198,12 +198,7 @@ def test_jobs_cancelled_paused_and_resumed_while_pending(
     try:
         for name in safety_cluster.orthanc_urls:
             with direct(safety_cluster, name) as client:
-                modality = {"AET": "SILENT", "Host": "127.0.0.1", "Port": silent.port}
-                assert client.put("/modalities/silent", json=modality).status_code == 200
-                answer = client.post(
-                    "/modalities/silent/store", json={"Resources": [study], "Asynchronous": True}
-                )
-                blockers[name] = answer.json()["ID"]
+                blockers[name] = silent.store(client, study)
         for name, blocker in blockers.items():
             wait_for(lambda b=blocker: lb.get(f"/jobs/{b}").json()["State"] == "Running", what=f"{name} busy")
 

@@ -216,15 +216,6 @@ def test_a_rolling_restart_of_every_replica_costs_no_client_request(replicated: 
     assert_every_replica_has_the_true_end_states(replicated, polled + maker.ids)
 
 
-def store_to(server: httpx.Client, modality: SilentModality, label: str) -> str:
-    """A C-STORE job of ``server`` that stays Running until ``modality`` closes."""
-    study, _ = create_study(server, label)
-    declared = {"AET": "SILENT", "Host": "127.0.0.1", "Port": modality.port}
-    assert server.put("/modalities/silent", json=declared).status_code == 200
-    store = server.post("/modalities/silent/store", json={"Resources": [study], "Asynchronous": True})
-    return str(store.json()["ID"])
-
-
 class EventClient:
     """Reads a replica's event stream (directly, not through nginx), and resumes elsewhere when asked."""
 
@@ -306,7 +297,7 @@ def test_the_leader_killed_another_leads_and_a_dead_servers_jobs_are_failed_once
             direct(replicated, victim) as server,
             httpx.Client(base_url=replica_url(replicated, other), auth=DEMO_USER, timeout=30) as survivor,
         ):
-            job_id = store_to(server, modality, "LEADER")
+            job_id = modality.store(server, create_study(server, "LEADER")[0])
             wait_job_state(survivor, job_id, {"Running"})
 
             killed_at = time.monotonic()
@@ -347,7 +338,7 @@ def test_postgresql_away_for_20_s_reads_go_on_on_every_replica_and_nothing_is_lo
         before = create_async_job(lb, "archive", study)
         wait_job_state(lb, before, {"Success"})
         with direct(replicated, "orthanc-1") as server:
-            running = store_to(server, modality, "PGAWAY1")
+            running = modality.store(server, create_study(server, "PGAWAY1")[0])
         wait_job_state(lb, running, {"Running"})
     replicas = {
         name: httpx.Client(base_url=replica_url(replicated, name), auth=DEMO_USER, timeout=30)

@@ -303,11 +303,7 @@ def test_a_form_on_another_site_cannot_cancel_a_job(
         study, _ = create_study(client, "CSRF")
         modality = SilentModality()
         try:
-            silent = {"AET": "SILENT", "Host": "127.0.0.1", "Port": modality.port}
-            assert client.put("/modalities/silent", json=silent).status_code == 200
-            job_id = client.post(
-                "/modalities/silent/store", json={"Resources": [study], "Asynchronous": True}
-            ).json()["ID"]
+            job_id = modality.store(client, study)
             url = f"{cluster.lb_url}/orthanc/jobs/{job_id}/cancel"
             form = {"Content-Type": "application/x-www-form-urlencoded"}
             from_elsewhere = [

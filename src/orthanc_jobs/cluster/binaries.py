@@ -21,6 +21,11 @@ class Binaries:
     orthanc_prefix: list[str] = field(default_factory=list)
     orthanc_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def plugins(self) -> list[str]:
+        """Orthanc's "Plugins": the PostgreSQL index and the Python plugin of this Orthanc."""
+        return [self.postgresql_index_plugin, self.python_plugin]
+
     def orthanc_command(self, config_path: Path) -> list[str]:
         return [*self.orthanc_prefix, self.orthanc, str(config_path)]
 

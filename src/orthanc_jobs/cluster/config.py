@@ -42,7 +42,7 @@ def orthanc_configuration(
         "AuthenticationEnabled": True,
         "RegisteredUsers": {DEMO_USER[0]: DEMO_USER[1]},
         "SaveJobs": False,
-        "Plugins": [binaries.postgresql_index_plugin, binaries.python_plugin],
+        "Plugins": binaries.plugins,
         "PythonScript": str(REPORTER_PATH),
         "PostgreSQL": {
             "EnableIndex": True,

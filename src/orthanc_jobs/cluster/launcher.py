@@ -177,7 +177,7 @@ def start_process(directory: Path, name: str, orthanc_root: Path | None = SAME_R
         binaries = find_binaries(orthanc_root)
         config_path = Path(state.directory) / name / "orthanc.json"
         configuration = json.loads(config_path.read_text())
-        configuration["Plugins"] = [binaries.postgresql_index_plugin, binaries.python_plugin]
+        configuration["Plugins"] = binaries.plugins
         processes.write_private(config_path, json.dumps(configuration, indent=2))
         started = processes.spawn(
             "orthanc",
