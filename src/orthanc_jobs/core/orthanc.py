@@ -203,7 +203,7 @@ class OrthancClient:
         pool = self._http
         request = pool.build_request(method, server.url + path, headers=headers, content=body)
         try:
-            return await pool.send(request, stream=stream)
+            return await _send(pool, request, stream)
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
         except OSError as error:
@@ -216,13 +216,19 @@ async def _get(
     headers: Mapping[str, str] | Mapping[bytes, bytes],
     timeout: float | None,
 ) -> httpx.Response:
-    """A GET, sent again once if the server closed the connection without answering: a kept-alive
-    connection that Orthanc closed just as it was reused (a GET is safe to repeat)."""
     timeout_or_default = timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
+    return await _send(pool, pool.build_request("GET", url, headers=headers, timeout=timeout_or_default))
+
+
+async def _send(pool: httpx.AsyncClient, request: httpx.Request, stream: bool = False) -> httpx.Response:
+    """Send, and once more if the server closed the connection without answering: a kept-alive connection
+    that Orthanc closed just as it was reused. Orthanc answers every request it reads, so a request it
+    closed the connection on without an answer was not done: sending it again (an action too) does
+    nothing twice."""
     try:
-        return await pool.get(url, headers=headers, timeout=timeout_or_default)
+        return await pool.send(request, stream=stream)
     except httpx.RemoteProtocolError:
-        return await pool.get(url, headers=headers, timeout=timeout_or_default)
+        return await pool.send(request, stream=stream)
 
 
 def _caller_headers(authorization: str | None) -> dict[bytes, bytes]:

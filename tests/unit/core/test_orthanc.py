@@ -44,3 +44,25 @@ async def test_a_burst_of_errors_out_of_one_pool_replaces_it_once() -> None:
     assert all(isinstance(answer, OrthancUnreachable) for answer in answers)
     assert client.pools_replaced == 1
     await client.aclose()
+
+
+async def test_an_action_on_a_connection_orthanc_closed_unanswered_is_sent_once_more() -> None:
+    """A kept-alive connection Orthanc closed as it was reused: the action was not read, so it is sent
+    again, once, with its body; a second failure is the caller's 503."""
+    received: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        received.append(request.content)
+        if len(received) in (1, 3, 4):
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        return httpx.Response(200, json={})
+
+    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    answer = await client.send(SERVER, "POST", "/jobs/x/pause", None, body=b"{}")
+    assert answer.status_code == 200 and received == [b"{}", b"{}"]
+    with pytest.raises(OrthancUnreachable):
+        await client.send(SERVER, "POST", "/jobs/x/pause", None, body=b"{}")
+    assert len(received) == 4
+    await client.aclose()
