@@ -33,24 +33,32 @@ ORTHANC_112_ROOT = Path(
 ORTHANC_VERSIONS: dict[str, Path | None] = {"1.10": None, "1.12": ORTHANC_112_ROOT}
 
 
-# Where the clusters of the other tests run Orthanc from: the system's, unless
-# ORTHANC_JOBS_TEST_ORTHANC_ROOT names a root (e.g. .cache/orthanc-1.12, to run the whole suite on 1.12).
-DEFAULT_ROOT = (
-    Path(os.environ["ORTHANC_JOBS_TEST_ORTHANC_ROOT"])
-    if os.environ.get("ORTHANC_JOBS_TEST_ORTHANC_ROOT")
-    else None
-)
-SYSTEM_ORTHANC = object()
+def _tested_versions() -> list[str]:
+    """Every supported version, or those ORTHANC_JOBS_TEST_ORTHANC_VERSIONS names (e.g. ``1.12``)."""
+    chosen = os.environ.get("ORTHANC_JOBS_TEST_ORTHANC_VERSIONS", "").replace(",", " ").split()
+    unknown = sorted(set(chosen) - set(ORTHANC_VERSIONS))
+    if unknown:
+        known = ", ".join(ORTHANC_VERSIONS)
+        raise pytest.UsageError(f"ORTHANC_JOBS_TEST_ORTHANC_VERSIONS: {', '.join(unknown)} unknown ({known})")
+    return chosen or list(ORTHANC_VERSIONS)
 
 
-def orthanc_root(version: str) -> Path | object:
-    """The root to run Orthanc ``version`` from; a supported version that is not installed fails the test."""
+TESTED_VERSIONS = _tested_versions()
+
+
+def orthanc_root(version: str) -> Path | None:
+    """The root to run Orthanc ``version`` from (None: the system's); one not installed fails the test."""
     root = ORTHANC_VERSIONS[version]
-    if root is None:
-        return SYSTEM_ORTHANC
     if root is not None and not (root / "usr" / "sbin" / "Orthanc").exists():
         pytest.fail(f"Orthanc {version} is not installed in {root}: run `make orthanc-1.12` (or `make test`)")
     return root
+
+
+@pytest.fixture(scope="session", params=TESTED_VERSIONS)
+def orthanc_version(request: pytest.FixtureRequest) -> str:
+    """The Orthanc version a test's cluster runs: every test that uses a cluster runs once on each. pytest
+    runs all the tests of one version before those of the next, so one session cluster runs at a time."""
+    return str(request.param)
 
 
 def start_cluster(
@@ -58,16 +66,15 @@ def start_cluster(
     instances: int,
     orthanc_config: dict[str, str],
     service_settings: dict[str, str] | None = None,
-    orthanc_root: Path | object | None = None,
+    orthanc_root: Path | None = None,
     service_database: str = "sqlite",
     service_replicas: int = 1,
 ) -> ClusterState:
-    """``orthanc_root``: a Debian root to run Orthanc from, SYSTEM_ORTHANC, or None for DEFAULT_ROOT."""
+    """``orthanc_root``: a Debian root to run Orthanc from (None: the system's Orthanc)."""
     command = [sys.executable, "-m", "orthanc_jobs", "cluster", "up", "--detach", "--dir", str(directory)]
     command += ["--lb-port", "0", "--instances", str(instances)]
-    root = DEFAULT_ROOT if orthanc_root is None else orthanc_root
-    if isinstance(root, Path):
-        command += ["--orthanc-root", str(root)]
+    if orthanc_root is not None:
+        command += ["--orthanc-root", str(orthanc_root)]
     for key, value in orthanc_config.items():
         command += ["--orthanc-config", f"{key}={value}"]
     for key, value in (service_settings or {}).items():
@@ -87,22 +94,22 @@ def stop_cluster(directory: Path) -> None:
 @contextmanager
 def running_cluster(
     label: str,
+    version: str,
     orthanc_config: dict[str, str],
     service_settings: dict[str, str] | None = None,
-    orthanc_root: Path | object | None = None,
     instances: int = 3,
     service_database: str = "sqlite",
     service_replicas: int = 1,
 ) -> Iterator[ClusterState]:
-    """A cluster of a test module's own, in a folder of its own, stopped and removed at the end."""
+    """A cluster of Orthanc ``version``, in a folder of its own, stopped and removed at the end."""
     # Not under pytest's private tmp folder: PostgreSQL runs as another user and must reach it.
-    directory = Path(tempfile.mkdtemp(prefix=f"orthanc-jobs-e2e-{label}-"))
+    directory = Path(tempfile.mkdtemp(prefix=f"orthanc-jobs-e2e-{label}-{version}-"))
     state = start_cluster(
         directory,
         instances,
         orthanc_config,
         service_settings,
-        orthanc_root,
+        orthanc_root(version),
         service_database,
         service_replicas,
     )
@@ -114,20 +121,10 @@ def running_cluster(
 
 
 @pytest.fixture(scope="session")
-def cluster_dir() -> Iterator[Path]:
-    # Not under pytest's private tmp folder: PostgreSQL runs as another user and must reach it.
-    directory = Path(tempfile.mkdtemp(prefix="orthanc-jobs-e2e-"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def cluster(cluster_dir: Path) -> Iterator[ClusterState]:
-    state = start_cluster(cluster_dir, 3, ORTHANC_CONFIG)
-    try:
+def cluster(orthanc_version: str) -> Iterator[ClusterState]:
+    """The cluster most tests share, one per Orthanc version."""
+    with running_cluster("shared", orthanc_version, ORTHANC_CONFIG) as state:
         yield state
-    finally:
-        stop_cluster(cluster_dir)
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,19 @@
 """Making studies and jobs on the real cluster, waiting for them, and acting on its processes."""
 
+import asyncio
+import queue
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from orthanc_jobs.cluster.demo import create_instance, create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, free_port
@@ -138,3 +142,141 @@ def plugin_headers(cluster: ClusterState, name: str) -> dict[str, str]:
     """The headers of the plugin of one server of the cluster: it names its server, with its own secret."""
     url = cluster.orthanc_urls[name]
     return {"Authorization": f"Bearer {plugin_secret_for(cluster.secret, url)}", "X-Orthanc-Jobs-Server": url}
+
+
+@contextmanager
+def listening(cluster: ClusterState, headers: dict[str, str] | None = None) -> Iterator["queue.Queue[dict]"]:
+    """Read the stream on a thread; each event arrives as {"id", "event", "data"}."""
+    received: queue.Queue[dict] = queue.Queue()
+    client = httpx.Client(auth=DEMO_USER, timeout=httpx.Timeout(30, read=60))
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            stream(received)
+        except Exception:
+            if not stop.is_set():  # closing the client at the end ends the read: expected
+                raise
+
+    def stream(received: "queue.Queue[dict]") -> None:
+        with client.stream("GET", f"{cluster.lb_url}/orthanc-jobs/events", headers=headers or {}) as answer:
+            received.put({"status": answer.status_code, "type": answer.headers.get("content-type")})
+            event: dict = {}
+            for line in answer.iter_lines():
+                if stop.is_set():
+                    return
+                if not line:
+                    if "event" in event:
+                        received.put(event)
+                    event = {}
+                elif not line.startswith(":"):
+                    field, _, value = line.partition(": ")
+                    event[field] = orjson.loads(value) if field == "data" else value
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield received
+    finally:
+        stop.set()
+        client.close()
+
+
+def wait_event(received: "queue.Queue[dict]", predicate, timeout: float = 10) -> dict:  # type: ignore[no-untyped-def]
+    while True:
+        event = received.get(timeout=timeout)
+        if predicate(event):
+            return event
+
+
+class Clients:
+    """``count`` clients polling through nginx as a script polls its job: ``GET /jobs/{id}`` of a job of
+    theirs, then ``GET /jobs?expand``, again and again; every answer that is not a 200 is a failure."""
+
+    def __init__(self, cluster: ClusterState, job_ids: list[str], count: int, actions: bool = False) -> None:
+        self._url = cluster.orthanc_lb_url
+        self._job_ids = job_ids
+        self._count = count
+        self._actions = actions
+        self.answered = 0
+        self.failures: list[str] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> "Clients":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(60)
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self._count, max_keepalive_connections=self._count)
+        async with httpx.AsyncClient(base_url=self._url, auth=DEMO_USER, timeout=30, limits=limits) as client:
+            await asyncio.gather(*(self._client(client, n) for n in range(self._count)))
+
+    async def _client(self, client: httpx.AsyncClient, number: int) -> None:
+        job_id = self._job_ids[number % len(self._job_ids)]
+        while not self._stopping.is_set():
+            for path, params in ((f"/jobs/{job_id}", None), ("/jobs", {"expand": ""})):
+                try:
+                    if self._actions:  # pausing a finished job: Orthanc answers {} (forwarded to its owner)
+                        answer = await client.post(f"/jobs/{job_id}/pause", json={})
+                    else:
+                        answer = await client.get(path, params=params)
+                    if answer.status_code == 200:
+                        self.answered += 1
+                    else:
+                        self.failures.append(f"{path}: {answer.status_code} {answer.text[:200]}")
+                except httpx.HTTPError as error:
+                    self.failures.append(f"{path}: {error!r}")
+            await asyncio.sleep(0.05)
+
+
+class JobMaker:
+    """Creates an asynchronous archive through the load balancer (so on every server in turn) every 0.2 s."""
+
+    def __init__(self, cluster: ClusterState, studies: list[str]) -> None:
+        self._lb = httpx.Client(base_url=cluster.orthanc_lb_url, auth=DEMO_USER, timeout=30)
+        self._studies = studies
+        self.ids: list[str] = []
+        self.failures: list[str] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "JobMaker":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(30)
+        self._lb.close()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(0.2):
+            study = self._studies[(len(self.ids) + len(self.failures)) % len(self._studies)]
+            try:
+                self.ids.append(create_async_job(self._lb, "archive", study))
+            except (AssertionError, httpx.HTTPError) as error:  # Orthanc's own route, not the job-service's
+                self.failures.append(repr(error)[:300])
+
+
+class Unfinished:
+    """On one server: a C-STORE that never ends (Running), an archive behind it (Pending), a paused one."""
+
+    def __init__(self, client: httpx.Client, lb: httpx.Client, label: str) -> None:
+        self.client = client
+        study, _ = create_study(client, label)
+        self.modality = SilentModality()
+        self.running = self.modality.store(client, study)
+        wait_job_state(lb, self.running, {"Running"})  # as the job-service sees it
+        self.pending = create_async_job(client, "archive", study)
+        self.paused = create_async_job(client, "archive", study)
+        assert lb.post(f"/jobs/{self.paused}/pause").status_code == 200
+        self.ids = [self.running, self.pending, self.paused]
+
+    def release(self) -> None:
+        """Let the C-STORE fail; the paused job stays unfinished."""
+        self.modality.close()

@@ -6,10 +6,8 @@ tests/artifacts/, and with SAVE_SCREENSHOTS=1 the README's go to docs/screenshot
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from playwright.sync_api import Browser, BrowserContext, Dialog, Locator, Page, 
 from playwright.sync_api import Error as PlaywrightError
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
-from tests.e2e.conftest import ORTHANC_CONFIG, start_cluster, stop_cluster
+from tests.e2e.conftest import ORTHANC_CONFIG, running_cluster
 from tests.e2e.helpers import create_async_job, create_study, free_port, wait_for, wait_job_state
 from tests.e2e.test_job_actions import blocked
 
@@ -398,17 +396,10 @@ def test_orthanc_explorer_shows_the_jobs_of_every_server(
 
 
 @pytest.fixture(scope="module")
-def own_cluster() -> Iterator[ClusterState]:
+def own_cluster(orthanc_version: str) -> Iterator[ClusterState]:
     """A cluster of two servers of this module's own, whose processes the test stops and restarts."""
-    directory = Path(tempfile.mkdtemp(prefix="orthanc-jobs-e2e-dashboard-"))
-    try:
-        state = start_cluster(directory, 2, ORTHANC_CONFIG)
-        try:
-            yield state
-        finally:
-            stop_cluster(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with running_cluster("dashboard", orthanc_version, ORTHANC_CONFIG, instances=2) as state:
+        yield state
 
 
 def cluster_command(state: ClusterState, *arguments: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 from tests.e2e.conftest import ORTHANC_CONFIG, running_cluster
 from tests.e2e.helpers import (
-    SilentModality,
+    Unfinished,
     cli,
     create_async_job,
     create_study,
@@ -40,8 +40,8 @@ SERVICE_SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def faulty() -> Iterator[ClusterState]:
-    with running_cluster("faults", ORTHANC_CONFIG, SERVICE_SETTINGS) as state:
+def faulty(orthanc_version: str) -> Iterator[ClusterState]:
+    with running_cluster("faults", orthanc_version, ORTHANC_CONFIG, SERVICE_SETTINGS) as state:
         yield state
 
 
@@ -65,25 +65,6 @@ def incarnation_of(lb: httpx.Client, name: str) -> str:
 def time_until_status(lb: httpx.Client, name: str, status: str, since: float, timeout: float) -> float:
     wait_for(lambda: status_of(lb, name) == status, timeout=timeout, interval=0.1, what=f"{name} {status}")
     return time.monotonic() - since
-
-
-class Unfinished:
-    """On one server: a C-STORE that never ends (Running), an archive behind it (Pending), a paused one."""
-
-    def __init__(self, client: httpx.Client, lb: httpx.Client, label: str) -> None:
-        self.client = client
-        study, _ = create_study(client, label)
-        self.modality = SilentModality()
-        self.running = self.modality.store(client, study)
-        wait_job_state(lb, self.running, {"Running"})  # as the job-service sees it
-        self.pending = create_async_job(client, "archive", study)
-        self.paused = create_async_job(client, "archive", study)
-        assert lb.post(f"/jobs/{self.paused}/pause").status_code == 200
-        self.ids = [self.running, self.pending, self.paused]
-
-    def release(self) -> None:
-        """Let the C-STORE fail; the paused job stays unfinished."""
-        self.modality.close()
 
 
 def finished_elsewhere(lb: httpx.Client, cluster: ClusterState, name: str) -> dict[str, str]:

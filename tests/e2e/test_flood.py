@@ -55,13 +55,13 @@ end
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterState]:
+def cluster(orthanc_version: str) -> Iterator[ClusterState]:
     settings = {
         "header_timeout": str(HEADER_TIMEOUT),
         "body_timeout": str(BODY_TIMEOUT),
         "not_responding_after": str(NOT_RESPONDING_AFTER),
     }
-    with running_cluster("load", ORTHANC_CONFIG, settings) as state:
+    with running_cluster("flood", orthanc_version, ORTHANC_CONFIG, settings) as state:
         yield state
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, STATE_FILE, ClusterState
-from tests.e2e.conftest import DEFAULT_ROOT, orthanc_root, start_cluster, stop_cluster
+from tests.e2e.conftest import orthanc_root, start_cluster, stop_cluster
 from tests.e2e.helpers import create_async_job, create_study, wait_for, wait_job_state
 
 pytestmark = pytest.mark.e2e
@@ -77,8 +77,6 @@ def test_a_stopped_replica_is_passed_over_and_started_again() -> None:
     directory = Path(tempfile.mkdtemp(prefix="orthanc-jobs-e2e-launcher-replicas-"))
     folder = ["--dir", str(directory)]
     command = ["up", "--detach", *folder, "--lb-port", "0", "--instances", "2", "--service-replicas", "2"]
-    if DEFAULT_ROOT is not None:
-        command += ["--orthanc-root", str(DEFAULT_ROOT)]
     started = _cli(*command, timeout=180)
     try:
         assert started.returncode == 0, started.stdout + started.stderr

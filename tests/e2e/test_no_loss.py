@@ -44,8 +44,8 @@ NO_LOSS_CONFIG = {"OrthancJobs": json.dumps({"QueueSize": QUEUE_SIZE})}
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterState]:
-    with running_cluster("no-loss", NO_LOSS_CONFIG, {"poll_interval": "0.5"}) as state:
+def cluster(orthanc_version: str) -> Iterator[ClusterState]:
+    with running_cluster("no-loss", orthanc_version, NO_LOSS_CONFIG, {"poll_interval": "0.5"}) as state:
         yield state
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, REPORTER_PATH, ClusterState
-from tests.e2e.conftest import start_cluster, stop_cluster
+from tests.e2e.conftest import orthanc_root, start_cluster, stop_cluster
 from tests.e2e.helpers import create_async_job, create_study, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ orthanc.RegisterRestCallback("/user-script/changes", count_changes)
 
 
 @pytest.fixture(scope="module")
-def user_cluster() -> Iterator[ClusterState]:
+def user_cluster(orthanc_version: str) -> Iterator[ClusterState]:
     scripts = Path(tempfile.mkdtemp(prefix="orthanc-jobs-user-script-"))
     scripts.chmod(0o755)
     (scripts / "user_script.py").write_text(USER_SCRIPT)
@@ -46,6 +46,7 @@ def user_cluster() -> Iterator[ClusterState]:
         1,
         {"PythonScript": f'"{scripts / "user_script.py"}"'},
         service_settings={"poll_interval": "3600", "resync_interval": "3600"},
+        orthanc_root=orthanc_root(orthanc_version),
     )
     try:
         yield state

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
-from tests.e2e.conftest import ORTHANC_VERSIONS, orthanc_root, running_cluster
+from tests.e2e.conftest import running_cluster
 from tests.e2e.helpers import (
     SilentModality,
     create_study,
@@ -35,10 +35,9 @@ SAFETY_CONFIG = {"ConcurrentJobs": "1", "DicomScuTimeout": "3600"}
 EMPTY = {"Resources": [], "Synchronous": False}
 
 
-@pytest.fixture(scope="module", params=sorted(ORTHANC_VERSIONS))
-def safety_cluster(request: pytest.FixtureRequest) -> Iterator[ClusterState]:
-    root = orthanc_root(request.param)
-    with running_cluster(f"safety-{request.param}", SAFETY_CONFIG, orthanc_root=root) as state:
+@pytest.fixture(scope="module")
+def safety_cluster(orthanc_version: str) -> Iterator[ClusterState]:
+    with running_cluster("safety", orthanc_version, SAFETY_CONFIG) as state:
         yield state
 
 
@@ -85,10 +84,7 @@ def in_parallel(threads: int, work: Callable[[httpx.Client, int], None], base_ur
     assert not errors, errors
 
 
-def test_the_servers_run_the_version_under_test(
-    safety_cluster: ClusterState, lb: httpx.Client, request: pytest.FixtureRequest
-) -> None:
-    version = request.node.callspec.params["safety_cluster"]
+def test_the_servers_run_the_version_under_test(lb: httpx.Client, orthanc_version: str) -> None:
 
     def versions() -> set[str] | None:
         servers = lb.get("/../orthanc-jobs/servers").json()
@@ -96,7 +92,7 @@ def test_the_servers_run_the_version_under_test(
         found = {s["OrthancVersion"].rsplit(".", 1)[0] for s in servers}
         return None if "" in found else found  # the version comes with a heartbeat once Orthanc answers
 
-    assert wait_for(versions, timeout=10) == {version}
+    assert wait_for(versions, timeout=10) == {orthanc_version}
 
 
 def test_archives_of_nothing_through_the_load_balancer_never_abort_orthanc(

@@ -2,7 +2,6 @@
 restarted under load costs clients nothing, the leader's death is taken over, event streams resume on the
 other replica, and PostgreSQL's absence is survived."""
 
-import asyncio
 import os
 import signal
 import threading
@@ -17,6 +16,8 @@ import pytest
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 from tests.e2e.conftest import ORTHANC_CONFIG, running_cluster
 from tests.e2e.helpers import (
+    Clients,
+    JobMaker,
     SilentModality,
     cli,
     create_async_job,
@@ -35,9 +36,10 @@ CLIENTS = 200
 
 
 @pytest.fixture(scope="module")
-def replicated() -> Iterator[ClusterState]:
+def replicated(orthanc_version: str) -> Iterator[ClusterState]:
+    database = "postgresql"
     with running_cluster(
-        "replicas", ORTHANC_CONFIG, SETTINGS, service_database="postgresql", service_replicas=2
+        "replicas", orthanc_version, ORTHANC_CONFIG, SETTINGS, service_database=database, service_replicas=2
     ) as state:
         yield state
 
@@ -62,79 +64,6 @@ def leader_of(cluster: ClusterState) -> str | None:
 def database_url(cluster: ClusterState) -> str:
     state = ClusterState.load(Path(cluster.directory))
     return next(p.env["ORTHANC_JOBS_DATABASE"] for p in state.processes if p.name == REPLICAS[0])
-
-
-class Clients:
-    """``count`` clients polling through nginx as a script polls its job: ``GET /jobs/{id}`` of a job of
-    theirs, then ``GET /jobs?expand``, again and again; every answer that is not a 200 is a failure."""
-
-    def __init__(
-        self, cluster: ClusterState, job_ids: list[str], count: int = CLIENTS, actions: bool = False
-    ) -> None:
-        self._url = cluster.orthanc_lb_url
-        self._job_ids = job_ids
-        self._count = count
-        self._actions = actions
-        self.answered = 0
-        self.failures: list[str] = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> "Clients":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        self._thread.join(60)
-
-    async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=self._count, max_keepalive_connections=self._count)
-        async with httpx.AsyncClient(base_url=self._url, auth=DEMO_USER, timeout=30, limits=limits) as client:
-            await asyncio.gather(*(self._client(client, n) for n in range(self._count)))
-
-    async def _client(self, client: httpx.AsyncClient, number: int) -> None:
-        job_id = self._job_ids[number % len(self._job_ids)]
-        while not self._stopping.is_set():
-            for path, params in ((f"/jobs/{job_id}", None), ("/jobs", {"expand": ""})):
-                try:
-                    if self._actions:  # pausing a finished job: Orthanc answers {} (forwarded to its owner)
-                        answer = await client.post(f"/jobs/{job_id}/pause", json={})
-                    else:
-                        answer = await client.get(path, params=params)
-                    if answer.status_code == 200:
-                        self.answered += 1
-                    else:
-                        self.failures.append(f"{path}: {answer.status_code} {answer.text[:200]}")
-                except httpx.HTTPError as error:
-                    self.failures.append(f"{path}: {error!r}")
-            await asyncio.sleep(0.05)
-
-
-class JobMaker:
-    """Creates an asynchronous archive through the load balancer (so on every server in turn) every 0.2 s."""
-
-    def __init__(self, cluster: ClusterState, studies: list[str]) -> None:
-        self._lb = httpx.Client(base_url=cluster.orthanc_lb_url, auth=DEMO_USER, timeout=30)
-        self._studies = studies
-        self.ids: list[str] = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "JobMaker":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        self._thread.join(30)
-        self._lb.close()
-
-    def _run(self) -> None:
-        while not self._stopping.wait(0.2):
-            self.ids.append(
-                create_async_job(self._lb, "archive", self._studies[len(self.ids) % len(self._studies)])
-            )
 
 
 def studies_and_jobs(lb: httpx.Client, label: str) -> tuple[list[str], list[str]]:
@@ -176,7 +105,7 @@ def assert_every_replica_has_the_true_end_states(cluster: ClusterState, job_ids:
 def test_a_replica_killed_under_load_costs_no_client_request(replicated: ClusterState) -> None:
     with httpx.Client(base_url=replicated.orthanc_lb_url, auth=DEMO_USER, timeout=30) as lb:
         studies, polled = studies_and_jobs(lb, "KILLED")
-        with Clients(replicated, polled) as clients, JobMaker(replicated, studies) as maker:
+        with Clients(replicated, polled, CLIENTS) as clients, JobMaker(replicated, studies) as maker:
             time.sleep(3)
             os.kill(pid_of(replicated, "job-service-2"), signal.SIGKILL)
             answered_before = clients.answered
@@ -189,7 +118,7 @@ def test_a_replica_killed_under_load_costs_no_client_request(replicated: Cluster
         assert answered_while_dead >= 10
         for job_id in maker.ids:
             wait_job_state(lb, job_id, {"Success"})
-    assert len(maker.ids) > 20
+    assert len(maker.ids) > 20 and maker.failures == []
     assert_every_replica_has_the_true_end_states(replicated, polled + maker.ids)
 
 
@@ -197,8 +126,8 @@ def test_a_rolling_restart_of_every_replica_costs_no_client_request(replicated: 
     with httpx.Client(base_url=replicated.orthanc_lb_url, auth=DEMO_USER, timeout=30) as lb:
         studies, polled = studies_and_jobs(lb, "ROLLING")
         with (
-            Clients(replicated, polled) as clients,
-            Clients(replicated, polled, count=10, actions=True) as actions,
+            Clients(replicated, polled, CLIENTS) as clients,
+            Clients(replicated, polled, 10, actions=True) as actions,
             JobMaker(replicated, studies) as maker,
         ):
             time.sleep(2)
@@ -213,6 +142,7 @@ def test_a_rolling_restart_of_every_replica_costs_no_client_request(replicated: 
         assert actions.answered > 0
         for job_id in maker.ids:
             wait_job_state(lb, job_id, {"Success"})
+    assert maker.failures == []
     assert_every_replica_has_the_true_end_states(replicated, polled + maker.ids)
 
 
@@ -369,3 +299,33 @@ def test_postgresql_away_for_20_s_reads_go_on_on_every_replica_and_nothing_is_lo
         ended = wait_job_state(replica, running, {"Failure"})
         assert ended["ErrorCode"] != -1, "its owner's own end, not one the service made up"
         replica.close()
+
+
+def test_a_job_deleted_through_one_replica_is_gone_from_the_other_and_from_the_history(
+    replicated: ClusterState, orthanc_version: str
+) -> None:
+    if orthanc_version == "1.10":
+        pytest.skip("Orthanc 1.10 has no DELETE /jobs/{id} (1.12.2 added it)")
+
+    def stored(job_id: str) -> bool:
+        with psycopg.connect(database_url(replicated)) as db:
+            return (
+                db.execute("SELECT 1 FROM orthanc_jobs.jobs WHERE id = %s", (job_id,)).fetchone() is not None
+            )
+
+    first, second = (
+        httpx.Client(base_url=replica_url(replicated, name), auth=DEMO_USER, timeout=30) for name in REPLICAS
+    )
+    with first, second, direct(replicated, "orthanc-1") as owner:
+        study, _ = create_study(owner, "DELETE-REPLICAS")
+        job_id = create_async_job(owner, "archive", study)
+        for replica in (first, second):
+            wait_job_state(replica, job_id, {"Success"})
+        wait_for(lambda: stored(job_id), timeout=10, what="the job in the history")
+
+        assert first.delete(f"/jobs/{job_id}").status_code == 200
+        wait_for(
+            lambda: second.get(f"/jobs/{job_id}").status_code == 404, timeout=5, what="gone on the other"
+        )
+        assert job_id not in second.get("/jobs").json()
+        wait_for(lambda: not stored(job_id), timeout=5, what="gone from the history")

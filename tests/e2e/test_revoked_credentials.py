@@ -24,11 +24,11 @@ MARGIN = 1.5
 
 
 @pytest.fixture(scope="module")
-def revocable() -> Iterator[ClusterState]:
+def revocable(orthanc_version: str) -> Iterator[ClusterState]:
     """Every Orthanc accepts Alice as well as the demo user (the launcher merges RegisteredUsers)."""
     orthanc_config = {"RegisteredUsers": json.dumps({ALICE[0]: ALICE[1]})}
     settings = {"auth_cache_seconds": str(CACHE_SECONDS)}
-    with running_cluster("revoked", orthanc_config, settings) as state:
+    with running_cluster("revoked", orthanc_version, orthanc_config, settings) as state:
         yield state
 
 

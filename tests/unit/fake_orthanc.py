@@ -37,6 +37,8 @@ class FakeOrthanc:
         self.unwritable: set[str] = set()
         #: The Authorization headers each server accepts (its RegisteredUsers).
         self.credentials: dict[str, set[str]] = {}
+        #: Servers of a version without DELETE on jobs (before 1.12.1): 405, as Orthanc 1.10 answers.
+        self.no_delete: set[str] = set()
 
     def add_server(self, url: str) -> None:
         self.jobs[url] = {}
@@ -86,9 +88,11 @@ class FakeOrthanc:
         if len(parts) == 2 and request.method == "POST" and parts[1] == "cancel":
             job.update(State="Failure", ErrorCode=37, Timestamp="20261128T110000.000000")
             return httpx.Response(200, json={})
+        if request.method == "DELETE" and url in self.no_delete:
+            return httpx.Response(405, headers={"Allow": "GET"})
         if len(parts) == 1 and request.method == "DELETE":
             del jobs[parts[0]]
-            return httpx.Response(200, json={})
+            return httpx.Response(200)  # Orthanc 1.12's answer: an empty body
         if len(parts) == 1:
             return httpx.Response(200, json=job)
         if request.method == "POST" and parts[1] == "pause":

@@ -104,14 +104,18 @@ def owner_of(services: Services, job: Job | Unreadable) -> Server:
     return owner
 
 
-def _error_from_owner(request: Request, status_code: int, body: bytes) -> Response:
-    """An owner's error answer, as JSON even where Orthanc answers with an empty body."""
+def _error_from_owner(request: Request, answer: httpx.Response, body: bytes) -> Response:
+    """An owner's error answer, as JSON even where Orthanc answers with an empty body (its 405 to a method
+    its version lacks, e.g. DELETE /jobs/{id} before 1.12.2), with the methods it allows."""
+    status_code = answer.status_code
+    headers = {"Allow": answer.headers["allow"]} if "allow" in answer.headers else None
     try:
         if isinstance(orjson.loads(body), dict):
-            return raw_json(body, status_code)
+            return raw_json(body, status_code, headers=headers)
     except orjson.JSONDecodeError:
         pass
-    return status_error(request, status_code, f"the Orthanc server that owns this job answered {status_code}")
+    message = f"the Orthanc server that owns this job answered {status_code}"
+    return status_error(request, status_code, message, headers)
 
 
 def checked_output_key(key: str) -> str:
@@ -136,7 +140,7 @@ async def _send_to_owner(
 async def _forward(request: Request, services: Services, owner: Server, method: str, path: str) -> Response:
     answer = await _send_to_owner(request, services, owner, method, path)
     if answer.status_code >= 400:
-        return _error_from_owner(request, answer.status_code, answer.content[:_MAX_ERROR_BODY])
+        return _error_from_owner(request, answer, answer.content[:_MAX_ERROR_BODY])
     return Response(
         answer.content, answer.status_code, media_type=answer.headers.get("content-type", "application/json")
     )
@@ -181,7 +185,7 @@ async def get_job_output(request: Request, job_id: str, key: str, services: Auth
             body = await answer.aread()  # an error answer of Orthanc's: small
         finally:
             await answer.aclose()
-        return _error_from_owner(request, answer.status_code, body[:_MAX_ERROR_BODY])
+        return _error_from_owner(request, answer, body[:_MAX_ERROR_BODY])
     headers = {name: answer.headers[name] for name in _OUTPUT_HEADERS if name in answer.headers}
     return StreamingResponse(
         answer.aiter_raw(), status_code=200, headers=headers, background=BackgroundTask(answer.aclose)

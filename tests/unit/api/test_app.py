@@ -263,10 +263,24 @@ async def test_delete_is_forwarded_and_forgets_the_job(
 ) -> None:
     job_id = orthanc.add_job("http://127.0.0.1:8001", "Success")
     await service.get(f"/jobs/{job_id}", headers=public())
-    assert (await service.delete(f"/jobs/{job_id}", headers=public())).json() == {}
+    deleted = await service.delete(f"/jobs/{job_id}", headers=public())
+    assert (deleted.status_code, deleted.content) == (200, b"")
     assert [r.method for r in orthanc.requests if r.url.path == f"/jobs/{job_id}"][-1] == "DELETE"
     assert job_id not in (await service.get("/jobs", headers=public())).json()
     assert (await service.get(f"/jobs/{job_id}", headers=public())).status_code == 404
+
+
+async def test_an_owner_without_delete_refuses_it_and_the_job_stays(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    orthanc.no_delete.add("http://127.0.0.1:8001")
+    job_id = orthanc.add_job("http://127.0.0.1:8001", "Success")
+    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/archive"):
+        refused = await service.delete(path, headers=public())
+        # Orthanc's 405 has an empty body: the caller gets JSON, with the methods the owner allows.
+        assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
+        assert refused.json()["HttpStatus"] == 405
+    assert job_id in (await service.get("/jobs", headers=public())).json()
 
 
 async def test_orthanc_forms_of_the_listing(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
