@@ -1,6 +1,7 @@
 """Just enough of Orthanc's REST API, played by an httpx mock transport, for unit tests of the service."""
 
 import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,12 @@ class Chunks(httpx.AsyncByteStream):
             yield chunk
 
 
+def _streamed(status: int, content: Any) -> httpx.Response:
+    """A JSON answer that arrives as from a socket (the service streams what it forwards)."""
+    body = json.dumps(content).encode()
+    return httpx.Response(status, stream=Chunks(body), headers={"Content-Type": "application/json"})
+
+
 class FakeOrthanc:
     """Just enough of Orthanc's REST API, per server URL, recording what it is asked."""
 
@@ -37,11 +44,17 @@ class FakeOrthanc:
         self.unwritable: set[str] = set()
         #: The Authorization headers each server accepts (its RegisteredUsers).
         self.credentials: dict[str, set[str]] = {}
+        #: Query handles each server keeps (POST /modalities/{name}/query), with their answers.
+        self.queries: dict[str, dict[str, list[dict[str, str]]]] = {}
+        #: Modalities each server knows (in its memory, as Orthanc keeps them).
+        self.modalities: dict[str, dict[str, Any]] = {}
         #: Servers of a version without DELETE on jobs (before 1.12.1): 405, as Orthanc 1.10 answers.
         self.no_delete: set[str] = set()
 
     def add_server(self, url: str) -> None:
         self.jobs[url] = {}
+        self.queries[url] = {}
+        self.modalities[url] = {}
         self.credentials[url] = {GOOD, TOKEN}
 
     def add_job(self, url: str, state: str = "Pending", created: str = "20261128T100000.000000") -> str:
@@ -57,6 +70,51 @@ class FakeOrthanc:
         }
         return job_id
 
+    def add_query(self, url: str, answers: int = 2) -> str:
+        query_id = str(uuid.uuid4())
+        self.queries[url][query_id] = [{"0020,000d": f"1.2.3.{n}"} for n in range(answers)]
+        return query_id
+
+    def _query(self, request: httpx.Request, url: str, parts: list[str]) -> httpx.Response:
+        """/queries/{id}/...: a query handle, as Orthanc keeps it in the process that ran it."""
+        answers = self.queries[url].get(parts[0])
+        if answers is None:
+            return _streamed(404, {"HttpStatus": 404, "Message": "Unknown resource"})
+        method, tail = request.method, parts[1:]
+        if method == "GET" and not tail:
+            return _streamed(200, ["answers", "level", "modality", "query", "retrieve"])
+        if method == "DELETE" and not tail:
+            del self.queries[url][parts[0]]
+            return _streamed(200, {})
+        if method == "GET" and tail == ["answers"]:
+            expanded = "expand" in request.url.params
+            return _streamed(200, answers if expanded else [str(n) for n in range(len(answers))])
+        if method == "POST" and tail == ["retrieve"]:
+            job_id = self.add_job(url)
+            return _streamed(200, {"ID": job_id, "Path": f"/jobs/{job_id}"})
+        if method == "POST" and len(tail) == 3 and tail[0] == "answers" and tail[2] == "query-studies":
+            made = self.add_query(url, 1)
+            return _streamed(200, {"ID": made, "Path": f"/queries/{made}"})
+        return _streamed(404, {"HttpStatus": 404, "Message": "Unknown resource"})
+
+    def _modality(self, request: httpx.Request, url: str, parts: list[str]) -> httpx.Response:
+        known = self.modalities[url]
+        if not parts:
+            return _streamed(200, list(known))
+        name, tail = parts[0], parts[1:]
+        if request.method == "PUT" and not tail:
+            known[name] = json.loads(request.content)
+            return _streamed(200, {})
+        if name not in known:
+            return _streamed(404, {"HttpStatus": 404, "Message": "Unknown resource"})
+        if request.method == "DELETE" and not tail:
+            del known[name]
+            return _streamed(200, {})
+        if request.method == "POST" and tail == ["query"]:
+            made = self.add_query(url)
+            return _streamed(200, {"ID": made, "Path": f"/queries/{made}"})
+        return _streamed(200, known[name])
+
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         url = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
@@ -67,6 +125,12 @@ class FakeOrthanc:
         auth = request.headers.get("authorization", "")
         if auth not in self.credentials[url]:
             return httpx.Response(401)
+        if path == "/modalities" or path.startswith("/modalities/"):
+            return self._modality(request, url, path.split("/")[2:])
+        if path == "/queries":
+            return httpx.Response(200, json=list(self.queries[url]))
+        if path.startswith("/queries/"):
+            return self._query(request, url, path.split("/")[2:])
         if path == "/system":
             return httpx.Response(200, json={"Version": "1.10.1"})
         if path == "/jobs" and "expand" not in request.url.params:

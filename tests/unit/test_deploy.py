@@ -198,6 +198,22 @@ def test_nginx_sends_the_jobs_routes_to_the_job_service(nginx_conf: str) -> None
     assert "non_idempotent" not in _without_comments(nginx_conf)
 
 
+def test_nginx_sends_the_queries_routes_to_the_job_service(nginx_conf: str) -> None:
+    locations = _locations(nginx_conf)
+    assert "proxy_pass http://job_service/queries" in _route(locations, "/orthanc/queries")
+    handle = _route(locations, "/orthanc/queries/0f1e2d3c-query/answers")
+    assert "proxy_pass http://job_service/queries/" in handle
+    assert "proxy_read_timeout 1h" in handle and "proxy_buffering off" in handle
+    # Modalities and peers, and what runs under them (a query), go to the job-service too.
+    for uri, target in (
+        ("/orthanc/modalities", "modalities"),
+        ("/orthanc/modalities/pacs/query", "modalities/"),
+        ("/orthanc/peers", "peers"),
+        ("/orthanc/peers/other/store", "peers/"),
+    ):
+        assert f"proxy_pass http://job_service/{target}" in _route(locations, uri), uri
+
+
 def test_nginx_balances_the_rest_over_the_three_orthanc(nginx_conf: str) -> None:
     locations = _locations(nginx_conf)
     assert "proxy_pass http://orthanc_servers/" in _route(locations, "/orthanc/instances")

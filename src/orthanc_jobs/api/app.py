@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from orthanc_jobs import INTERNAL_PREFIX, __version__
-from orthanc_jobs.api import jobs, plugins, service
+from orthanc_jobs.api import jobs, modalities, plugins, queries, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
@@ -27,6 +27,7 @@ from orthanc_jobs.core.lookups import Lookups
 from orthanc_jobs.core.metrics import Metrics
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import Poller
+from orthanc_jobs.core.queries import QueryOwners
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.replication import Leadership, Replication
 from orthanc_jobs.core.store import Store, open_store
@@ -92,6 +93,9 @@ def build_services(
         client=client,
         poller=poller,
         lookups=lookups,
+        query_owners=QueryOwners(
+            registry, client, timeout=settings.lookup_timeout, rounds=metrics.query_lookup_rounds
+        ),
         authenticator=ClusterAuthenticator(
             registry, client, settings.auth_cache_seconds, check_timeout=settings.lookup_timeout
         ),
@@ -137,6 +141,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             services.events.close_all()
             await services.poller.stop()
             services.lookups.stop()
+            services.query_owners.stop()
             if services.replication is not None:
                 await services.replication.stop()
             await services.housekeeper.stop()
@@ -156,6 +161,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     app.include_router(jobs.router)
+    app.include_router(queries.router)
+    app.include_router(modalities.router)
     app.include_router(service.router)
     app.include_router(service.health_router)
     app.include_router(plugins.router)

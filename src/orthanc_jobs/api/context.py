@@ -12,6 +12,7 @@ from orthanc_jobs.core.lookups import Lookups
 from orthanc_jobs.core.metrics import Metrics
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import Poller
+from orthanc_jobs.core.queries import QueryOwners
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.replication import Replication
 
@@ -25,6 +26,8 @@ class Services:
     client: OrthancClient
     poller: Poller
     lookups: Lookups
+    #: Which server keeps each query handle (``/queries/{id}``).
+    query_owners: QueryOwners
     authenticator: ClusterAuthenticator
     plugin_secret: PluginSecret
     housekeeper: Housekeeper

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from orthanc_jobs.api.context import Authorized, AuthorizedChange, Services
-from orthanc_jobs.api.responses import raw_json, status_error
+from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner, raw_json
 from orthanc_jobs.core.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.core.lookups import Unreadable
 from orthanc_jobs.core.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
@@ -24,10 +24,6 @@ from orthanc_jobs.core.wire import expanded_jobs, job_json, server_field
 router = APIRouter(tags=["Orthanc-compatible jobs API"])
 
 
-# Headers of an output (e.g. a ZIP archive) passed on to the caller.
-_OUTPUT_HEADERS = ("content-type", "content-length", "content-disposition")
-# An error answer from an owner is read whole; this bounds it.
-_MAX_ERROR_BODY = 64 * 1024
 _STATE_NAMES = {state.lower(): state for state in JobState}
 
 
@@ -104,20 +100,6 @@ def owner_of(services: Services, job: Job | Unreadable) -> Server:
     return owner
 
 
-def _error_from_owner(request: Request, answer: httpx.Response, body: bytes) -> Response:
-    """An owner's error answer, as JSON even where Orthanc answers with an empty body (its 405 to a method
-    its version lacks, e.g. DELETE /jobs/{id} before 1.12.2), with the methods it allows."""
-    status_code = answer.status_code
-    headers = {"Allow": answer.headers["allow"]} if "allow" in answer.headers else None
-    try:
-        if isinstance(orjson.loads(body), dict):
-            return raw_json(body, status_code, headers=headers)
-    except orjson.JSONDecodeError:
-        pass
-    message = f"the Orthanc server that owns this job answered {status_code}"
-    return status_error(request, status_code, message, headers)
-
-
 def checked_output_key(key: str) -> str:
     if not is_output_key(key):
         raise BadRequest(f"{key!r} is not an output key")
@@ -140,7 +122,7 @@ async def _send_to_owner(
 async def _forward(request: Request, services: Services, owner: Server, method: str, path: str) -> Response:
     answer = await _send_to_owner(request, services, owner, method, path)
     if answer.status_code >= 400:
-        return _error_from_owner(request, answer, answer.content[:_MAX_ERROR_BODY])
+        return error_from_owner(request, answer, answer.content[:MAX_ERROR_BODY])
     return Response(
         answer.content, answer.status_code, media_type=answer.headers.get("content-type", "application/json")
     )
@@ -185,8 +167,8 @@ async def get_job_output(request: Request, job_id: str, key: str, services: Auth
             body = await answer.aread()  # an error answer of Orthanc's: small
         finally:
             await answer.aclose()
-        return _error_from_owner(request, answer, body[:_MAX_ERROR_BODY])
-    headers = {name: answer.headers[name] for name in _OUTPUT_HEADERS if name in answer.headers}
+        return error_from_owner(request, answer, body[:MAX_ERROR_BODY])
+    headers = {name: answer.headers[name] for name in OUTPUT_HEADERS if name in answer.headers}
     return StreamingResponse(
         answer.aiter_raw(), status_code=200, headers=headers, background=BackgroundTask(answer.aclose)
     )

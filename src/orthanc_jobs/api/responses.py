@@ -3,12 +3,18 @@
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
 from orthanc_jobs.core import wire
 from orthanc_jobs.core.errors import MethodNotAllowed, OrthancJobsError, orthanc_error_for
+
+# Headers of an owner's answer passed on to the caller (an archive, a query's answers).
+OUTPUT_HEADERS = ("content-type", "content-length", "content-disposition")
+# An error answer from an owner is read whole; this bounds it.
+MAX_ERROR_BODY = 64 * 1024
 
 
 class OrjsonResponse(Response):
@@ -51,3 +57,17 @@ def error_response(request: Request, error: OrthancJobsError) -> Response:
         headers["WWW-Authenticate"] = 'Basic realm="Orthanc"'
     body = error_body(request, error.status_code, error.message, error.orthanc_error, error.orthanc_status)
     return raw_json(body, error.status_code, headers)
+
+
+def error_from_owner(request: Request, answer: httpx.Response, body: bytes) -> Response:
+    """An owner's error answer, as JSON even where Orthanc answers with an empty body (its 405 to a method
+    its version lacks, e.g. DELETE /jobs/{id} before 1.12.2), with the methods it allows."""
+    status_code = answer.status_code
+    headers = {"Allow": answer.headers["allow"]} if "allow" in answer.headers else None
+    try:
+        if isinstance(orjson.loads(body), dict):
+            return raw_json(body, status_code, headers=headers)
+    except orjson.JSONDecodeError:
+        pass
+    message = f"the Orthanc server that owns this resource answered {status_code}"
+    return status_error(request, status_code, message, headers)

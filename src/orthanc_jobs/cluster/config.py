@@ -42,6 +42,10 @@ def orthanc_configuration(
         "AuthenticationEnabled": True,
         "RegisteredUsers": {DEMO_USER[0]: DEMO_USER[1]},
         "SaveJobs": False,
+        # Modalities and peers declared through the REST API are kept in the shared database, so that a
+        # server started later knows them too (the job-service declares them on every running server).
+        "DicomModalitiesInDatabase": True,
+        "OrthancPeersInDatabase": True,
         "Plugins": binaries.plugins,
         "PythonScript": str(REPORTER_PATH),
         "PostgreSQL": {

@@ -4,6 +4,7 @@ way, or an id that does not exist), on every live server, in rounds shared by ev
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,17 +59,22 @@ class OneAtATime:
             asyncio.get_running_loop().call_soon(self._release)
 
 
+#: How a server's ids are listed (e.g. ``OrthancClient.job_ids``: ``GET /jobs``), within a timeout.
+Listing = Callable[[Server, float], Awaitable[frozenset[str]]]
+
+
 class ListingRounds:
-    """Which job ids one server holds, asked in rounds: each round is one ``GET /jobs`` that answers for
-    every id that was waiting when it was sent. One round at a time per server, and ids that come while a
-    round is on its way wait for the next one (a job created a millisecond ago is in the next listing)."""
+    """Which ids (of jobs, of queries) one server holds, asked in rounds: each round is one listing (``GET
+    /jobs``) that answers for every id that was waiting when it was sent. One round at a time per server,
+    and ids that come while a round is on its way wait for the next one (a job created a millisecond ago is
+    in the next listing)."""
 
     def __init__(
-        self, client: OrthancClient, server: Server, timeout: float, rounds: Counter | None = None
+        self, listing: Listing, server: Server, timeout: float, rounds: Counter | None = None
     ) -> None:
         self.server = server
         self._rounds = rounds.labels(server.name) if rounds is not None else None
-        self._client = client
+        self._listing = listing
         self._timeout = timeout
         self._waiting: dict[str, asyncio.Future[bool]] = {}
         self._running: asyncio.Task[None] | None = None
@@ -105,7 +111,7 @@ class ListingRounds:
                 try:
                     # A whole deadline (httpx's is per read): a server that trickles its answer is late.
                     async with asyncio.timeout(self._timeout):
-                        held = await self._client.job_ids(self.server, self._timeout)
+                        held = await self._listing(self.server, self._timeout)
                 except (OrthancError, TimeoutError) as error:
                     log.debug("lookup round on %s failed: %s", self.server.name, error)
                     held = frozenset()
@@ -118,6 +124,28 @@ class ListingRounds:
             for future in (*batch.values(), *self._waiting.values()):
                 if not future.done():
                     future.set_result(False)
+
+
+class RoundsPerServer:
+    """Each live server's listing rounds (a server's new process gets rounds of its own)."""
+
+    def __init__(self, listing: Listing, timeout: float, rounds: Counter | None = None) -> None:
+        self._listing = listing
+        self._timeout = timeout
+        self._counter = rounds
+        self._by_url: dict[str, ListingRounds] = {}
+
+    def of(self, server: Server) -> ListingRounds:
+        rounds = self._by_url.get(server.url)
+        if rounds is None or rounds.server is not server:
+            rounds = self._by_url[server.url] = ListingRounds(
+                self._listing, server, self._timeout, self._counter
+            )
+        return rounds
+
+    def cancel(self) -> None:
+        for rounds in self._by_url.values():
+            rounds.cancel()
 
 
 class Lookups:
@@ -133,16 +161,14 @@ class Lookups:
         self._registry = registry
         self._client = client
         self._lookup_timeout = timeout
-        self._lookup_rounds = rounds
         self._unknown_jobs = unknown_jobs
         self._lookups: SharedRuns[Job | Unreadable | None] = SharedRuns()
-        self._rounds: dict[str, ListingRounds] = {}  # server URL -> its lookup rounds
+        self._rounds = RoundsPerServer(client.job_ids, timeout, rounds)
         self._unknown_answers = OneAtATime()
 
     def stop(self) -> None:
         """Cancel the rounds under way (the service stops)."""
-        for rounds in self._rounds.values():
-            rounds.cancel()
+        self._rounds.cancel()
 
     async def find(self, job_id: str) -> Job | Unreadable | None:
         """Ask the live servers for a job id the registry does not know yet.
@@ -176,11 +202,7 @@ class Lookups:
 
     async def _ask(self, server: Server, job_id: str) -> tuple[Server, dict[str, Any] | Unreadable | None]:
         """The job, if the server holds it: its next round says whether it does, then one read."""
-        rounds = self._rounds.get(server.url)
-        if rounds is None or rounds.server is not server:
-            rounds = self._rounds[server.url] = ListingRounds(
-                self._client, server, self._lookup_timeout, self._lookup_rounds
-            )
+        rounds = self._rounds.of(server)
         if not await rounds.holds(job_id):
             return server, None
         async with rounds.reads:

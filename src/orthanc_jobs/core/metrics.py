@@ -85,6 +85,12 @@ class Metrics:
             ["server"],
             registry=self.collectors,
         )
+        self.query_lookup_rounds = CounterMetric(
+            "orthanc_jobs_query_lookup_rounds",
+            "Rounds of GET /queries asked of a server for query handles not known yet",
+            ["server"],
+            registry=self.collectors,
+        )
         self.unknown_jobs = CounterMetric(
             "orthanc_jobs_unknown_job_lookups",
             "Job ids asked for that no live server holds (answered 404)",

@@ -144,6 +144,13 @@ class OrthancClient:
             raise OrthancError(f"{server.url}/jobs did not answer a list")
         return frozenset(i for i in ids if isinstance(i, str))
 
+    async def query_ids(self, server: Server, timeout: float | None = None) -> frozenset[str]:
+        """The query handles the server keeps (``GET /queries``): the queries its process ran lately."""
+        ids = await self._get_json(server, "/queries", timeout)
+        if not isinstance(ids, list):
+            raise OrthancError(f"{server.url}/queries answered something else than a list")
+        return frozenset(str(i) for i in ids)
+
     async def list_jobs(self, server: Server) -> JobListing:
         try:
             content = await self._get_json(server, "/jobs?expand")
@@ -197,11 +204,25 @@ class OrthancClient:
         authorization: str | None,
         body: bytes = b"",
         stream: bool = False,
+        *,
+        query: bytes = b"",
+        content_type: str | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
-        """Forward a caller's request to the owner, with the caller's own credentials."""
+        """Forward a caller's request to the owner, with the caller's own credentials (and its query string,
+        its body's type, a timeout of its own: a synchronous retrieve lasts as long as its transfer)."""
         headers = {b"Accept-Encoding": b"identity", **_caller_headers(authorization)}
+        if content_type is not None:
+            headers[b"Content-Type"] = content_type.encode("latin-1")
         pool = self._http
-        request = pool.build_request(method, server.url + path, headers=headers, content=body)
+        url = httpx.URL(server.url + path, query=query) if query else server.url + path
+        request = pool.build_request(
+            method,
+            url,
+            headers=headers,
+            content=body,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
         try:
             return await _send(pool, request, stream)
         except httpx.HTTPError as error:

@@ -117,11 +117,24 @@ def test_the_job_routes_pass_a_failing_replica_over_but_never_send_a_post_twice(
     assert set(job_service_routes) == {
         "= /orthanc/jobs",
         "^~ /orthanc/jobs/",
+        "= /orthanc/queries",
+        "^~ /orthanc/queries/",
+        "= /orthanc/modalities",
+        "^~ /orthanc/modalities/",
+        "= /orthanc/peers",
+        "^~ /orthanc/peers/",
         f"^~ {SERVICE_PREFIX}/",
         f"= {SERVICE_PREFIX}/events",
     }
+    # Under a query, a modality or a peer, a request may be a synchronous retrieve or store, as long as its
+    # transfer: never timed out to be passed on to another replica (the others are, after 15 s).
+    transfers = ("^~ /orthanc/queries/", "^~ /orthanc/modalities/", "^~ /orthanc/peers/")
+    for key in transfers:
+        assert "proxy_next_upstream error http_502 http_503" in job_service_routes[key], key
+        assert "proxy_read_timeout 1h" in job_service_routes[key], key
+        assert "proxy_buffering off" in job_service_routes[key], key
     for key, lines in job_service_routes.items():
-        assert NEXT_UPSTREAM in lines, key
+        assert NEXT_UPSTREAM in lines or key in transfers, key
         assert "proxy_next_upstream_tries 6" in lines, key  # each replica, and each again as a backup
         assert "proxy_connect_timeout 2s" in lines, key
         assert "client_max_body_size 1m" in lines, key

@@ -1,0 +1,156 @@
+"""Modalities and peers (``/modalities``, ``/peers`` and all under them) for the whole cluster.
+
+Orthanc reads its modalities and peers into memory when it starts (from its configuration, or from the
+database with ``DicomModalitiesInDatabase`` / ``OrthancPeersInDatabase``) and changes them only when it is
+told (``PUT /modalities/{name}``): declared through a load balancer, a modality would be known to one
+server only, and a query of it would answer 404 on the others. So a declaration or a removal is told to
+every live server (the database, which the cluster's servers use for them, tells those that start later),
+and what runs under them (a query, a store, an echo) goes to one live server, in turn; a query made there
+is remembered as that server's (core/queries.py).
+"""
+
+import itertools
+import re
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from orthanc_jobs.api.browsers import refuse_cross_site
+from orthanc_jobs.api.context import Authorized, Services
+from orthanc_jobs.api.queries import QUERY_TIMEOUT, remember_new_query
+from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner
+from orthanc_jobs.core.errors import BadRequest, ServerUnavailable
+from orthanc_jobs.core.model import Server
+from orthanc_jobs.core.orthanc import OrthancError, OrthancUnreachable
+
+router = APIRouter(tags=["Orthanc-compatible modalities and peers"])
+
+# What may follow /modalities/{name}/: Orthanc's words (query, store, echo, move, get, find-worklist...).
+_TAIL = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,3}")
+_turns = itertools.count()
+
+
+def _path(kind: str, name: str, tail: str = "") -> str:
+    if not name or len(name) > 128 or any(ord(c) < 32 or c in "/\\" for c in name):
+        raise BadRequest(f"{name!r} is not the name of one of the {kind}")
+    if tail and _TAIL.fullmatch(tail) is None:
+        raise BadRequest(f"{tail!r} is not a path under /{kind}/{{name}}")
+    return f"/{kind}/{quote(name, safe='')}" + (f"/{tail}" if tail else "")
+
+
+async def _send(
+    services: Services, server: Server, request: Request, path: str, body: bytes, stream: bool = False
+) -> httpx.Response:
+    return await services.client.send(
+        server,
+        request.method,
+        path,
+        request.headers.get("authorization"),
+        body,
+        stream,
+        query=request.url.query.encode("latin-1"),
+        content_type=request.headers.get("content-type"),
+        timeout=QUERY_TIMEOUT,
+    )
+
+
+async def _on_one(request: Request, services: Services, path: str) -> Response:
+    """Sent to one live server, in turn; a read goes on to the next server if it could not be sent."""
+    if request.method != "GET":
+        refuse_cross_site(request)
+    servers = services.registry.live_servers()
+    if not servers:
+        raise ServerUnavailable("no Orthanc server of the cluster is alive")
+    start = next(_turns) % len(servers)
+    body = await request.body() if request.method == "POST" else b""
+    for server in servers[start:] + servers[:start]:
+        try:
+            answer = await _send(services, server, request, path, body, stream=True)
+        except OrthancUnreachable:
+            if request.method == "GET":
+                continue
+            raise ServerUnavailable(f"Orthanc server {server.name} did not answer") from None
+        except OrthancError:
+            raise ServerUnavailable(f"Orthanc server {server.name} did not answer") from None
+        return await _answer(request, services, server, answer)
+    raise ServerUnavailable("no Orthanc server of the cluster answered")
+
+
+async def _answer(request: Request, services: Services, server: Server, answer: httpx.Response) -> Response:
+    headers = {name: answer.headers[name] for name in OUTPUT_HEADERS if name in answer.headers}
+    if answer.status_code < 400 and request.method == "GET":
+        closing = BackgroundTask(answer.aclose)
+        return StreamingResponse(answer.aiter_raw(), answer.status_code, headers, background=closing)
+    try:
+        content = await answer.aread()  # an error, or what a POST made (a query, a job): small
+    finally:
+        await answer.aclose()
+    if answer.status_code >= 400:
+        return error_from_owner(request, answer, content[:MAX_ERROR_BODY])
+    remember_new_query(services, server, content)
+    headers.pop("content-length", None)
+    return Response(content, answer.status_code, headers)
+
+
+async def _on_every(request: Request, services: Services, path: str) -> Response:
+    """A declaration or a removal, told to every live server, one after the other: each server writes the
+    whole list into the shared database, and two writing it at once make one of them fail ("Error with the
+    database engine", seen on 1.10.1 and 1.12.7). If one refuses, its answer is the caller's (the others
+    would refuse alike); if one does not answer, 503: the change may be missing there, and may be sent
+    again (PUT and DELETE do the same thing twice)."""
+    refuse_cross_site(request)
+    servers = services.registry.live_servers()
+    if not servers:
+        raise ServerUnavailable("no Orthanc server of the cluster is alive")
+    body = await request.body() if request.method == "PUT" else b""
+    first: httpx.Response | None = None
+    absent: httpx.Response | None = None
+    missed = []
+    for server in servers:
+        try:
+            answer = await _send(services, server, request, path, body)
+        except OrthancError:
+            missed.append(server.name)
+            continue
+        if request.method == "DELETE" and answer.status_code == 404:
+            absent = answer  # not there (declared on another server alone): removed already
+            continue
+        if answer.status_code >= 400:
+            return error_from_owner(request, answer, answer.content[:MAX_ERROR_BODY])
+        first = first or answer
+    if missed:
+        raise ServerUnavailable(f"{', '.join(missed)} did not answer: the change may be missing there")
+    if first is None and absent is not None:
+        return error_from_owner(request, absent, absent.content[:MAX_ERROR_BODY])  # on no server at all
+    assert first is not None
+    return Response(first.content, first.status_code, media_type=first.headers.get("content-type"))
+
+
+def _routes(kind: str) -> None:
+    @router.get(f"/{kind}", summary=f"The {kind}, as every server has them")
+    async def listing(request: Request, services: Authorized) -> Response:
+        return await _on_one(request, services, f"/{kind}")
+
+    @router.get(f"/{kind}/{{name}}", summary=f"One of the {kind}")
+    async def read(request: Request, name: str, services: Authorized) -> Response:
+        return await _on_one(request, services, _path(kind, name))
+
+    @router.put(f"/{kind}/{{name}}", summary=f"Declare one of the {kind} on every server")
+    async def declare(request: Request, name: str, services: Authorized) -> Response:
+        return await _on_every(request, services, _path(kind, name))
+
+    @router.delete(f"/{kind}/{{name}}", summary=f"Remove one of the {kind} from every server")
+    async def remove(request: Request, name: str, services: Authorized) -> Response:
+        return await _on_every(request, services, _path(kind, name))
+
+    @router.get(f"/{kind}/{{name}}/{{tail:path}}", summary=f"Under one of the {kind}, on one server")
+    @router.post(f"/{kind}/{{name}}/{{tail:path}}", summary=f"Query, store, echo... one of the {kind}")
+    async def under(request: Request, name: str, tail: str, services: Authorized) -> Response:
+        return await _on_one(request, services, _path(kind, name, tail))
+
+
+for _kind in ("modalities", "peers"):
+    _routes(_kind)
