@@ -3,6 +3,7 @@ network namespace of their own whose one interface is the loopback, so that noth
 can reach them. The inner run is a pytest of its own; its outcome is this test's."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,8 @@ def test_in_a_network_of_its_own(module: str) -> None:
     assert result.returncode == 0, (
         f"{module} in its own network:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
     )
+    # The inner run's last line: e.g. "15 passed, 1 skipped in 102.87s". A run that ran nothing is no pass.
+    counts = {
+        outcome: int(n) for n, outcome in re.findall(r"(\d+) (\w+)", result.stdout.strip().splitlines()[-1])
+    }
+    assert counts.get("passed", 0) >= 10 and not counts.get("failed"), result.stdout.strip().splitlines()[-1]

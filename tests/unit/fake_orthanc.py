@@ -110,6 +110,8 @@ class FakeOrthanc:
         if request.method == "DELETE" and not tail:
             del known[name]
             return _streamed(200, {})
+        if request.method == "POST" and tail == ["store-straight"]:
+            return _streamed(200, {"Bytes": len(request.content)})
         if request.method == "POST" and tail == ["query"]:
             made = self.add_query(url)
             return _streamed(200, {"ID": made, "Path": f"/queries/{made}"})

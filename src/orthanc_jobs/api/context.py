@@ -1,4 +1,5 @@
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -37,6 +38,8 @@ class Services:
     history_moved_aside: str | None = None
     #: With PostgreSQL: how this replica follows the others (None: one service, SQLite).
     replication: Replication | None = None
+    #: Held while a modality or a peer is declared on every server (api/modalities.py).
+    declarations: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def is_leader(self) -> bool:
         return self.replication is None or self.replication.is_leading()

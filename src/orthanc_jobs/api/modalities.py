@@ -2,16 +2,16 @@
 
 Orthanc reads its modalities and peers into memory when it starts (from its configuration, or from the
 database with ``DicomModalitiesInDatabase`` / ``OrthancPeersInDatabase``) and changes them only when it is
-told (``PUT /modalities/{name}``): declared through a load balancer, a modality would be known to one
-server only, and a query of it would answer 404 on the others. So a declaration or a removal is told to
-every live server (the database, which the cluster's servers use for them, tells those that start later),
-and what runs under them (a query, a store, an echo) goes to one live server, in turn; a query made there
-is remembered as that server's (core/queries.py).
+told (``PUT /modalities/{name}``), and keeps them in the database per server (not shared): declared
+through a load balancer, a modality would be known to one server only, and a query of it would answer 404
+on the others. So a declaration or a removal is told to every server that is not stopped, and what runs
+under them (a query, a store, an echo) goes to one live server, in turn; a query made there is remembered
+as that server's (core/queries.py).
 """
 
 import itertools
 import re
-from urllib.parse import quote
+from collections.abc import AsyncIterable
 
 import httpx
 from fastapi import APIRouter, Request
@@ -23,27 +23,40 @@ from orthanc_jobs.api.context import Authorized, Services
 from orthanc_jobs.api.queries import QUERY_TIMEOUT, remember_new_query
 from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner
 from orthanc_jobs.core.errors import BadRequest, ServerUnavailable
-from orthanc_jobs.core.model import Server
+from orthanc_jobs.core.model import Server, ServerStatus
 from orthanc_jobs.core.orthanc import OrthancError, OrthancUnreachable
 
 router = APIRouter(tags=["Orthanc-compatible modalities and peers"])
 
+# A modality's or a peer's name, as Orthanc allows it (letters, digits, '-' and '_'): nothing else, so that
+# no name can be a path of its own ('..') once forwarded.
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # What may follow /modalities/{name}/: Orthanc's words (query, store, echo, move, get, find-worklist...).
 _TAIL = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,3}")
+# A DICOM file sent as it is (its body can be as large as an instance): streamed on, never held.
+_STRAIGHT = "store-straight"
 _turns = itertools.count()
 
 
 def _path(kind: str, name: str, tail: str = "") -> str:
-    if not name or len(name) > 128 or any(ord(c) < 32 or c in "/\\" for c in name):
-        raise BadRequest(f"{name!r} is not the name of one of the {kind}")
+    if _NAME.fullmatch(name) is None:
+        raise BadRequest(f"{name!r} is not the name of one of the {kind} (letters, digits, '-', '_')")
     if tail and _TAIL.fullmatch(tail) is None:
         raise BadRequest(f"{tail!r} is not a path under /{kind}/{{name}}")
-    return f"/{kind}/{quote(name, safe='')}" + (f"/{tail}" if tail else "")
+    return f"/{kind}/{name}" + (f"/{tail}" if tail else "")
 
 
 async def _send(
-    services: Services, server: Server, request: Request, path: str, body: bytes, stream: bool = False
+    services: Services,
+    server: Server,
+    request: Request,
+    path: str,
+    body: bytes | AsyncIterable[bytes],
+    stream: bool = False,
 ) -> httpx.Response:
+    # What runs under a modality (a synchronous C-MOVE, C-STORE) lasts as long as its transfer; the rest is
+    # quick, and waits no longer than any other request.
+    transfer = request.method == "POST"
     return await services.client.send(
         server,
         request.method,
@@ -53,7 +66,8 @@ async def _send(
         stream,
         query=request.url.query.encode("latin-1"),
         content_type=request.headers.get("content-type"),
-        timeout=QUERY_TIMEOUT,
+        accept=request.headers.get("accept"),
+        timeout=QUERY_TIMEOUT if transfer else None,
     )
 
 
@@ -65,12 +79,14 @@ async def _on_one(request: Request, services: Services, path: str) -> Response:
     if not servers:
         raise ServerUnavailable("no Orthanc server of the cluster is alive")
     start = next(_turns) % len(servers)
-    body = await request.body() if request.method == "POST" else b""
+    body: bytes | AsyncIterable[bytes] = b""
+    if request.method == "POST":
+        body = request.stream() if path.endswith("/" + _STRAIGHT) else await request.body()
     for server in servers[start:] + servers[:start]:
         try:
             answer = await _send(services, server, request, path, body, stream=True)
         except OrthancUnreachable:
-            if request.method == "GET":
+            if request.method == "GET":  # a read goes on to the next server
                 continue
             raise ServerUnavailable(f"Orthanc server {server.name} did not answer") from None
         except OrthancError:
@@ -100,12 +116,21 @@ async def _on_every(request: Request, services: Services, path: str) -> Response
     whole list into the shared database, and two writing it at once make one of them fail ("Error with the
     database engine", seen on 1.10.1 and 1.12.7). If one refuses, its answer is the caller's (the others
     would refuse alike); if one does not answer, 503: the change may be missing there, and may be sent
-    again (PUT and DELETE do the same thing twice)."""
+    again (PUT and DELETE do the same thing twice). One declaration at a time, per replica."""
     refuse_cross_site(request)
-    servers = services.registry.live_servers()
+    registry = services.registry
+    # Every server that is not stopped: one that does not answer now is missed, and the caller told so.
+    servers = [s for s in registry.servers() if registry.server_status(s) is not ServerStatus.STOPPED]
     if not servers:
-        raise ServerUnavailable("no Orthanc server of the cluster is alive")
+        raise ServerUnavailable("no Orthanc server of the cluster is running")
     body = await request.body() if request.method == "PUT" else b""
+    async with services.declarations:  # two declarations at once would write at once too
+        return await _tell_each(request, services, servers, path, body)
+
+
+async def _tell_each(
+    request: Request, services: Services, servers: list[Server], path: str, body: bytes
+) -> Response:
     first: httpx.Response | None = None
     absent: httpx.Response | None = None
     missed = []

@@ -38,20 +38,27 @@ async def list_queries(request: Request, services: Authorized) -> Response:
     servers = services.registry.live_servers()
     authorization = request.headers.get("authorization")
     answers = await asyncio.gather(
-        *(_send(services, server, "GET", "/queries", authorization, timeout=None) for server in servers),
+        *(_send(services, server, "GET", "/queries", authorization) for server in servers),
         return_exceptions=True,
     )
     handles: list[str] = []
+    answered = 0
     for server, answer in zip(servers, answers, strict=True):
         if isinstance(answer, BaseException):
             continue  # a server that does not answer has no handle anyone can use now
+        answered += 1
         if answer.status_code in (401, 403):
             return error_from_owner(request, answer, answer.content[:MAX_ERROR_BODY])
-        ids = orjson.loads(answer.content) if answer.status_code == 200 else []
+        try:
+            ids = orjson.loads(answer.content) if answer.status_code == 200 else []
+        except orjson.JSONDecodeError:
+            ids = []
         for query_id in ids if isinstance(ids, list) else []:
             if isinstance(query_id, str) and is_job_id(query_id):
                 services.query_owners.remember(query_id, server)
                 handles.append(query_id)
+    if servers and not answered:
+        raise ServerUnavailable("no Orthanc server of the cluster answered")
     return raw_json(orjson.dumps(handles))
 
 
@@ -89,7 +96,10 @@ async def _forward(request: Request, services: Services, query_id: str, tail: st
         body,
         query=request.url.query.encode("latin-1"),
         content_type=request.headers.get("content-type"),
+        accept=request.headers.get("accept"),
         stream=True,
+        # A retrieve (POST) lasts as long as its transfer; a read waits no longer than any other request.
+        timeout=QUERY_TIMEOUT if request.method == "POST" else None,
     )
     if answer.status_code >= 400:
         try:
@@ -137,8 +147,9 @@ async def _send(
     *,
     query: bytes = b"",
     content_type: str | None = None,
+    accept: str | None = None,
     stream: bool = False,
-    timeout: float | None = QUERY_TIMEOUT,
+    timeout: float | None = None,
 ) -> httpx.Response:
     try:
         return await services.client.send(
@@ -150,6 +161,7 @@ async def _send(
             stream,
             query=query,
             content_type=content_type,
+            accept=accept,
             timeout=timeout,
         )
     except OrthancError as error:

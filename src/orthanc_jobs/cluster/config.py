@@ -42,10 +42,12 @@ def orthanc_configuration(
         "AuthenticationEnabled": True,
         "RegisteredUsers": {DEMO_USER[0]: DEMO_USER[1]},
         "SaveJobs": False,
-        # Modalities and peers declared through the REST API are kept in the shared database, so that a
-        # server started later knows them too (the job-service declares them on every running server).
+        # Modalities and peers declared through the REST API (the job-service declares them on every
+        # server) outlive a restart: Orthanc keeps them in the database, in rows of this server's own,
+        # named by its DatabaseServerIdentifier (by default derived from its network addresses and ports).
         "DicomModalitiesInDatabase": True,
         "OrthancPeersInDatabase": True,
+        "DatabaseServerIdentifier": name,
         "Plugins": binaries.plugins,
         "PythonScript": str(REPORTER_PATH),
         "PostgreSQL": {

@@ -5,7 +5,7 @@ Orthanc server unchecked.
 """
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -202,18 +202,22 @@ class OrthancClient:
         method: str,
         path: str,
         authorization: str | None,
-        body: bytes = b"",
+        body: bytes | AsyncIterable[bytes] = b"",
         stream: bool = False,
         *,
         query: bytes = b"",
         content_type: str | None = None,
+        accept: str | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
         """Forward a caller's request to the owner, with the caller's own credentials (and its query string,
-        its body's type, a timeout of its own: a synchronous retrieve lasts as long as its transfer)."""
+        its body's type, the answer's type it accepts, a timeout of its own: a synchronous retrieve lasts as
+        long as its transfer). A body that is streamed (a DICOM file) is sent once only."""
         headers = {b"Accept-Encoding": b"identity", **_caller_headers(authorization)}
         if content_type is not None:
             headers[b"Content-Type"] = content_type.encode("latin-1")
+        if accept is not None:
+            headers[b"Accept"] = accept.encode("latin-1")
         pool = self._http
         url = httpx.URL(server.url + path, query=query) if query else server.url + path
         request = pool.build_request(
@@ -224,7 +228,9 @@ class OrthancClient:
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         try:
-            return await _send(pool, request, stream)
+            if isinstance(body, bytes):
+                return await _send(pool, request, stream)
+            return await pool.send(request, stream=stream)
         except httpx.HTTPError as error:
             raise OrthancUnreachable(f"{server.url}: {error!r}") from error
         except OSError as error:

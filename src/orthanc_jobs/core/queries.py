@@ -60,6 +60,7 @@ class QueryOwners:
         if server is None or server.incarnation != known[1]:
             del self._owners[query_id]
             return None
+        self._owners.move_to_end(query_id)  # in use: the last to be forgotten
         return server
 
     async def find(self, query_id: str) -> Server | None:

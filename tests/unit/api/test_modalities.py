@@ -51,12 +51,34 @@ async def test_a_query_of_a_modality_is_remembered_where_it_ran(
 async def test_bad_names_and_paths_are_refused_before_anything_is_sent(
     service: httpx.AsyncClient, orthanc: FakeOrthanc
 ) -> None:
-    for path in ("/modalities/a%01b", "/modalities/pacs/query%3Bx", "/peers/x/a/b/c/d/e"):
-        answer = await service.put(path, json=PACS, headers=public())
-        assert answer.status_code in (400, 405), path
-    assert (await service.get("/modalities/a%01b", headers=public())).status_code == 400
-    assert [r for r in orthanc.requests if "a\x01b" in r.url.path or "%01" in str(r.url)] == []
+    await service.put("/modalities/pacs", json=PACS, headers=public())
+    sent = len(orthanc.requests)
+    # A name is letters, digits, '-' and '_' (as Orthanc's): no name is a path once forwarded.
+    for path in ("/modalities/%2E%2E", "/modalities/%2E", "/modalities/a%01b", "/peers/a%20b"):
+        for method in ("GET", "PUT", "DELETE"):
+            answer = await service.request(method, path, headers=public())
+            assert answer.status_code == 400, (method, path)
+            assert answer.json()["HttpStatus"] == 400
+    for path in (
+        "/modalities/pacs/query%3Bx",
+        "/peers/x/a/b/c/d/e",
+        "/modalities/%2E%2E/tools/execute-script",
+    ):
+        answer = await service.post(path, json={}, headers=public())
+        assert answer.status_code == 400, path
+    assert len(orthanc.requests) == sent  # nothing of it reached a server
     assert (await service.put("/modalities/pacs", json=PACS)).status_code == 401
+
+
+async def test_a_dicom_file_sent_straight_is_streamed_past_the_body_limit(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    await service.put("/modalities/pacs", json=PACS, headers=public())
+    dicom = b"\0" * 65536  # more than this service's limit of 4096 bytes for other bodies
+    answer = await service.post("/modalities/pacs/store-straight", content=dicom, headers=public())
+    assert (answer.status_code, answer.json()) == (200, {"Bytes": len(dicom)})
+    refused = await service.post("/modalities/pacs/query", content=dicom, headers=public())
+    assert refused.status_code == 413
 
 
 async def test_removing_what_only_some_servers_have_removes_it_from_them(

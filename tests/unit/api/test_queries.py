@@ -106,7 +106,10 @@ async def test_the_listing_has_every_server_s_handles(
 async def test_a_deleted_query_is_forgotten(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
     query_id = orthanc.add_query(URL2)
     assert (await service.delete(f"/queries/{query_id}", headers=public())).json() == {}
+    rounds = len(asked(orthanc, "/queries"))
     assert (await service.get(f"/queries/{query_id}", headers=public())).status_code == 404
+    assert len(asked(orthanc, "/queries")) == rounds + 2  # looked up again, on each server: no owner kept
+    assert asked(orthanc, f"/queries/{query_id}")[-1].method == "DELETE"  # not asked of its old owner
 
 
 async def test_credentials_and_cross_site_requests(service: httpx.AsyncClient, orthanc: FakeOrthanc) -> None:
