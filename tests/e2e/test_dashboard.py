@@ -222,6 +222,33 @@ def test_dashboard_shows_every_server_and_their_jobs(
         anonymous.close()
 
 
+def test_opened_with_credentials_in_its_address(
+    browser: Browser, dashboard_url: str, jobs_by_server: dict[str, str], servers: dict[str, httpx.Client]
+) -> None:
+    """As Orthanc Explorer is often opened (a bookmark, headless Chromium): http://user:password@host/...,
+    with no login prompt. Every request of the page works, the event stream too."""
+    user, password = DEMO_USER
+    address = dashboard_url.replace("http://", f"http://{user}:{password}@", 1)
+    context = browser.new_context(viewport=VIEWPORT)  # no credentials given to the browser otherwise
+    try:
+        context.set_default_timeout(BROWSER_TIMEOUT_MS)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        open_dashboard(page, address)
+        for name in servers:
+            expect(page.locator(f'#servers-body tr[data-server="{name}"]')).to_have_attribute(
+                "data-status", "alive"
+            )
+        for name, job_id in jobs_by_server.items():
+            expect(job_row(page, job_id)).to_have_attribute("data-server", name)
+        expect(page.locator("#chart svg")).to_be_visible()
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_filters_order_pages_and_search(
     page: Page, dashboard_url: str, lb: httpx.Client, jobs_by_server: dict[str, str]
 ) -> None:

@@ -15,6 +15,14 @@ const ROOT = (() => {
 const ORTHANC = ROOT + ORTHANC_PREFIX;
 const SERVICE = ROOT + SERVICE_PREFIX;
 
+/**
+ * A path of the load balancer as an absolute URL of the page's origin. The page may have been opened with
+ * credentials in its address (http://user:password@host/...), as Orthanc Explorer often is: a request
+ * relative to it would carry them in its URL, which fetch() and EventSource refuse. The origin has none;
+ * the browser sends the credentials it was given for it, as it does for every request of the page.
+ */
+const absolute = (path) => new URL(path, window.location.origin).href;
+
 /** A refused or failed request: the API's own Message, the HTTP status and the body. */
 class ApiError extends Error {
   constructor(message, status, body) {
@@ -26,7 +34,7 @@ class ApiError extends Error {
 
 /** A JSON request; errors carry the API's own Message. */
 async function request(url, options = {}) {
-  const response = await fetch(url, {
+  const response = await fetch(absolute(url), {
     credentials: "same-origin",
     cache: "no-store",
     ...options,
@@ -105,7 +113,7 @@ export function followEvents(handlers, { onConnection, onResumed }) {
   let interrupted = false;
 
   function connect() {
-    source = new EventSource(`${SERVICE}/events`);
+    source = new EventSource(absolute(`${SERVICE}/events`));
     source.addEventListener("open", () => {
       onConnection("live");
       retryDelay = 1000;
