@@ -4,8 +4,9 @@ set -euo pipefail
 # chromium: the browser of the dashboard's end-to-end tests (driven by Playwright, which downloads none);
 # docker-compose: checks deploy/docker-compose.yml offline (`docker-compose config`), no engine needed;
 # wrk: the lean load generator of the flood test (tests/e2e/test_flood.py); nodejs: runs the unit tests of
-# the dashboard's rules (tests/unit/ui).
-packages=(orthanc orthanc-python orthanc-postgresql nginx-light postgresql chromium docker-compose wrk nodejs)
+# the dashboard's rules (tests/unit/ui); iproute2: `ip`, which brings up the loopback of the network
+# namespace the query/retrieve tests run in (tests/e2e/test_own_network.py).
+packages=(orthanc orthanc-python orthanc-postgresql nginx-light postgresql chromium docker-compose wrk nodejs iproute2)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
