@@ -7,12 +7,12 @@ the service alive.
 """
 
 import asyncio
-import re
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orthanc_jobs import INTERNAL_PREFIX, SERVICE_PREFIX
+from orthanc_jobs.api.modalities import STORE_STRAIGHT_PATH
 from orthanc_jobs.api.responses import error_response
 from orthanc_jobs.core.errors import (
     BadRequest,
@@ -23,8 +23,6 @@ from orthanc_jobs.core.errors import (
 )
 
 # Not counted: probes, and the event streams, which last and have a bound of their own (events.py).
-# POST /modalities/{name}/store-straight (and /peers/): a whole DICOM file, streamed (api/modalities.py).
-_STRAIGHT = re.compile(r"/(modalities|peers)/[A-Za-z0-9_-]{1,128}/store-straight")
 _UNBOUNDED_PATHS = ("/healthz", "/readyz", "/metrics", SERVICE_PREFIX + "/events")
 
 
@@ -39,7 +37,7 @@ class RequestLimits:
         self.in_progress = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _STRAIGHT.fullmatch(scope["path"]):
+        if scope["type"] != "http" or STORE_STRAIGHT_PATH.fullmatch(scope["path"]):
             # A DICOM file sent on as it is is streamed to Orthanc: Orthanc bounds it, as through nginx.
             await self.app(scope, receive, send)
             return

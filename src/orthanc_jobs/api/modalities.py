@@ -15,13 +15,12 @@ from collections.abc import AsyncIterable
 
 import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import Response
 
 from orthanc_jobs.api.browsers import refuse_cross_site
 from orthanc_jobs.api.context import Authorized, Services
-from orthanc_jobs.api.queries import QUERY_TIMEOUT, remember_new_query
-from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner
+from orthanc_jobs.api.queries import relay, send_request
+from orthanc_jobs.api.responses import MAX_ERROR_BODY, error_from_owner
 from orthanc_jobs.core.errors import BadRequest, ServerUnavailable
 from orthanc_jobs.core.model import Server, ServerStatus
 from orthanc_jobs.core.orthanc import OrthancError, OrthancUnreachable
@@ -33,8 +32,10 @@ router = APIRouter(tags=["Orthanc-compatible modalities and peers"])
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # What may follow /modalities/{name}/: Orthanc's words (query, store, echo, move, get, find-worklist...).
 _TAIL = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,3}")
-# A DICOM file sent as it is (its body can be as large as an instance): streamed on, never held.
+# A DICOM file sent as it is (its body can be as large as an instance): streamed on, never held, and
+# past the service's body limit (api/limits.py).
 _STRAIGHT = "store-straight"
+STORE_STRAIGHT_PATH = re.compile(f"/(modalities|peers)/{_NAME.pattern}/{_STRAIGHT}")
 _turns = itertools.count()
 
 
@@ -44,31 +45,6 @@ def _path(kind: str, name: str, tail: str = "") -> str:
     if tail and _TAIL.fullmatch(tail) is None:
         raise BadRequest(f"{tail!r} is not a path under /{kind}/{{name}}")
     return f"/{kind}/{name}" + (f"/{tail}" if tail else "")
-
-
-async def _send(
-    services: Services,
-    server: Server,
-    request: Request,
-    path: str,
-    body: bytes | AsyncIterable[bytes],
-    stream: bool = False,
-) -> httpx.Response:
-    # What runs under a modality (a synchronous C-MOVE, C-STORE) lasts as long as its transfer; the rest is
-    # quick, and waits no longer than any other request.
-    transfer = request.method == "POST"
-    return await services.client.send(
-        server,
-        request.method,
-        path,
-        request.headers.get("authorization"),
-        body,
-        stream,
-        query=request.url.query.encode("latin-1"),
-        content_type=request.headers.get("content-type"),
-        accept=request.headers.get("accept"),
-        timeout=QUERY_TIMEOUT if transfer else None,
-    )
 
 
 async def _on_one(request: Request, services: Services, path: str) -> Response:
@@ -84,31 +60,15 @@ async def _on_one(request: Request, services: Services, path: str) -> Response:
         body = request.stream() if path.endswith("/" + _STRAIGHT) else await request.body()
     for server in servers[start:] + servers[:start]:
         try:
-            answer = await _send(services, server, request, path, body, stream=True)
+            answer = await send_request(services, server, request, path, body)
         except OrthancUnreachable:
             if request.method == "GET":  # a read goes on to the next server
                 continue
             raise ServerUnavailable(f"Orthanc server {server.name} did not answer") from None
         except OrthancError:
             raise ServerUnavailable(f"Orthanc server {server.name} did not answer") from None
-        return await _answer(request, services, server, answer)
+        return await relay(request, services, server, answer)
     raise ServerUnavailable("no Orthanc server of the cluster answered")
-
-
-async def _answer(request: Request, services: Services, server: Server, answer: httpx.Response) -> Response:
-    headers = {name: answer.headers[name] for name in OUTPUT_HEADERS if name in answer.headers}
-    if answer.status_code < 400 and request.method == "GET":
-        closing = BackgroundTask(answer.aclose)
-        return StreamingResponse(answer.aiter_raw(), answer.status_code, headers, background=closing)
-    try:
-        content = await answer.aread()  # an error, or what a POST made (a query, a job): small
-    finally:
-        await answer.aclose()
-    if answer.status_code >= 400:
-        return error_from_owner(request, answer, content[:MAX_ERROR_BODY])
-    remember_new_query(services, server, content)
-    headers.pop("content-length", None)
-    return Response(content, answer.status_code, headers)
 
 
 async def _on_every(request: Request, services: Services, path: str) -> Response:
@@ -136,7 +96,7 @@ async def _tell_each(
     missed = []
     for server in servers:
         try:
-            answer = await _send(services, server, request, path, body)
+            answer = await send_request(services, server, request, path, body, stream=False)
         except OrthancError:
             missed.append(server.name)
             continue

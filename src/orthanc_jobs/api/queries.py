@@ -4,6 +4,7 @@ comes back unchanged. A retrieve creates an ordinary job of that server, followe
 
 import asyncio
 import re
+from collections.abc import AsyncIterable
 
 import httpx
 import orjson
@@ -38,7 +39,7 @@ async def list_queries(request: Request, services: Authorized) -> Response:
     servers = services.registry.live_servers()
     authorization = request.headers.get("authorization")
     answers = await asyncio.gather(
-        *(_send(services, server, "GET", "/queries", authorization) for server in servers),
+        *(services.client.send(server, "GET", "/queries", authorization) for server in servers),
         return_exceptions=True,
     )
     handles: list[str] = []
@@ -87,39 +88,54 @@ async def _forward(request: Request, services: Services, query_id: str, tail: st
     if owner is None:
         raise UnknownQuery(f"unknown query {query_id}")
     body = await request.body() if request.method == "POST" else b""
-    answer = await _send(
-        services,
-        owner,
+    try:
+        answer = await send_request(services, owner, request, f"/queries/{query_id}{tail}", body)
+    except OrthancError as error:
+        raise ServerUnavailable(f"Orthanc server {owner.name} did not answer") from error
+    if not tail and (answer.status_code == 404 or (request.method == "DELETE" and answer.status_code < 400)):
+        services.query_owners.forget(query_id)  # deleted, or gone from its server's last QueryRetrieveSize
+    return await relay(request, services, owner, answer)
+
+
+async def send_request(
+    services: Services,
+    server: Server,
+    request: Request,
+    path: str,
+    body: bytes | AsyncIterable[bytes],
+    stream: bool = True,
+) -> httpx.Response:
+    """The caller's request to ``server`` at ``path``: its method, credentials, query string, body type and
+    ``Accept``; its answer streamed (unless ``stream`` is False: read whole). A POST (a retrieve, a C-MOVE,
+    a C-STORE) lasts as long as its transfer; the rest waits no longer than any other request."""
+    return await services.client.send(
+        server,
         request.method,
-        f"/queries/{query_id}{tail}",
+        path,
         request.headers.get("authorization"),
         body,
+        stream,
         query=request.url.query.encode("latin-1"),
         content_type=request.headers.get("content-type"),
         accept=request.headers.get("accept"),
-        stream=True,
-        # A retrieve (POST) lasts as long as its transfer; a read waits no longer than any other request.
         timeout=QUERY_TIMEOUT if request.method == "POST" else None,
     )
-    if answer.status_code >= 400:
-        try:
-            content = await answer.aread()  # an error answer of Orthanc's: small
-        finally:
-            await answer.aclose()
-        if answer.status_code == 404 and not tail:
-            services.query_owners.forget(query_id)  # gone from its server's last QueryRetrieveSize
-        return error_from_owner(request, answer, content[:MAX_ERROR_BODY])
-    if request.method == "DELETE" and not tail:
-        services.query_owners.forget(query_id)
+
+
+async def relay(request: Request, services: Services, server: Server, answer: httpx.Response) -> Response:
+    """``server``'s streamed answer, to the caller: a GET's body streamed on; an error (small) as JSON; what
+    a POST made (a job, a query: small JSON) read whole, a query it names remembered as ``server``'s."""
     headers = {name: answer.headers[name] for name in OUTPUT_HEADERS if name in answer.headers}
-    if request.method != "POST":
+    if answer.status_code < 400 and request.method == "GET":
         closing = BackgroundTask(answer.aclose)
         return StreamingResponse(answer.aiter_raw(), answer.status_code, headers, background=closing)
     try:
-        content = await answer.aread()  # what a POST makes: a job, a query, a small JSON answer
+        content = await answer.aread()
     finally:
         await answer.aclose()
-    remember_new_query(services, owner, content)
+    if answer.status_code >= 400:
+        return error_from_owner(request, answer, content[:MAX_ERROR_BODY])
+    remember_new_query(services, server, content)
     headers.pop("content-length", None)  # the Response counts the bytes itself
     return Response(content, answer.status_code, headers)
 
@@ -135,34 +151,3 @@ def remember_new_query(services: Services, owner: Server, content: bytes) -> Non
         found = _QUERY_PATH.fullmatch(made["Path"])
         if found is not None:
             services.query_owners.remember(found.group(1), owner)
-
-
-async def _send(
-    services: Services,
-    server: Server,
-    method: str,
-    path: str,
-    authorization: str | None,
-    body: bytes = b"",
-    *,
-    query: bytes = b"",
-    content_type: str | None = None,
-    accept: str | None = None,
-    stream: bool = False,
-    timeout: float | None = None,
-) -> httpx.Response:
-    try:
-        return await services.client.send(
-            server,
-            method,
-            path,
-            authorization,
-            body,
-            stream,
-            query=query,
-            content_type=content_type,
-            accept=accept,
-            timeout=timeout,
-        )
-    except OrthancError as error:
-        raise ServerUnavailable(f"Orthanc server {server.name} did not answer") from error
