@@ -72,7 +72,9 @@ def wait_job_state(
     client: httpx.Client, job_id: str, states: set[str], timeout: float = 30
 ) -> dict[str, Any]:
     def current() -> dict[str, Any] | None:
-        job = client.get(f"/jobs/{job_id}").json()
+        response = client.get(f"/jobs/{job_id}")
+        job = response.json()
+        assert "State" in job, f"job {job_id}: {response.status_code} {response.text}"
         return job if job["State"] in states else None
 
     return dict(wait_for(current, timeout, what=f"job {job_id} in {states}"))
@@ -241,6 +243,7 @@ class JobMaker:
         self._lb = httpx.Client(base_url=cluster.orthanc_lb_url, auth=DEMO_USER, timeout=30)
         self._studies = studies
         self.ids: list[str] = []
+        self.answered_at: dict[str, float] = {}  # when each creation was answered (time.monotonic())
         self.failures: list[str] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -258,7 +261,9 @@ class JobMaker:
         while not self._stopping.wait(0.2):
             study = self._studies[(len(self.ids) + len(self.failures)) % len(self._studies)]
             try:
-                self.ids.append(create_async_job(self._lb, "archive", study))
+                job_id = create_async_job(self._lb, "archive", study)
+                self.answered_at[job_id] = time.monotonic()
+                self.ids.append(job_id)
             except (AssertionError, httpx.HTTPError) as error:  # Orthanc's own route, not the job-service's
                 self.failures.append(repr(error)[:300])
 

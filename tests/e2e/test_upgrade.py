@@ -8,6 +8,7 @@ unknown output). Nothing else is: no client request to ``/jobs`` fails, the hist
 after the upgrade work in every way.
 """
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,9 +72,12 @@ def test_a_rolling_upgrade_from_1_10_to_1_12_costs_no_client_request(upgraded: C
         polled = list(finished.values()) + [u.paused for u in unfinished.values()]
 
         with Clients(upgraded, polled, CLIENTS) as clients, JobMaker(upgraded, studies) as maker:
+            stops: list[tuple[float, float]] = []
             for name in names:
                 incarnation = server_entries(upgraded)[name]["Incarnation"]
+                began = time.monotonic()
                 cli(upgraded, "restart", name, "--orthanc-root", str(newer))
+                stops.append((began, time.monotonic()))
 
                 def upgraded_and_alive(name: str = name, incarnation: str = incarnation) -> bool:
                     entry = server_entries(upgraded)[name]
@@ -100,8 +104,21 @@ def test_a_rolling_upgrade_from_1_10_to_1_12_costs_no_client_request(upgraded: C
         assert all("502 Bad Gateway" in failure for failure in maker.failures), maker.failures[:5]
         assert len(maker.failures) <= len(names) * 3, maker.failures
 
-        # The history is whole: every job made before or during the upgrade is listed, and ended; those that
-        # ended by a stop say which server went.
+        # Orthanc tells its plugins that it stops (ORTHANC_STOPPED, after which the Python plugin calls no
+        # callback) before its HTTP server stops: a job created in between is never reported, and is lost
+        # with its process as on a lone Orthanc (SaveJobs false): its id answers 404 (README, Compatibility).
+        # Only a creation answered while a server was being restarted may be so.
+        unreported = {job_id for job_id in made if lb.get(f"/jobs/{job_id}").status_code == 404}
+        for job_id in unreported:
+            assert any(start <= maker.answered_at[job_id] <= end for start, end in stops), job_id
+            assert lb.get(f"/jobs/{job_id}").json()["OrthancStatus"] == 17  # Orthanc's "Unknown resource"
+        assert len(unreported) <= len(names), unreported
+        made -= unreported
+        if unreported:
+            print(f"{len(unreported)} job(s) created by a stopping server after it told its plugins so")
+
+        # The history is whole: every other job made before or during the upgrade is listed, and ended; those
+        # that ended by a stop say which server went.
         ended = {job_id: wait_job_state(lb, job_id, TERMINAL) for job_id in before | made}
         assert set(lb.get("/jobs").json()) >= before | made
         for job in ended.values():
