@@ -22,8 +22,8 @@ test-e2e: system-deps orthanc-1.12 $(STAMP)
 	ORTHANC_JOBS_TEST_ORTHANC_112_ROOT=$(ORTHANC_112_ROOT) $(BIN)/pytest tests/e2e
 
 bench: system-deps $(STAMP)
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/replicas.py
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.replicas
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

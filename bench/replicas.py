@@ -1,7 +1,7 @@
 """The figures of job-service replicas (issue #11): two replicas on the cluster's PostgreSQL, behind nginx.
 
-    .venv/bin/python bench/replicas.py            # make bench
-    .venv/bin/python bench/replicas.py --quick    # the test suite: it runs, figures not judged
+    .venv/bin/python -m bench.replicas            # make bench
+    .venv/bin/python -m bench.replicas --quick    # the test suite: it runs, figures not judged
 
 Starts its own local clusters (3 Orthanc on PostgreSQL; one replica of the job-service, then two) and
 measures, in the same run:
@@ -18,15 +18,12 @@ Writes the figures as JSON (bench/results/replicas.json) and prints a table.
 """
 
 import argparse
-import base64
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from bench.measure import percentile, wrk
 from orthanc_jobs.cluster.demo import create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, down, start_process, up
 from orthanc_jobs.core.model import plugin_secret_for
@@ -47,38 +45,6 @@ RESULTS = Path(__file__).parent / "results"
 # A server that exists only to send events (nothing answers there: nothing is asked of it).
 EVENTS_SERVER = "http://127.0.0.1:9"
 STAMP = "20261128T100000.000000"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-AUTHORIZATION = "Basic " + base64.b64encode(":".join(DEMO_USER).encode()).decode()
-
-
-def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
-    """One run of wrk against ``url`` with the cluster's credentials: requests/s, p50 and p99 (ms), and the
-    requests that failed (an answer other than 2xx or 3xx, or a socket error)."""
-    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    command += ["-H", f"Authorization: {AUTHORIZATION}", url]
-    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-
-    def latency(percent: str) -> float:
-        found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-        return round(float(found.group(1)) * _UNITS[found.group(2)], 3) if found else 0.0
-
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {
-        "requests_per_s": round(float(rate.group(1))) if rate else 0,
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "failed": (int(non_2xx.group(1)) if non_2xx else 0)
-        + (sum(map(int, errors.groups())) if errors else 0),
-    }
 
 
 class ReplicaBench:

@@ -27,7 +27,7 @@ FIGURES = {
 
 def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
-    command = [sys.executable, "bench/run.py", "--quick", "--output", str(output)]
+    command = [sys.executable, "-m", "bench.run", "--quick", "--output", str(output)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     measured = json.loads(output.read_text())
@@ -37,13 +37,18 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     for listing in figures["expand_listing"]:
         assert (listing["listed"], listing["missing"]) == (listing["jobs"], 0)
     assert figures["filtered_listing"]["running"] == 2
+    # GET /jobs/{id} by the three paths (Orthanc, nginx to it, nginx to the job-service), answered every time.
+    assert set(figures["get_job"]) == {"running_1", "running_50", "completed_1", "completed_50"}
+    for measured in figures["get_job"].values():
+        for path in ("orthanc", "nginx_owner", "nginx_service"):
+            assert measured[path]["requests_per_s"] > 0 and measured[path]["failed"] == 0, measured
     assert figures["archive_download"]["same_size"]
     assert "GET /jobs?expand" in result.stdout  # the table
 
 
 def test_the_quick_replicas_benchmark_measures_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "replicas.json"
-    command = [sys.executable, "bench/replicas.py", "--quick", "--output", str(output)]
+    command = [sys.executable, "-m", "bench.replicas", "--quick", "--output", str(output)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(output.read_text())["figures"]

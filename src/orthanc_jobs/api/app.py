@@ -15,8 +15,8 @@ from orthanc_jobs.api import jobs, modalities, plugins, queries, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
-from orthanc_jobs.api.fast import JobReads
-from orthanc_jobs.api.limits import RequestLimits
+from orthanc_jobs.api.fast import JobReads, JobServiceApp
+from orthanc_jobs.api.limits import InProgress, RequestLimits
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
 from orthanc_jobs.config import Settings
 from orthanc_jobs.core.changes import Change
@@ -124,7 +124,7 @@ def publish(events: EventLog, registry: Registry, change: Change) -> None:
         events.publish(*frame)
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> JobServiceApp:
     services = services or build_services(settings or Settings())
 
     @asynccontextmanager
@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await services.housekeeper.stop()
             await services.client.aclose()
 
-    app = FastAPI(
+    app = JobServiceApp(
         title="orthanc-jobs",
         version=__version__,
         description="The jobs of a cluster of Orthanc servers, answered like one Orthanc.",
@@ -186,13 +186,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return status_error(request, error.status_code, str(error.detail), dict(error.headers or {}))
 
     settings = services.settings
-    # Innermost first: the job reads' short path still goes through the limits and the security headers.
-    app.add_middleware(JobReads, services=services)
+    requests = InProgress(settings.max_requests_in_progress)
+    # Innermost first.
     app.add_middleware(
         RequestLimits,
         max_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
-        max_requests_in_progress=settings.max_requests_in_progress,
+        requests=requests,
     )
     app.add_middleware(SecurityHeaders)
+    app.job_reads = JobReads(services, requests)
     return app

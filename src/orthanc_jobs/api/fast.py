@@ -1,54 +1,104 @@
-"""``GET /jobs/{id}``, the route every client polls, answered without the framework's layers.
+"""``GET /jobs/{id}``, the route every client polls, answered before the framework's layers.
 
 The route only checks the caller's credentials (cached), finds the job and copies its bytes, or answers
-404 once the servers were asked: routing and dependency injection cost several times that. The answers
-are the very ones of the route in api/jobs.py (same bytes, same headers); what this path does not
-handle (a job its owner cannot write as JSON, any other route) goes on to the application.
+404 once the servers were asked: the framework's middlewares, routing and dependency injection cost
+several times that (bench/README.md). So the application answers it first (JobServiceApp), writing what
+those layers would have added: the security headers (api/browsers.py), and the bound on requests in
+progress (api/limits.py). The answers are the very ones of the route in api/jobs.py (same bytes, same
+headers); what this path does not handle goes on to the application: a request with a body (the limits
+judge it), one over the bound on requests in progress (refused there), and a job its owner cannot write
+as JSON (the route asks the owner).
 """
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
+from orthanc_jobs.api.browsers import JSON_ANSWER_HEADERS
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.jobs import find_job
-from orthanc_jobs.api.responses import error_response, raw_json
-from orthanc_jobs.core.errors import OrthancJobsError
+from orthanc_jobs.api.limits import InProgress
+from orthanc_jobs.core import wire
+from orthanc_jobs.core.errors import MethodNotAllowed, OrthancJobsError
 from orthanc_jobs.core.model import Job, is_job_id
-from orthanc_jobs.core.wire import job_json, server_field
 
 _PREFIX = "/jobs/"
-_ID_LENGTH = 36
+_PATH_LENGTH = len(_PREFIX) + 36
+_JSON = (b"content-type", b"application/json")
 
 
 class JobReads:
-    def __init__(self, app: ASGIApp, services: Services) -> None:
-        self.app = app
+    def __init__(self, services: Services, requests: InProgress) -> None:
         self.services = services
+        self.requests = requests
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] if scope["type"] == "http" else ""
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Answer the request if it is a job read this path handles; False: the application must."""
+        if scope["type"] != "http":
+            return False  # lifespan
+        path = scope["path"]
         if (
-            len(path) != len(_PREFIX) + _ID_LENGTH
-            or not path.startswith(_PREFIX)
+            len(path) != _PATH_LENGTH
             or scope["method"] != "GET"
-            or not is_job_id(path[len(_PREFIX) :])
+            or not path.startswith(_PREFIX)
+            or not is_job_id(job_id := path[len(_PREFIX) :])
         ):
-            await self.app(scope, receive, send)
-            return
-        services = self.services
+            return False
         authorization = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-                break
-        job_id = path[len(_PREFIX) :]
+            elif (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                return False
+        requests = self.requests
+        if requests.count >= requests.maximum:
+            return False
+        services = self.services
+        requests.count += 1
         try:
-            await services.authenticator.check(authorization)
-            job = await find_job(services, job_id)
-        except OrthancJobsError as error:
-            await error_response(Request(scope), error)(scope, receive, send)
+            try:
+                await services.authenticator.check(authorization)
+                job = await find_job(services, job_id)
+            except OrthancJobsError as error:
+                await _send_error(send, path, error)
+                return True
+            if not isinstance(job, Job):
+                return False
+            body = wire.job_json(job, wire.server_field(services.registry, job))
+            await _send_json(send, 200, body)
+            return True
+        finally:
+            requests.count -= 1
+
+
+class JobServiceApp(FastAPI):
+    """The job-service's application: job reads answered first (JobReads), everything else by FastAPI."""
+
+    job_reads: JobReads | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        job_reads = self.job_reads
+        if job_reads is not None and await job_reads.answer(scope, send):
             return
-        if isinstance(job, Job):
-            await raw_json(job_json(job, server_field(services.registry, job)))(scope, receive, send)
-        else:  # its owner cannot write it: the route asks the owner
-            await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+_Headers = tuple[tuple[bytes, bytes], ...]
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: _Headers = ()) -> None:
+    headers = [*extra, (b"content-length", str(len(body)).encode()), _JSON, *JSON_ANSWER_HEADERS]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, path: str, error: OrthancJobsError) -> None:
+    """As api/responses.error_response answers it."""
+    extra: _Headers = ()
+    if isinstance(error, MethodNotAllowed):
+        extra = ((b"allow", error.allowed.encode()),)
+    elif error.status_code == 401:
+        extra = ((b"www-authenticate", b'Basic realm="Orthanc"'),)
+    body = wire.error_body(
+        "GET", path, error.status_code, error.message, error.orthanc_error, error.orthanc_status
+    )
+    await _send_json(send, error.status_code, body, extra)

@@ -181,7 +181,14 @@ def uvicorn_options(max_connections: int, header_timeout: float) -> dict[str, An
     if guard.max_connections < max_connections:
         log.info("at most %d connections (open files limit %d)", guard.max_connections, limit)
     # ws "none": a connection handed to a WebSocket protocol would leave the guard's count.
-    return {"http": guarded_protocol(guard), "ws": "none", "backlog": min(4096, guard.max_connections)}
+    # proxy_headers off: nothing here reads the client's address (no access log), and uvicorn's middleware
+    # for it would cost every request.
+    return {
+        "http": guarded_protocol(guard),
+        "ws": "none",
+        "backlog": min(4096, guard.max_connections),
+        "proxy_headers": False,
+    }
 
 
 class JobServiceServer(uvicorn.Server):

@@ -26,15 +26,35 @@ from orthanc_jobs.core.errors import (
 _UNBOUNDED_PATHS = ("/healthz", "/readyz", "/metrics", SERVICE_PREFIX + "/events")
 
 
+class InProgress:
+    """How many public requests are being answered, and the most allowed at once (shared by RequestLimits
+    and the short path of job reads, api/fast.py)."""
+
+    def __init__(self, maximum: int) -> None:
+        self.count = 0
+        self.maximum = maximum
+
+    def busy(self) -> ServerUnavailable:
+        return ServerUnavailable(f"{self.count} requests in progress (the most allowed): try again")
+
+
 class RequestLimits:
     def __init__(
-        self, app: ASGIApp, max_bytes: int, body_timeout: float, max_requests_in_progress: int
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        body_timeout: float,
+        max_requests_in_progress: int = 0,
+        requests: InProgress | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout = body_timeout
-        self.max_requests_in_progress = max_requests_in_progress
-        self.in_progress = 0
+        self.requests = requests or InProgress(max_requests_in_progress)
+
+    @property
+    def in_progress(self) -> int:
+        return self.requests.count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or STORE_STRAIGHT_PATH.fullmatch(scope["path"]):
@@ -54,17 +74,17 @@ class RequestLimits:
                 return
         path: str = scope["path"]
         counted = not (path.startswith(INTERNAL_PREFIX) or path in _UNBOUNDED_PATHS)
-        if counted and self.in_progress >= self.max_requests_in_progress:
-            busy = ServerUnavailable(f"{self.in_progress} requests in progress (the most allowed): try again")
-            await _refuse(scope, receive, send, busy, {"Retry-After": "1"})
+        requests = self.requests
+        if counted and requests.count >= requests.maximum:
+            await _refuse(scope, receive, send, requests.busy(), {"Retry-After": "1"})
             return
         if counted:
-            self.in_progress += 1
+            requests.count += 1
         try:
             await self.app(scope, self._bounded(receive), send)
         finally:
             if counted:
-                self.in_progress -= 1
+                requests.count -= 1
 
     def _bounded(self, receive: Receive) -> Receive:
         """``receive``, refusing a body over the size limit or one that has not arrived by the deadline."""

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from orthanc_jobs.api.app import build_services, create_app
+from orthanc_jobs.api.fast import JobServiceApp
 from orthanc_jobs.config import Settings
 from orthanc_jobs.core.model import plugin_secret_for
 from orthanc_jobs.core.orthanc import OrthancClient
@@ -33,12 +34,17 @@ def orthanc() -> FakeOrthanc:
 
 
 @pytest.fixture
-async def service(orthanc: FakeOrthanc) -> AsyncIterator[httpx.AsyncClient]:
+def service_app(orthanc: FakeOrthanc) -> JobServiceApp:
     settings = Settings(secret=SECRET, max_body_bytes=4096, database=":memory:")
     services = build_services(
         settings, client=OrthancClient(5, transport=httpx.MockTransport(orthanc.handler))
     )
-    app = create_app(services=services)
+    return create_app(services=services)
+
+
+@pytest.fixture
+async def service(orthanc: FakeOrthanc, service_app: JobServiceApp) -> AsyncIterator[httpx.AsyncClient]:
+    app = service_app
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
         for number, url in enumerate(orthanc.jobs, start=1):
             body = {
