@@ -22,6 +22,7 @@ FIGURES = {
     "archive_download",
     "event_ingestion",
     "memory_per_job",
+    "time_to_ready",
 }
 
 
@@ -43,6 +44,8 @@ def test_the_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
         for path in ("orthanc", "nginx_owner", "nginx_service"):
             assert measured[path]["requests_per_s"] > 0 and measured[path]["failed"] == 0, measured
     assert figures["archive_download"]["same_size"]
+    assert figures["time_to_ready"]["jobs"] > figures["event_ingestion"]["events"]
+    assert 0 < figures["time_to_ready"]["seconds"] < 60
     assert "GET /jobs?expand" in result.stdout  # the table
 
 

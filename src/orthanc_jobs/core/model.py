@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -126,13 +127,16 @@ class Server:
 
 @dataclass(slots=True)
 class Job:
-    """A job as its owner last described it, with the owner's identity."""
+    """A job as its owner last described it, with the owner's identity.
+
+    A finished job, which no longer changes, is kept as its serialised JSON only (about a quarter of the
+    memory of the parsed JSON: the history is most of the registry); ``content`` parses it when asked.
+    """
 
     id: str
     server_url: str
     incarnation: str
-    content: dict[str, Any]
-    #: ``content`` serialised without its closing brace, so the owner can be appended cheaply.
+    #: The JSON serialised without its closing brace, so the owner can be appended cheaply.
     json_head: bytes
     state: str
     type: str
@@ -148,6 +152,16 @@ class Job:
     #: The state is the job-service's presumption (its process is gone or silent, or it no longer knows
     #: the job), not its owner's word: any later word of the owner's replaces it.
     presumed: bool = False
+    #: The parsed JSON of an unfinished job (None: parsed from ``json_head`` when asked).
+    parsed: dict[str, Any] | None = None
+
+    @property
+    def content(self) -> dict[str, Any]:
+        """The job's JSON as its owner wrote it (a finished job's is parsed anew: do not modify it)."""
+        if self.parsed is not None:
+            return self.parsed
+        parsed: dict[str, Any] = orjson.loads(self.json_head + b"}")
+        return parsed
 
     @classmethod
     def from_content(
@@ -160,22 +174,25 @@ class Job:
         finished_at: float | None = None,
         history_only: bool = False,
         presumed: bool = False,
+        serialised: bytes | None = None,
     ) -> "Job":
+        """``serialised``: ``content`` as orjson writes it, when the caller has it already (the store)."""
         job_id = str(content["ID"])
+        state = sys.intern(str(content["State"]))
         return cls(
             id=job_id,
-            server_url=server_url,
-            incarnation=incarnation,
-            content=content,
-            json_head=orjson.dumps(content)[:-1],
-            state=str(content["State"]),
-            type=str(content.get("Type", "")),
+            server_url=sys.intern(server_url),
+            incarnation=sys.intern(incarnation),
+            json_head=(serialised or orjson.dumps(content))[:-1],
+            state=state,
+            type=sys.intern(str(content.get("Type", ""))),
             order_key=(str(content.get("CreationTime", "")), job_id),
             timestamp=str(content.get("Timestamp", "")),
             first_seen=first_seen,
             finished_at=finished_at,
             history_only=history_only,
             presumed=presumed,
+            parsed=None if state in TERMINAL_STATES else content,
         )
 
     @property

@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+
 from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged, ServerSeen, Subscriber
 from orthanc_jobs.core.model import (
     TERMINAL_STATES,
@@ -35,8 +37,16 @@ _UNFINISHED_STATES = [str(state) for state in JobState if state not in TERMINAL_
 LOST_JOB_ERROR_CODE = -1
 
 
-def _same_but_timestamp(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return len(old) == len(new) and all(k == "Timestamp" or old.get(k) == v for k, v in new.items())
+def _same_but_timestamp(old: Job, new: dict[str, Any]) -> bool:
+    if old.parsed is not None:
+        parsed = old.parsed
+        return len(parsed) == len(new) and all(k == "Timestamp" or parsed.get(k) == v for k, v in new.items())
+    # A finished job is kept serialised (model.Job): compared so, without parsing it (a resynchronisation
+    # reads every job of a server again).
+    try:
+        return orjson.dumps(dict(new, Timestamp=old.timestamp))[:-1] == old.json_head
+    except (TypeError, ValueError, RecursionError):
+        return False
 
 
 _FAILED_WITHOUT_DETAILS = "The job failed; Orthanc had forgotten its details when they were asked for"
@@ -92,7 +102,8 @@ class Registry:
             self._servers[server.url] = server
             self._by_incarnation[server.incarnation] = server
         for job in jobs:
-            self._index(job)
+            self._index(job, ordered=True)
+        self._order = sorted(job.order_key for job in self._jobs.values())
         # Statuses are not stored: they follow from the last time each server was seen.
         for server in servers:
             server.status = ServerStatus.STOPPED if server.stopped else ServerStatus.ALIVE
@@ -285,7 +296,7 @@ class Registry:
             if existing.incarnation == server.incarnation and not existing.presumed:
                 if timestamp < existing.timestamp:
                     return existing
-                if not existing.history_only and _same_but_timestamp(existing.content, content):
+                if not existing.history_only and _same_but_timestamp(existing, content):
                     return existing  # a poll that found nothing new: no work
         return self._replace(existing, server.url, server.incarnation, content)
 

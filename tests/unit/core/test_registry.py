@@ -466,3 +466,26 @@ def test_a_replica_that_does_not_lead_shows_silence_and_only_the_leader_fails_th
     failed = registry.get_job(JOB_A)
     assert failed is not None and failed.state == "Failure"
     assert "stopped answering (silent for 61 s)" in failed.content["ErrorDescription"]
+
+
+def test_a_finished_job_is_kept_serialised_and_a_poll_that_finds_nothing_new_changes_nothing(
+    registry: Registry,
+) -> None:
+    """A finished job no longer changes: only its JSON bytes are kept (issue #14, memory); a resynchronisation
+    that reads it again with a newer Timestamp and nothing else new is no change, anything else is one."""
+    server = register(registry)
+    changes: list[Any] = []
+    registry.subscribers.append(changes.append)
+    running = registry.apply_snapshot(server, job(JOB_A, "Running"))
+    assert running is not None and running.parsed is not None  # still changing: kept parsed
+    done = registry.apply_snapshot(server, job(JOB_A, "Success", Timestamp="20261128T100002.000000"))
+    assert done is not None and done.parsed is None
+    assert done.content == job(JOB_A, "Success", Timestamp="20261128T100002.000000")
+    changes.clear()
+    again = registry.apply_snapshot(server, job(JOB_A, "Success", Timestamp="20261128T100009.000000"))
+    assert again is done and changes == []
+    moved = registry.apply_snapshot(
+        server, job(JOB_A, "Success", Timestamp="20261128T100010.000000", Progress=100)
+    )
+    assert moved is not done and moved is not None and moved.content["Progress"] == 100
+    assert len(changes) == 1

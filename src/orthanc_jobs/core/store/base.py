@@ -168,8 +168,11 @@ def job_row(job: Job) -> tuple[Any, ...]:
 
 def job_from_row(row: tuple[Any, ...]) -> Job:
     _, server_url, incarnation, first_seen, finished_at, history_only, presumed, content = row
+    serialised = bytes(content).rstrip()
     return Job.from_content(
-        orjson.loads(content),
+        orjson.loads(serialised),
+        # As written (job_row); anything else is written again.
+        serialised=serialised if serialised.endswith(b"}") else None,
         server_url=server_url,
         incarnation=incarnation,
         first_seen=first_seen,
