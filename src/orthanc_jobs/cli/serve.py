@@ -1,5 +1,6 @@
 """``orthanc-jobs serve``: the job-service itself."""
 
+import gc
 import logging
 from typing import Annotated
 
@@ -32,7 +33,15 @@ def serve(
         raise CommandError("the job-service needs a shared secret: set ORTHANC_JOBS_SECRET", exit_code=2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(settings)
+    # Loading the history makes many objects that live as long as the process: no collection while they
+    # are made, and none scans them afterwards (with 100,000 jobs a full collection took about 50 ms, a
+    # pause of every request in progress).
+    gc.disable()
+    try:
+        app = create_app(settings)
+    finally:
+        gc.enable()
+    gc.freeze()
     config = uvicorn.Config(
         app,
         **uvicorn_options(settings.max_connections, settings.header_timeout),
