@@ -23,6 +23,7 @@ FIGURES = {
     "event_ingestion",
     "memory_per_job",
     "time_to_ready",
+    "listed_after_creation_ms",
 }
 
 
