@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # plugin's safety and no-loss scenarios on it as well as on the system's Orthanc (1.10.1 on Debian 12).
 ORTHANC_112_ROOT := .cache/orthanc-1.12
 
-.PHONY: demo test test-unit test-e2e bench lint format system-deps orthanc-1.12 venv clean
+.PHONY: demo test test-unit test-e2e bench bench-scale lint format system-deps orthanc-1.12 venv clean
 
 demo: system-deps $(STAMP)
 	$(BIN)/orthanc-jobs demo
@@ -24,6 +24,10 @@ test-e2e: system-deps orthanc-1.12 $(STAMP)
 bench: system-deps $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.replicas
+
+# 50, 150 and 500 simulated servers, up to 1,000,000 jobs (bench/scale.py): about 15 minutes.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

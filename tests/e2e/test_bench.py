@@ -71,3 +71,17 @@ def test_the_quick_replicas_benchmark_measures_every_figure(tmp_path: Path) -> N
     )
     assert figures["failover"]["requests"] > 0 and figures["get_job_2_replicas"]["requests_per_s"] > 0
     assert "cross-replica visibility" in result.stdout  # the table
+
+
+def test_the_quick_scale_benchmark_measures_every_figure(tmp_path: Path) -> None:
+    """Simulated servers (bench/scale.py): their plugins' protocol and their Orthanc's answers."""
+    output = tmp_path / "scale.json"
+    command = [sys.executable, "-m", "bench.scale", "--quick", "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (measured,) = json.loads(output.read_text())["results"]
+    assert measured["servers"] == 10 and measured["running_jobs"] == 20
+    assert measured["events_per_second"] > 0 and measured["time_to_ready_s"] > 0
+    for name, read in [*measured["reads"].items(), *measured["dashboard_requests"].items()]:
+        assert read["requests_per_s"] > 0 and read["failed"] == 0, (name, read)
+    assert "restart to /readyz" in result.stdout  # the table
