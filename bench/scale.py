@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,13 @@ UNAUTHORIZED = b'{"HttpError":"Unauthorized","HttpStatus":401,"OrthancStatus":30
 class Server:
     """One simulated Orthanc server and its plugin."""
 
-    def __init__(self, number: int, port: int) -> None:
+    def __init__(self, number: int) -> None:
+        # Bound at once and kept: a port found free, closed and bound again later may be taken meanwhile.
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(1024)
+        self.socket.setblocking(False)
+        port = int(self.socket.getsockname()[1])
         self.name = f"sim-{number}"
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
@@ -104,7 +111,7 @@ class Fleet:
 
     def __init__(self, count: int, service_url: str) -> None:
         self.service = service_url + INTERNAL_PREFIX
-        self.servers = [Server(n + 1, _free_port()) for n in range(count)]
+        self.servers = [Server(n + 1) for n in range(count)]
         self.templates = json.loads(CAPTURED.read_text())
         self.runners: list[web.AppRunner] = []
         self.session: aiohttp.ClientSession | None = None
@@ -120,7 +127,7 @@ class Fleet:
             app.router.add_route("*", "/{tail:.*}", server.handle)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", server.port).start()
+            await web.SockSite(runner, server.socket).start()
             self.runners.append(runner)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         for server in self.servers:
@@ -229,8 +236,6 @@ def _batch(server: Server, events: list[bytes]) -> bytes:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
