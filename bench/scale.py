@@ -311,8 +311,8 @@ async def _wrk(url: str, seconds: int) -> dict[str, float]:
     return await asyncio.to_thread(wrk, url, 1, seconds)
 
 
-async def measure(servers: int, quick: bool) -> dict[str, Any]:
-    per_server = 250 if quick else JOBS_PER_SERVER
+async def measure(servers: int, quick: bool, per_server: int | None = None) -> dict[str, Any]:
+    per_server = per_server or (250 if quick else JOBS_PER_SERVER)
     directory = Path(tempfile.mkdtemp(prefix="orthanc-jobs-scale-"))
     # The default resynchronisation interval (30 s); shorter in the quick form, which only checks that the
     # benchmark works.
@@ -406,6 +406,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: checks that the benchmark works")
     parser.add_argument("--servers", type=int, nargs="*", help="numbers of servers (default 50 150 500)")
+    parser.add_argument("--jobs-per-server", type=int, help=f"finished jobs per server ({JOBS_PER_SERVER})")
     parser.add_argument("--output", type=Path, default=RESULTS / "scale.json")
     arguments = parser.parse_args()
     counts = arguments.servers or ([10] if arguments.quick else [50, 150, 500])
@@ -413,7 +414,7 @@ def main() -> None:
     results = []
     for count in counts:
         print(f"{count} servers...", flush=True)
-        results.append(asyncio.run(measure(count, arguments.quick)))
+        results.append(asyncio.run(measure(count, arguments.quick, arguments.jobs_per_server)))
     output = {
         "quick": arguments.quick,
         "cores": os.cpu_count(),

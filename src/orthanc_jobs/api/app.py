@@ -15,7 +15,7 @@ from orthanc_jobs.api import jobs, modalities, plugins, queries, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
-from orthanc_jobs.api.fast import JobReads, JobServiceApp
+from orthanc_jobs.api.fast import Heartbeats, JobReads, JobServiceApp
 from orthanc_jobs.api.limits import InProgress, RequestLimits
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
 from orthanc_jobs.config import Settings
@@ -196,4 +196,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.add_middleware(SecurityHeaders)
     app.job_reads = JobReads(services, requests)
+    app.heartbeats = Heartbeats(services, settings.max_body_bytes, settings.body_timeout)
     return app

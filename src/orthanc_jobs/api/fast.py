@@ -1,4 +1,5 @@
-"""``GET /jobs/{id}``, the route every client polls, answered before the framework's layers.
+"""The routes called most, answered before the framework's layers: ``GET /jobs/{id}``, which every client
+polls, and the plugins' heartbeats (every server's, every few seconds).
 
 The route only checks the caller's credentials (cached), finds the job and copies its bytes, or answers
 404 once the servers were asked: the framework's middlewares, routing and dependency injection cost
@@ -11,17 +12,22 @@ as JSON (the route asks the owner).
 """
 
 from fastapi import FastAPI
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from orthanc_jobs import INTERNAL_PREFIX
 from orthanc_jobs.api.browsers import JSON_ANSWER_HEADERS
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.jobs import find_job
-from orthanc_jobs.api.limits import InProgress
+from orthanc_jobs.api.limits import InProgress, bounded, declared_length_problem
+from orthanc_jobs.api.plugins import take_heartbeat
+from orthanc_jobs.api.responses import error_response
 from orthanc_jobs.core import wire
 from orthanc_jobs.core.errors import MethodNotAllowed, OrthancJobsError
 from orthanc_jobs.core.model import Job, is_job_id
 
 _PREFIX = "/jobs/"
+HEARTBEAT_PATH = INTERNAL_PREFIX + "/heartbeat"
 _PATH_LENGTH = len(_PREFIX) + 36
 _JSON = (b"content-type", b"application/json")
 
@@ -31,7 +37,7 @@ class JobReads:
         self.services = services
         self.requests = requests
 
-    async def answer(self, scope: Scope, send: Send) -> bool:
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the request if it is a job read this path handles; False: the application must."""
         if scope["type"] != "http":
             return False  # lifespan
@@ -70,15 +76,42 @@ class JobReads:
             requests.count -= 1
 
 
+class Heartbeats:
+    """``POST /orthanc-jobs/internal/heartbeat``, as the route in api/plugins.py answers it (the same
+    function), within the same bounds on its body (api/limits.py) and with the same headers."""
+
+    def __init__(self, services: Services, max_bytes: int, body_timeout: float) -> None:
+        self.services = services
+        self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        if scope["type"] != "http" or scope["path"] != HEARTBEAT_PATH or scope["method"] != "POST":
+            return False
+        request = Request(scope, bounded(receive, self.max_bytes, self.body_timeout))
+        try:
+            problem = declared_length_problem(scope, self.max_bytes)
+            if problem is not None:
+                raise problem
+            server_url = self.services.plugin_secret.check(request)
+            response = await take_heartbeat(self.services, server_url, request)
+        except OrthancJobsError as error:
+            response = error_response(request, error)
+        response.raw_headers.extend(JSON_ANSWER_HEADERS)
+        await response(scope, receive, send)
+        return True
+
+
 class JobServiceApp(FastAPI):
-    """The job-service's application: job reads answered first (JobReads), everything else by FastAPI."""
+    """The job-service's application: the short paths first (JobReads, Heartbeats), then FastAPI."""
 
     job_reads: JobReads | None = None
+    heartbeats: Heartbeats | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        job_reads = self.job_reads
-        if job_reads is not None and await job_reads.answer(scope, send):
-            return
+        for short in (self.job_reads, self.heartbeats):
+            if short is not None and await short.answer(scope, receive, send):
+                return
         await super().__call__(scope, receive, send)
 
 

@@ -70,11 +70,13 @@ async def list_jobs(
 ) -> Response:
     registry = services.registry
     types = frozenset(value.lower() for value in _split_values(type)) or None
-    jobs = registry.list_jobs(
-        states=_parse_states(status), types=types, server_urls=_server_urls(registry, server)
+    total, page = registry.page_jobs(
+        states=_parse_states(status),
+        types=types,
+        server_urls=_server_urls(registry, server),
+        offset=offset,
+        limit=limit,
     )
-    total = len(jobs)
-    page = jobs[offset : None if limit is None else offset + limit]
     headers = {"X-Total-Count": str(total)}
     if _expand_requested(request):
         return raw_json(expanded_jobs(registry, page), headers=headers)

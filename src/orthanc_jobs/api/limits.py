@@ -61,17 +61,10 @@ class RequestLimits:
             # A DICOM file sent on as it is is streamed to Orthanc: Orthanc bounds it, as through nginx.
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name != b"content-length":
-                continue
-            if not value.isdigit():
-                await _refuse(scope, receive, send, BadRequest(f"bad Content-Length {value[:40]!r}"))
-                return
-            if int(value) > self.max_bytes:
-                await _refuse(
-                    scope, receive, send, PayloadTooLarge(f"request body over {self.max_bytes} bytes")
-                )
-                return
+        problem = declared_length_problem(scope, self.max_bytes)
+        if problem is not None:
+            await _refuse(scope, receive, send, problem)
+            return
         path: str = scope["path"]
         counted = not (path.startswith(INTERNAL_PREFIX) or path in _UNBOUNDED_PATHS)
         requests = self.requests
@@ -87,30 +80,44 @@ class RequestLimits:
                 requests.count -= 1
 
     def _bounded(self, receive: Receive) -> Receive:
-        """``receive``, refusing a body over the size limit or one that has not arrived by the deadline."""
-        deadline = asyncio.get_running_loop().time() + self.body_timeout
-        received = 0
-        complete = False
+        return bounded(receive, self.max_bytes, self.body_timeout)
 
-        async def bounded_receive() -> Message:
-            nonlocal received, complete
-            if complete:  # past the body, only a disconnect is left to wait for: no deadline
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"the request body did not arrive within {self.body_timeout:g} s"
-                ) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(f"request body over {self.max_bytes} bytes")
-                complete = not message.get("more_body", False)
-            return message
 
-        return bounded_receive
+def declared_length_problem(scope: Scope, max_bytes: int) -> OrthancJobsError | None:
+    """What is wrong with the request's Content-Length, if anything (the body is bounded as it comes)."""
+    for name, value in scope["headers"]:
+        if name != b"content-length":
+            continue
+        if not value.isdigit():
+            return BadRequest(f"bad Content-Length {value[:40]!r}")
+        if int(value) > max_bytes:
+            return PayloadTooLarge(f"request body over {max_bytes} bytes")
+    return None
+
+
+def bounded(receive: Receive, max_bytes: int, body_timeout: float) -> Receive:
+    """``receive``, refusing a body over the size limit or one that has not arrived by the deadline."""
+    deadline = asyncio.get_running_loop().time() + body_timeout
+    received = 0
+    complete = False
+
+    async def bounded_receive() -> Message:
+        nonlocal received, complete
+        if complete:  # past the body, only a disconnect is left to wait for: no deadline
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {body_timeout:g} s") from None
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise PayloadTooLarge(f"request body over {max_bytes} bytes")
+            complete = not message.get("more_body", False)
+        return message
+
+    return bounded_receive
 
 
 async def _refuse(

@@ -125,9 +125,14 @@ async def register(request: Request, caller: Plugin) -> Response:
 
 @router.post("/heartbeat", summary="A server is alive; 404 asks it to register again")
 async def heartbeat(request: Request, caller: Plugin) -> Response:
-    services = caller.services
+    return await take_heartbeat(caller.services, caller.server_url, request)
+
+
+async def take_heartbeat(services: Services, server_url: str, request: Request) -> Response:
+    """The heartbeat of the server at ``server_url`` (its secret checked). Every server sends one every
+    few seconds: the application answers it before the framework's layers too (api/fast.py)."""
     beat = await _parse(request, Heartbeat)
-    server = _speaking_for(services, caller.server_url, beat.Incarnation)
+    server = _speaking_for(services, server_url, beat.Incarnation)
     if beat.OrthancVersion:
         server.orthanc_version = beat.OrthancVersion
     if beat.Gap is not None:

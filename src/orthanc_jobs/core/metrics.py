@@ -23,10 +23,9 @@ class RegistryCollector(Collector):
         jobs = GaugeMetricFamily(
             "orthanc_jobs_jobs", "Jobs known to the job-service", labels=["state", "type", "server"]
         )
-        counts = Counter(
-            (job.state, job.type, names.get(job.server_url, job.server_url))
-            for job in self._registry.all_jobs()
-        )
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for server_url, state, job_type, count in self._registry.tally():
+            counts[state, job_type, names.get(server_url, server_url)] += count
         for (state, job_type, name), count in sorted(counts.items()):
             jobs.add_metric([state, job_type, name], count)
         yield jobs

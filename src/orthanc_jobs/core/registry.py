@@ -9,10 +9,12 @@ end states, reconciliation) and the indexes they keep consistent are one piece, 
 """
 
 import bisect
+import heapq
+import itertools
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -69,6 +71,30 @@ def _unknown_job(job_id: str, stamp: str) -> dict[str, Any]:
     }
 
 
+OrderKey = tuple[str, str]
+#: The index of every job, in creation order.
+ALL = ("", "")
+
+
+def _index_value(job: Job, kind: str) -> str:
+    if kind == "state":
+        return job.state
+    if kind == "type":
+        return job.type.lower()
+    return job.server_url
+
+
+def _indexes(job: Job) -> tuple[tuple[str, str], ...]:
+    """The sorted lists a job's key belongs to."""
+    return (ALL, ("state", job.state), ("type", job.type.lower()), ("server", job.server_url))
+
+
+def _discard(keys: list[Any], key: Any) -> None:
+    position = bisect.bisect_left(keys, key)
+    if position < len(keys) and keys[position] == key:
+        del keys[position]
+
+
 class Registry:
     def __init__(
         self,
@@ -88,9 +114,15 @@ class Registry:
         self._servers: dict[str, Server] = {}
         self._by_incarnation: dict[str, Server] = {}
         self._jobs: dict[str, Job] = {}
-        self._order: list[tuple[str, str]] = []
         self._by_state: dict[str, set[str]] = defaultdict(set)
         self._by_server: dict[str, set[str]] = defaultdict(set)
+        #: Order keys in creation order: of every job (ALL), and of the jobs of each state, type (in lower
+        #: case) and server. A page of a listing filtered on one of them is a slice (page_jobs).
+        self._sorted: dict[tuple[str, str], list[OrderKey]] = defaultdict(list)
+        #: (finished_at, id) of the finished jobs, in that order: the statistics of a period.
+        self._finished: list[tuple[float, str]] = []
+        #: Jobs per server, state and type: /orthanc-jobs/servers and /metrics without reading every job.
+        self._tally: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
         #: Incarnations replaced by another at their URL: one that registers again shares its URL.
         self._replaced: dict[str, str] = {}
         #: Servers whose status changed while this replica did not lead (shown, not told): told once it does.
@@ -101,9 +133,16 @@ class Registry:
         for server in servers:
             self._servers[server.url] = server
             self._by_incarnation[server.incarnation] = server
+        # Indexed in one pass each (no job-by-job insertion in sorted lists).
         for job in jobs:
-            self._index(job, ordered=True)
-        self._order = sorted(job.order_key for job in self._jobs.values())
+            self._jobs[job.id] = job
+            self._by_state[job.state].add(job.id)
+            self._by_server[job.server_url].add(job.id)
+            self._tally[job.server_url][job.state, job.type] += 1
+        for key in sorted(job.order_key for job in jobs):
+            for index in _indexes(self._jobs[key[1]]):
+                self._sorted[index].append(key)
+        self._finished = sorted((job.finished_at, job.id) for job in jobs if job.finished_at is not None)
         # Statuses are not stored: they follow from the last time each server was seen.
         for server in servers:
             server.status = ServerStatus.STOPPED if server.stopped else ServerStatus.ALIVE
@@ -258,8 +297,8 @@ class Registry:
 
     def job_counts(self, server: Server) -> dict[str, int]:
         counts = dict.fromkeys(JobState, 0)
-        for job_id in self._by_server.get(server.url, ()):
-            counts[JobState(self._jobs[job_id].state)] += 1
+        for (state, _), count in self._tally.get(server.url, Counter()).items():
+            counts[JobState(state)] += count
         return {str(state): count for state, count in counts.items()}
 
     # ---- jobs ------------------------------------------------------------------------------------------
@@ -364,7 +403,7 @@ class Registry:
     def remove_job(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
         if job is not None:
-            self._unindex(job)
+            self._swap(job, None)
             self._emit(JobRemoved(job_id))
 
     def unfinished_jobs(self, server: Server) -> list[Job]:
@@ -385,7 +424,7 @@ class Registry:
     ) -> list[Job]:
         """Jobs in creation order, filtered; filters are sets of accepted values (None: any), job types in
         lower case."""
-        keys: Iterable[tuple[str, str]] = self._order
+        keys: Iterable[OrderKey] = self._sorted[ALL]
         if states is not None:
             keys = sorted(self._jobs[i].order_key for s in states for i in self._by_state.get(s, ()))
         candidates = (self._jobs[key[1]] for key in keys)
@@ -423,17 +462,63 @@ class Registry:
             self.remove_job(job.id)
         return len(doomed)
 
-    def finished_since(self, since: float) -> list[Job]:
-        """Jobs that finished (as far as the job-service saw) at ``since`` or later."""
-        return [
+    def page_jobs(
+        self,
+        *,
+        states: frozenset[str] | None = None,
+        types: frozenset[str] | None = None,
+        server_urls: frozenset[str] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[int, list[Job]]:
+        """``list_jobs``' jobs from ``offset``, at most ``limit`` of them, and how many there are in all.
+
+        Filtered on one of state, type or server, a slice of that value's sorted keys (several values:
+        their keys merged); on several, the smallest of those sets read through. Jobs hidden after a while
+        (``hide_lost_after``) are judged one by one: then every listing reads what matches."""
+        end = None if limit is None else offset + limit
+        if self._hide_lost_after is not None:
+            jobs = self.list_jobs(states=states, types=types, server_urls=server_urls)
+            return len(jobs), jobs[offset:end]
+        filters = [("state", states), ("type", types), ("server", server_urls)]
+        chosen: tuple[int, str, list[list[OrderKey]]] | None = None
+        for kind, values in filters:
+            if values is None:
+                continue
+            lists = [keys for value in values if (keys := self._sorted.get((kind, value)))]
+            size = sum(map(len, lists))
+            if chosen is None or size < chosen[0]:
+                chosen = (size, kind, lists)
+        if chosen is None:
+            keys = self._sorted[ALL]
+            return len(keys), [self._jobs[key[1]] for key in keys[offset:end]]
+        size, kind, lists = chosen
+        merged: Iterable[OrderKey] = lists[0] if len(lists) == 1 else heapq.merge(*lists)
+        others = [(other, values) for other, values in filters if values is not None and other != kind]
+        if not others:
+            if len(lists) == 1:
+                return size, [self._jobs[key[1]] for key in lists[0][offset:end]]
+            return size, [self._jobs[key[1]] for key in itertools.islice(merged, offset, end)]
+        matching = [
             job
-            for state in TERMINAL_STATES
-            for job_id in self._by_state.get(str(state), ())
-            if ((job := self._jobs[job_id]).finished_at or 0.0) >= since
+            for key in merged
+            if all(_index_value(job := self._jobs[key[1]], other) in values for other, values in others)
         ]
+        return len(matching), matching[offset:end]
+
+    def finished_since(self, since: float) -> list[Job]:
+        """Jobs that finished (as far as the job-service saw) at ``since`` or later, oldest end first."""
+        start = bisect.bisect_left(self._finished, (since, ""))
+        return [self._jobs[job_id] for _, job_id in self._finished[start:]]
 
     def all_jobs(self) -> Iterable[Job]:
         return self._jobs.values()
+
+    def tally(self) -> Iterator[tuple[str, str, str, int]]:
+        """(server URL, state, type, number of jobs), for each combination that has jobs."""
+        for server_url, counts in self._tally.items():
+            for (state, job_type), count in counts.items():
+                yield server_url, state, job_type, count
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -444,18 +529,16 @@ class Registry:
         """A job as another replica wrote it; an older state than the one held (by its owner's Timestamp)
         is not installed. Not told to the subscribers: it is written and streamed already."""
         existing = self._jobs.get(job.id)
-        if existing is not None:
-            # As apply_snapshot: the owner's own word replaces what was presumed, whatever its Timestamp.
-            if existing.timestamp > job.timestamp and not existing.presumed:
-                return False
-            self._unindex(existing, keep_order=existing.order_key == job.order_key)
-        self._index(job, ordered=existing is not None and existing.order_key == job.order_key)
+        # As apply_snapshot: the owner's own word replaces what was presumed, whatever its Timestamp.
+        if existing is not None and existing.timestamp > job.timestamp and not existing.presumed:
+            return False
+        self._swap(existing, job)
         return True
 
     def uninstall_job(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
         if job is not None:
-            self._unindex(job)
+            self._swap(job, None)
 
     def install_server(self, server: Server) -> bool:
         """A server as another replica wrote it; True if it is a process new here (a new incarnation).
@@ -533,26 +616,41 @@ class Registry:
             history_only=history_only,
             presumed=presumed,
         )
-        # The creation time does not change: the job keeps its place in the order (no O(n) list update).
-        same_place = existing is not None and existing.order_key == job.order_key
-        if existing is not None:
-            self._unindex(existing, keep_order=same_place)
-        self._index(job, ordered=same_place)
+        self._swap(existing, job)
         self._emit(JobChanged(job))
         return job
 
-    def _index(self, job: Job, ordered: bool = False) -> None:
-        self._jobs[job.id] = job
-        if not ordered:
-            bisect.insort(self._order, job.order_key)
-        self._by_state[job.state].add(job.id)
-        self._by_server[job.server_url].add(job.id)
-
-    def _unindex(self, job: Job, keep_order: bool = False) -> None:
-        del self._jobs[job.id]
-        if not keep_order:
-            position = bisect.bisect_left(self._order, job.order_key)
-            if position < len(self._order) and self._order[position] == job.order_key:
-                del self._order[position]
-        self._by_state[job.state].discard(job.id)
-        self._by_server[job.server_url].discard(job.id)
+    def _swap(self, old: Job | None, new: Job | None) -> None:
+        """``new`` in place of ``old`` in every index (either may be None). A sorted list is touched only
+        where the job's key or its value there changes: most changes are of state, in place."""
+        if old is not None:
+            del self._jobs[old.id]
+            self._by_state[old.state].discard(old.id)
+            self._by_server[old.server_url].discard(old.id)
+            counts = self._tally[old.server_url]
+            counts[old.state, old.type] -= 1
+            if counts[old.state, old.type] <= 0:
+                del counts[old.state, old.type]
+        if new is not None:
+            self._jobs[new.id] = new
+            self._by_state[new.state].add(new.id)
+            self._by_server[new.server_url].add(new.id)
+            self._tally[new.server_url][new.state, new.type] += 1
+        before = _indexes(old) if old is not None else ()
+        after = _indexes(new) if new is not None else ()
+        moved = old is None or new is None or old.order_key != new.order_key
+        if old is not None:
+            for index in before:
+                if moved or index not in after:
+                    _discard(self._sorted[index], old.order_key)
+        if new is not None:
+            for index in after:
+                if moved or index not in before:
+                    bisect.insort(self._sorted[index], new.order_key)
+        ended = (old.finished_at, old.id) if old is not None and old.finished_at is not None else None
+        ends = (new.finished_at, new.id) if new is not None and new.finished_at is not None else None
+        if ended != ends:
+            if ended is not None:
+                _discard(self._finished, ended)
+            if ends is not None:
+                bisect.insort(self._finished, ends)

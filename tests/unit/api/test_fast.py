@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from orthanc_jobs.api.fast import JobServiceApp
-from tests.unit.api.conftest import public
+from tests.unit.api.conftest import URL1, plugin, public
 from tests.unit.fake_orthanc import FakeOrthanc
 
 URL2 = "http://127.0.0.1:8002"
@@ -23,6 +23,18 @@ async def _both_ways(
         routed = await service.get(path, headers=headers)
     finally:
         app.job_reads = job_reads
+    return short, routed
+
+
+async def _both_posts(
+    service: httpx.AsyncClient, app: JobServiceApp, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[httpx.Response, httpx.Response]:
+    short = await service.post(path, content=body, headers=headers)
+    heartbeats, app.heartbeats = app.heartbeats, None
+    try:
+        routed = await service.post(path, content=body, headers=headers)
+    finally:
+        app.heartbeats = heartbeats
     return short, routed
 
 
@@ -95,3 +107,25 @@ async def test_the_lifespan_still_reaches_the_application(service_app: JobServic
         await service_app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert ready_while_running == [True] and not service_app.state.ready
+
+
+async def test_heartbeats_are_answered_as_by_the_route(
+    service: httpx.AsyncClient, service_app: JobServiceApp
+) -> None:
+    """Accepted, an unknown incarnation (register again), a wrong or missing secret, a body that is not
+    JSON or too large: the same answers either way."""
+    path = "/orthanc-jobs/internal/heartbeat"
+    cases = [
+        (b'{"Incarnation": "inc-1", "OrthancVersion": "1.12.7"}', plugin(URL1), 200),
+        (b'{"Incarnation": "inc-9"}', plugin(URL1), 404),
+        (b'{"Incarnation": "inc-2"}', plugin(URL1), 403),  # another server's incarnation
+        (b'{"Incarnation": "inc-1"}', plugin(URL1, secret_of=URL2), 403),
+        (b'{"Incarnation": "inc-1"}', {"X-Orthanc-Jobs-Server": URL1}, 401),
+        (b"not json", plugin(URL1), 400),
+        (b'{"Incarnation": "' + b"x" * 5000 + b'"}', plugin(URL1), 413),
+    ]
+    for body, headers, status in cases:
+        short, routed = await _both_posts(service, service_app, path, body, headers)
+        _same(short, routed)
+        assert short.status_code == status, (status, short.text)
+        assert short.headers["x-frame-options"] == "DENY"

@@ -489,3 +489,61 @@ def test_a_finished_job_is_kept_serialised_and_a_poll_that_finds_nothing_new_cha
     )
     assert moved is not done and moved is not None and moved.content["Progress"] == 100
     assert len(changes) == 1
+
+
+def test_pages_of_listings_and_counts_follow_every_change(registry: Registry, clock: Clock) -> None:
+    """page_jobs, job_counts, tally and finished_since read indexes kept in step with each change (issue
+    #14: a million jobs); they must say what a reading of every job says, whatever happened."""
+    import random
+
+    generator = random.Random(14)
+    servers = [register(registry, f"orthanc-{n}", f"inc-{n}") for n in (1, 2, 3)]
+    ids = [f"{n:08d}-1111-4111-8111-111111111111" for n in range(120)]
+    states = ["Pending", "Running", "Success", "Failure", "Paused"]
+    for step in range(600):
+        clock.now += 1
+        job_id = generator.choice(ids)
+        existing = registry.get_job(job_id)
+        server = servers[int(job_id[:8]) % 3]
+        if existing is not None and generator.random() < 0.1:
+            registry.remove_job(job_id)
+            continue
+        created = f"20261128T{int(job_id[:8]) * 7 % 100:06d}.000000"
+        registry.apply_snapshot(
+            server,
+            job(
+                job_id,
+                generator.choice(states),
+                created=created,
+                Type=generator.choice(["Archive", "DicomModalityStore", "Media"]),
+                Timestamp=f"20261128T{step:06d}.5",
+            ),
+        )
+    every = registry.list_jobs()
+    assert len(every) > 50
+    assert every == sorted(registry.all_jobs(), key=lambda each: each.order_key)
+    for _ in range(200):
+        chosen_states = generator.choice([None, frozenset(generator.sample(states, generator.randint(1, 3)))])
+        chosen_types = generator.choice(
+            [None, frozenset({"archive"}), frozenset({"media", "dicommodalitystore"})]
+        )
+        chosen_servers = generator.choice(
+            [None, frozenset({servers[0].url}), frozenset(s.url for s in servers[1:])]
+        )
+        offset, limit = generator.randint(0, 40), generator.choice([None, 0, 5, 25])
+        expected = registry.list_jobs(states=chosen_states, types=chosen_types, server_urls=chosen_servers)
+        total, page = registry.page_jobs(
+            states=chosen_states, types=chosen_types, server_urls=chosen_servers, offset=offset, limit=limit
+        )
+        assert (total, page) == (len(expected), expected[offset : None if limit is None else offset + limit])
+    for server in servers:
+        counted = {state: 0 for state in [*states, "Retry"]}
+        for each in every:
+            if each.server_url == server.url:
+                counted[each.state] += 1
+        assert registry.job_counts(server) == counted
+    assert sum(count for *_, count in registry.tally()) == len(every)
+    since = clock.now - 200
+    assert {j.id for j in registry.finished_since(since)} == {
+        j.id for j in every if j.finished_at is not None and j.finished_at >= since
+    }
