@@ -59,13 +59,18 @@ def job_path(job_id: str, tail: str | None = None) -> str:
 
 # Seconds an idle connection to an Orthanc server is kept for reuse.
 KEEPALIVE_EXPIRY = 0.3
+# Requests under way to one server at most (polls, look-ups, forwarded actions and downloads).
+MAX_CONNECTIONS_PER_SERVER = 64
 
 
 class OrthancClient:
     def __init__(self, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._timeout = timeout
         self._transport = transport
-        self._http = self._new_pool()
+        # One pool of connections per server: a request looks for a connection among its own server's
+        # only (httpx's pool reads all of its connections for each request: with hundreds of servers in
+        # one pool, each poll cost milliseconds; bench/README.md).
+        self._pools: dict[str, httpx.AsyncClient] = {}
         # Pools replaced, each with the task that closes it once its requests are done.
         self._retired: dict[asyncio.Task[None], httpx.AsyncClient] = {}
         #: Connection pools replaced because an error broke out of one (see _broken).
@@ -78,7 +83,9 @@ class OrthancClient:
             # default; 1.10's HTTP server, civetweb, closes them sooner): an action forwarded (a POST, never
             # sent twice) must not go out on a connection Orthanc is closing at that moment.
             limits=httpx.Limits(
-                max_connections=200, max_keepalive_connections=50, keepalive_expiry=KEEPALIVE_EXPIRY
+                max_connections=MAX_CONNECTIONS_PER_SERVER,
+                max_keepalive_connections=16,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             transport=self._transport,
             # One client serves every caller: a cookie set for one must never be sent for another.
@@ -91,8 +98,8 @@ class OrthancClient:
         requests get a new pool; the old one is closed once the requests under way on it are done (the
         longest a request may take, ``timeout``), and only the pool in use is replaced (a burst of such
         errors replaces it once)."""
-        if self._http is pool:
-            self._http = self._new_pool()
+        if self._pools.get(server.url) is pool:
+            self._pools[server.url] = self._new_pool()
             self.pools_replaced += 1
             task = asyncio.ensure_future(self._close_later(pool))
             self._retired[task] = pool
@@ -107,11 +114,18 @@ class OrthancClient:
         for task, pool in list(self._retired.items()):
             task.cancel()
             await pool.aclose()
-        await self._http.aclose()
+        for pool in list(self._pools.values()):
+            await pool.aclose()
+
+    def _pool(self, server_url: str) -> httpx.AsyncClient:
+        pool = self._pools.get(server_url)
+        if pool is None:
+            pool = self._pools[server_url] = self._new_pool()
+        return pool
 
     async def _get_json(self, server: Server, path: str, timeout: float | None = None) -> Any | None:
         """GET with the server's own token; None when the server answers 404."""
-        pool = self._http
+        pool = self._pool(server.url)
         try:
             response = await _get(pool, server.url + path, {"Authorization": server.token}, timeout)
         except httpx.HTTPError as error:
@@ -183,7 +197,7 @@ class OrthancClient:
 
     async def credentials_accepted(self, server: Server, authorization: str | None, timeout: float) -> bool:
         """Would this Orthanc let a caller with these credentials list its jobs?"""
-        pool = self._http
+        pool = self._pool(server.url)
         try:
             response = await _get(pool, server.url + "/jobs", _caller_headers(authorization), timeout)
         except httpx.HTTPError as error:
@@ -218,7 +232,7 @@ class OrthancClient:
             headers[b"Content-Type"] = content_type.encode("latin-1")
         if accept is not None:
             headers[b"Accept"] = accept.encode("latin-1")
-        pool = self._http
+        pool = self._pool(server.url)
         url = httpx.URL(server.url + path, query=query) if query else server.url + path
         request = pool.build_request(
             method,

@@ -95,8 +95,9 @@ class Poller:
         await asyncio.gather(*(self._read_scheduled(s) for s in live))
         if not self._leading():
             return
+        unfinished = self._registry.unfinished_by_server()
         with self._timed("poll"):
-            await asyncio.gather(*(self._poll_server(s) for s in live))
+            await asyncio.gather(*(self._poll_server(s, unfinished.get(s.url, [])) for s in live))
 
     def _timed(self, kind: str) -> AbstractContextManager[None]:
         return self._poll_duration.labels(kind).time() if self._poll_duration else contextlib.nullcontext()
@@ -126,8 +127,7 @@ class Poller:
         now = [waiting.pop() for _ in range(min(READS_PER_POLL, len(waiting)))]
         await asyncio.gather(*(self.refresh_job(server, job_id) for job_id in now))
 
-    async def _poll_server(self, server: Server) -> None:
-        unfinished = self._registry.unfinished_jobs(server)
+    async def _poll_server(self, server: Server, unfinished: list[Job]) -> None:
         if len(unfinished) > EXPAND_THRESHOLD:
             await self.resync(server)
         elif unfinished:

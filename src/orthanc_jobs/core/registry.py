@@ -406,6 +406,18 @@ class Registry:
             self._swap(job, None)
             self._emit(JobRemoved(job_id))
 
+    def unfinished_by_server(self) -> dict[str, list[Job]]:
+        """The unfinished jobs of each server's current process, by server URL: one pass for every poll
+        (asking ``unfinished_jobs`` of each of hundreds of servers would read them all for each)."""
+        found: dict[str, list[Job]] = defaultdict(list)
+        for state in _UNFINISHED_STATES:
+            for job_id in self._by_state.get(state, ()):
+                job = self._jobs[job_id]
+                server = self._servers.get(job.server_url)
+                if server is not None and job.incarnation == server.incarnation:
+                    found[job.server_url].append(job)
+        return found
+
     def unfinished_jobs(self, server: Server) -> list[Job]:
         # From the (small) sets of unfinished states, not from all the server's jobs: this runs every poll.
         return [

@@ -543,6 +543,11 @@ def test_pages_of_listings_and_counts_follow_every_change(registry: Registry, cl
                 counted[each.state] += 1
         assert registry.job_counts(server) == counted
     assert sum(count for *_, count in registry.tally()) == len(every)
+    by_server = registry.unfinished_by_server()
+    for server in servers:
+        assert sorted(j.id for j in by_server.get(server.url, [])) == sorted(
+            j.id for j in registry.unfinished_jobs(server)
+        )
     since = clock.now - 200
     assert {j.id for j in registry.finished_since(since)} == {
         j.id for j in every if j.finished_at is not None and j.finished_at >= since
