@@ -542,3 +542,29 @@ async def test_events_that_arrive_late_or_out_of_order_never_move_a_job_backward
 
     job = (await service.get(f"/jobs/{job_id}", headers=public())).json()
     assert job["State"] == "Success" and job["Timestamp"] == "20261128T100002.000000"
+
+
+async def test_readiness_asks_a_few_servers_not_each_of_hundreds() -> None:
+    """One server answering is enough to be ready; a probe costs at most READY_SAMPLE requests."""
+    from orthanc_jobs.api.service import READY_SAMPLE, _readiness
+
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(200 if request.url.port == 9005 else 503, json={"Version": "1.12.7"})
+
+    settings = Settings(secret=SECRET, database=":memory:")
+    services = build_services(settings, client=OrthancClient(5, transport=httpx.MockTransport(handler)))
+    for port in range(9000, 9200):
+        services.registry.register_server(
+            name=f"orthanc-{port}", url=f"http://127.0.0.1:{port}", incarnation=f"inc-{port}", token="t"
+        )
+    answers = [await _readiness(services) for _ in range(40)]
+    assert len(asked) == 40 * READY_SAMPLE
+    assert all(body["Servers"] == 200 and body["Asked"] == READY_SAMPLE for _, body in answers)
+    # Whoever was asked: ready only when the one server that answers was among them.
+    for (status, body), round_start in zip(answers, range(0, len(asked), READY_SAMPLE), strict=True):
+        answered = any(":9005/" in url for url in asked[round_start : round_start + READY_SAMPLE])
+        assert (status == 200) == answered and body.get("Reachable", 0) == int(answered)
+    await services.client.aclose()
