@@ -554,7 +554,7 @@ def main() -> None:
         bench.say("listing...")
         bench.listing(study, sizes)
         running, release = bench.running_jobs(study)
-        completed = bench.lb.get("/jobs?status=Success&limit=1").json()[0]
+        completed = bench.lb.get("/jobs?status=Success&server=orthanc-1&limit=1").json()[0]
         bench.say("single jobs, filtered listing...")
         bench.single_job(running[0], completed)
         bench.filtered()
