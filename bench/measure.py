@@ -8,10 +8,12 @@ touches every path alike.
 """
 
 import base64
+import os
 import re
 import resource
 import statistics
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from orthanc_jobs.cluster.launcher import DEMO_USER
@@ -70,3 +72,15 @@ def interleaved(urls: dict[str, str], connections: int, rounds: int, seconds: fl
         }
         for label, measured in runs.items()
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0

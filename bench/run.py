@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.measure import interleaved, percentile
+from bench.measure import cpu_seconds, interleaved, percentile, rss_mb
 from orthanc_jobs import __version__
 from orthanc_jobs.cluster.demo import create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, down, start_process, stop_process, up
@@ -55,18 +55,6 @@ def p50_ms(client: httpx.Client, path: str, rounds: int, warm: int = 3) -> float
         client.get(path).raise_for_status()
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Bench:

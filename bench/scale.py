@@ -40,7 +40,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
-from bench.measure import AUTHORIZATION, wrk
+from bench.measure import AUTHORIZATION, cpu_seconds, rss_mb, wrk
 from orthanc_jobs import INTERNAL_PREFIX, SERVICE_PREFIX
 from orthanc_jobs.core.model import orthanc_timestamp, plugin_secret_for
 
@@ -285,15 +285,11 @@ class Service:
 
     def cpu_seconds(self) -> float:
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def rss_mb(self) -> float:
         assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
+        return round(rss_mb(self.process.pid), 1)
 
     async def cpu_percent(self, seconds: float) -> float:
         before = self.cpu_seconds()

@@ -23,7 +23,7 @@ from orthanc_jobs.api.limits import InProgress, bounded, declared_length_problem
 from orthanc_jobs.api.plugins import take_heartbeat
 from orthanc_jobs.api.responses import error_response
 from orthanc_jobs.core import wire
-from orthanc_jobs.core.errors import MethodNotAllowed, OrthancJobsError
+from orthanc_jobs.core.errors import OrthancJobsError
 from orthanc_jobs.core.model import Job, is_job_id
 
 _PREFIX = "/jobs/"
@@ -65,7 +65,7 @@ class JobReads:
                 await services.authenticator.check(authorization)
                 job = await find_job(services, job_id)
             except OrthancJobsError as error:
-                await _send_error(send, path, error)
+                await _send_error(scope, receive, send, error)
                 return True
             if not isinstance(job, Job):
                 return False
@@ -96,7 +96,8 @@ class Heartbeats:
             server_url = self.services.plugin_secret.check(request)
             response = await take_heartbeat(self.services, server_url, request)
         except OrthancJobsError as error:
-            response = error_response(request, error)
+            await _send_error(scope, receive, send, error)
+            return True
         response.raw_headers.extend(JSON_ANSWER_HEADERS)
         await response(scope, receive, send)
         return True
@@ -115,23 +116,14 @@ class JobServiceApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-_Headers = tuple[tuple[bytes, bytes], ...]
-
-
-async def _send_json(send: Send, status: int, body: bytes, extra: _Headers = ()) -> None:
-    headers = [*extra, (b"content-length", str(len(body)).encode()), _JSON, *JSON_ANSWER_HEADERS]
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), _JSON, *JSON_ANSWER_HEADERS]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, path: str, error: OrthancJobsError) -> None:
-    """As api/responses.error_response answers it."""
-    extra: _Headers = ()
-    if isinstance(error, MethodNotAllowed):
-        extra = ((b"allow", error.allowed.encode()),)
-    elif error.status_code == 401:
-        extra = ((b"www-authenticate", b'Basic realm="Orthanc"'),)
-    body = wire.error_body(
-        "GET", path, error.status_code, error.message, error.orthanc_error, error.orthanc_status
-    )
-    await _send_json(send, error.status_code, body, extra)
+async def _send_error(scope: Scope, receive: Receive, send: Send, error: OrthancJobsError) -> None:
+    """As the application answers it (api/responses.error_response), with the security headers."""
+    response = error_response(Request(scope), error)
+    response.raw_headers.extend(JSON_ANSWER_HEADERS)
+    await response(scope, receive, send)
