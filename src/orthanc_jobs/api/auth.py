@@ -100,6 +100,14 @@ class ClusterAuthenticator:
         if not accepted:
             raise _refused(authorization)
 
+    def accepted_now(self, authorization: str | None) -> bool:
+        """Whether ``check`` would accept these credentials without asking anyone (cached, not refused)."""
+        if authorization is not None and len(authorization) > MAX_AUTHORIZATION_BYTES:
+            return False
+        key = _key(authorization)
+        now = self._clock()
+        return self._accepted_until.get(key, 0.0) > now and not self._refused_until.get(key, 0.0) > now
+
     def seconds_trusted(self, authorization: str | None) -> float:
         """How long a cached acceptance of these credentials still lasts (0 or less: none)."""
         return self._accepted_until.get(_key(authorization), 0.0) - self._clock()

@@ -8,7 +8,8 @@ those layers would have added: the security headers (api/browsers.py), and the b
 progress (api/limits.py). The answers are the very ones of the route in api/jobs.py (same bytes, same
 headers); what this path does not handle goes on to the application: a request with a body (the limits
 judge it), one over the bound on requests in progress (refused there), and a job its owner cannot write
-as JSON (the route asks the owner).
+as JSON (the route asks the owner). Most job reads do not even reach the application: the HTTP protocol
+answers them with ``JobReads.answer_at_once`` (api/http_server.py) when nothing needs to be awaited.
 """
 
 from fastapi import FastAPI
@@ -27,6 +28,7 @@ from orthanc_jobs.core.errors import OrthancJobsError
 from orthanc_jobs.core.model import Job, is_job_id
 
 _PREFIX = "/jobs/"
+_PREFIX_BYTES = _PREFIX.encode()
 HEARTBEAT_PATH = INTERNAL_PREFIX + "/heartbeat"
 _PATH_LENGTH = len(_PREFIX) + 36
 _JSON = (b"content-type", b"application/json")
@@ -74,6 +76,32 @@ class JobReads:
             return True
         finally:
             requests.count -= 1
+
+    def answer_at_once(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        """The headers and body of the answer to a job read that needs nothing awaited (credentials
+        accepted a moment ago, a job known, no body), for the HTTP protocol to write as soon as the
+        request's headers are in (api/http_server.py); None: the request goes to the application."""
+        if method != b"GET" or len(target) != _PATH_LENGTH or not target.startswith(_PREFIX_BYTES):
+            return None
+        job_id = target[len(_PREFIX) :].decode("latin-1")
+        if not is_job_id(job_id):
+            return None
+        authorization = None
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                return None
+        services = self.services
+        if not services.authenticator.accepted_now(authorization):
+            return None
+        job = services.registry.get_job(job_id)
+        if job is None:
+            return None
+        body = wire.job_json(job, wire.server_field(services.registry, job))
+        return [(b"content-length", str(len(body)).encode()), _JSON, *JSON_ANSWER_HEADERS], body
 
 
 class Heartbeats:

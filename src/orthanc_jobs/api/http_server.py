@@ -13,6 +13,11 @@ until the process has no file handle left: then nothing is accepted, not even th
   for its own (connections to Orthanc, the history file).
 
 Bodies have their own deadline (api/limits.py), and requests in progress their own bound.
+
+The protocol also answers, in the call that parses a request's headers, the job reads that need nothing
+awaited (``answer_at_once``, from api/fast.py): uvicorn would otherwise make a task, an ASGI scope and its
+messages for each, which cost as much again as the answer itself (bench/README.md). The bytes written are
+the ones uvicorn writes for the application's answer (a unit test compares them).
 """
 
 import asyncio
@@ -27,6 +32,11 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
+
+#: (method, request target, headers) -> (answer headers, body), or None: the application answers.
+AnswerAtOnce = Callable[
+    [bytes, bytes, list[tuple[bytes, bytes]]], tuple[list[tuple[bytes, bytes]], bytes] | None
+]
 
 # File handles kept for the process's own use: its connections to the Orthanc servers, the history file,
 # the logs.
@@ -50,8 +60,12 @@ def raise_open_file_limit() -> int:
 class ConnectionGuard:
     """The connections of one server, and which of them are still receiving a request, since when."""
 
-    def __init__(self, max_connections: int, header_timeout: float) -> None:
+    def __init__(
+        self, max_connections: int, header_timeout: float, answer_at_once: AnswerAtOnce | None = None
+    ) -> None:
         self.configured_max = max_connections
+        #: Answers a request from its method, target and headers without awaiting anything, or None.
+        self.answer_at_once = answer_at_once
         self.max_connections = allowed_connections(max_connections)
         self.header_timeout = header_timeout
         self.open = 0
@@ -114,6 +128,27 @@ class ConnectionGuard:
             log.warning("%d connections open (the most allowed): %s", self.open, message)
 
 
+_STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+
+
+class _NothingWaits:
+    def set(self) -> None:
+        pass
+
+
+class _Answered:
+    """In place of uvicorn's request cycle, for a request answered at once: complete, nothing to wait for."""
+
+    response_complete = True
+    more_body = False
+    keep_alive = True
+    disconnected = False
+    message_event = _NothingWaits()
+
+
+_ANSWERED = _Answered()
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, accounted for by a ConnectionGuard."""
 
@@ -139,6 +174,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.guard.headers_received(self)
+        if self._answered_at_once():
+            return
         super().on_headers_complete()
         if self.guard.draining and self.cycle is not None:
             self.cycle.keep_alive = False  # answered with Connection: close: the client opens another
@@ -154,6 +191,34 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         super().on_response_complete()
+
+    def _answered_at_once(self) -> bool:
+        """Answer the request now, in this call, if the application can without awaiting anything (a job
+        read: ``ConnectionGuard.answer_at_once``), on a kept-alive HTTP/1.1 connection with no earlier
+        request still being answered. The answer is the bytes uvicorn would write for the application's."""
+        answer_at_once = self.guard.answer_at_once
+        if (
+            answer_at_once is None
+            or self.guard.draining
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or self.parser.get_http_version() != "1.1"
+            or not self.parser.should_keep_alive()
+            or self.parser.should_upgrade()
+        ):
+            return False
+        answer = answer_at_once(self.parser.get_method(), self.url, self.headers)
+        if answer is None:
+            return False
+        headers, body = answer
+        content = [_STATUS_200]
+        for name, value in (*self.server_state.default_headers, *headers):
+            content.extend((name, b": ", value, b"\r\n"))
+        content.append(b"\r\n")
+        content.append(body)
+        self.transport.write(b"".join(content))
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        self.on_response_complete()
+        return True
 
     def close_incomplete(self) -> None:
         """Close a connection whose request has not fully arrived."""
@@ -174,10 +239,12 @@ def allowed_connections(configured: int) -> int:
     return min(configured, max(64, limit - RESERVED_FILES))
 
 
-def uvicorn_options(max_connections: int, header_timeout: float) -> dict[str, Any]:
+def uvicorn_options(
+    max_connections: int, header_timeout: float, answer_at_once: AnswerAtOnce | None = None
+) -> dict[str, Any]:
     """uvicorn settings for the job-service: the guarded protocol, and room for its connections."""
     limit = raise_open_file_limit()
-    guard = ConnectionGuard(max_connections, header_timeout)
+    guard = ConnectionGuard(max_connections, header_timeout, answer_at_once)
     if guard.max_connections < max_connections:
         log.info("at most %d connections (open files limit %d)", guard.max_connections, limit)
     # ws "none": a connection handed to a WebSocket protocol would leave the guard's count.

@@ -44,7 +44,11 @@ def serve(
     gc.freeze()
     config = uvicorn.Config(
         app,
-        **uvicorn_options(settings.max_connections, settings.header_timeout),
+        **uvicorn_options(
+            settings.max_connections,
+            settings.header_timeout,
+            app.job_reads.answer_at_once if app.job_reads is not None else None,
+        ),
         host=settings.host,
         port=settings.port,
         log_level=log_level,

@@ -1,9 +1,13 @@
 """The job-service in process, with its Orthanc servers played by an httpx mock transport (FakeOrthanc)."""
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from orthanc_jobs.api.app import build_services, create_app
 from orthanc_jobs.api.fast import JobServiceApp
@@ -61,3 +65,26 @@ async def service(orthanc: FakeOrthanc, service_app: JobServiceApp) -> AsyncIter
 
 def public(**headers: str) -> dict[str, str]:
     return {"Authorization": GOOD, **headers}
+
+
+async def start_uvicorn(
+    app: Any, options: dict[str, Any], server_class: type[uvicorn.Server] = uvicorn.Server, **extra: Any
+) -> tuple[uvicorn.Server, "asyncio.Future[None]", int]:
+    """A real uvicorn server for ``app`` on a free loopback port: the server, its task, and the port."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options)
+    server = server_class(config, **extra)
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return server, serving, server.servers[0].sockets[0].getsockname()[1]
+
+
+@asynccontextmanager
+async def uvicorn_serving(app: Any, options: dict[str, Any]) -> AsyncIterator[int]:
+    """``start_uvicorn`` for the duration of a block: the port."""
+    server, serving, port = await start_uvicorn(app, options)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await serving

@@ -2,13 +2,17 @@
 application whatever it does not handle."""
 
 import asyncio
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from orthanc_jobs.api.fast import JobServiceApp
-from tests.unit.api.conftest import URL1, plugin, public
-from tests.unit.fake_orthanc import FakeOrthanc
+from orthanc_jobs.api.http_server import uvicorn_options
+from tests.unit.api.conftest import URL1, plugin, public, uvicorn_serving
+from tests.unit.fake_orthanc import GOOD, FakeOrthanc
 
 URL2 = "http://127.0.0.1:8002"
 
@@ -129,3 +133,102 @@ async def test_heartbeats_are_answered_as_by_the_route(
         _same(short, routed)
         assert short.status_code == status, (status, short.text)
         assert short.headers["x-frame-options"] == "DENY"
+
+
+@pytest.fixture
+async def served(service: httpx.AsyncClient, service_app: JobServiceApp) -> AsyncIterator[tuple[int, Any]]:
+    """The application on a real uvicorn server, with the job reads answered at once by the protocol
+    (api/http_server.py); also the calls of that path and what they answered."""
+    assert service_app.job_reads is not None
+    answer = service_app.job_reads.answer_at_once
+    calls: list[bool] = []
+
+    def counted(*arguments: Any) -> Any:
+        result = answer(*arguments)
+        calls.append(result is not None)
+        return result
+
+    options = uvicorn_options(max_connections=20, header_timeout=5, answer_at_once=counted)
+    async with uvicorn_serving(service_app, options) as port:
+        yield port, (options["http"].guard, calls)
+
+
+async def _exchange(port: int, *requests: bytes, pipelined: bool = False) -> list[bytes]:
+    """Send requests on one connection, each after the answer to the one before (or all at once:
+    ``pipelined``); the answers, each without its Date header (it may differ)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if pipelined:
+        writer.write(b"".join(requests))
+    received = []
+    for request in requests:
+        if not pipelined:
+            writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        received.append(re.sub(rb"date: [^\r]*\r\n", b"", head) + body)
+    writer.close()
+    return received
+
+
+def _get(path: str, authorization: str = GOOD, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: service\r\nAuthorization: {authorization}\r\n{extra}\r\n".encode()
+
+
+async def test_a_job_read_answered_at_once_is_the_same_bytes_as_through_the_application(
+    served: tuple[int, Any], orthanc: FakeOrthanc
+) -> None:
+    port, (guard, calls) = served
+    known, other = orthanc.add_job(URL2, state="Success"), orthanc.add_job(URL1, state="Success")
+    read = _get(f"/jobs/{known}")
+    # The first read asks the servers about the credentials (through the application); the next ones are
+    # answered at once.
+    first, second, third = await _exchange(port, read, read, read)
+    assert calls == [False, True, True]
+    assert first == second == third
+    assert b'"ID":"' + known.encode() in first and first.startswith(b"HTTP/1.1 200 OK\r\n")
+
+    answer, guard.answer_at_once = guard.answer_at_once, None
+    try:
+        [through_application] = await _exchange(port, read)
+    finally:
+        guard.answer_at_once = answer
+    assert through_application == first
+
+    # Pipelined: the ones behind a request still being answered wait for their turn, in order.
+    answers = await _exchange(port, _get("/jobs"), read, _get(f"/jobs/{other}"), read, pipelined=True)
+    assert [answer.split(b" ", 2)[1] for answer in answers] == [b"200"] * 4
+    assert answers[1] == answers[3] == first and b'"ID":"' + other.encode() in answers[2]
+
+
+async def test_what_needs_the_application_is_not_answered_at_once(
+    served: tuple[int, Any], orthanc: FakeOrthanc
+) -> None:
+    port, (_, calls) = served
+    known = orthanc.add_job(URL2, state="Success")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    [answered] = await _exchange(port, _get(f"/jobs/{known}"))  # the credentials are accepted, and cached
+    calls.clear()
+    answers = await _exchange(
+        port,
+        _get(f"/jobs/{unknown}"),  # asked of the servers: 404
+        _get(f"/jobs/{known}", authorization="Basic d3Jvbmc6d3Jvbmc="),  # credentials never seen
+        _get(f"/jobs/{known}", extra="Content-Length: 2\r\n") + b"{}",  # a body: the limits judge it
+        _get(f"/jobs/{known}?x=1"),  # a query string
+        _get(f"/jobs/{known}"),  # and after all of them, at once again
+    )
+    assert [answer.split(b" ", 2)[1] for answer in answers] == [b"404", b"401", b"200", b"200", b"200"]
+    assert b"OrthancStatus" in answers[0] and b"OrthancStatus" in answers[1]
+    assert answers[2] == answers[3] == answers[4] == answered
+    assert calls == [False, False, False, False, True]
+
+    # A client that closes after its answer, and HTTP/1.0: through the application, which closes.
+    for request in (
+        _get(f"/jobs/{known}", extra="Connection: close\r\n"),
+        f"GET /jobs/{known} HTTP/1.0\r\nAuthorization: {GOOD}\r\n\r\n".encode(),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200 OK")
+        writer.close()
+    assert calls.count(True) == 1

@@ -5,9 +5,9 @@ import asyncio
 from typing import Any
 
 import pytest
-import uvicorn
 
 from orthanc_jobs.api.http_server import ConnectionGuard, JobServiceServer, uvicorn_options
+from tests.unit.api.conftest import start_uvicorn, uvicorn_serving
 
 
 class FakeConnection:
@@ -67,17 +67,8 @@ async def guarded_server() -> Any:
     every request at once without reading its body."""
 
     options = uvicorn_options(max_connections=20, header_timeout=0.3)
-    config = uvicorn.Config(
-        answer_ok, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.ensure_future(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield port, options["http"].guard
-    server.should_exit = True
-    await serving
+    async with uvicorn_serving(answer_ok, options) as port:
+        yield port, options["http"].guard
 
 
 async def _connect(port: int, first_bytes: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -126,15 +117,10 @@ async def test_stopping_it_drains_open_connections_before_closing_them() -> None
     close), not a reset; new connections are refused at once (the load balancer tries another replica)."""
 
     options = uvicorn_options(max_connections=20, header_timeout=5)
-    config = uvicorn.Config(
-        answer_ok, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options
-    )
     stopped: list[bool] = []
-    server = JobServiceServer(config, on_stop=lambda: stopped.append(True))
-    serving = asyncio.ensure_future(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    server, serving, port = await start_uvicorn(
+        answer_ok, options, JobServiceServer, on_stop=lambda: stopped.append(True)
+    )
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     reader, writer = await _connect(port, request)
     assert b"200 OK" in await reader.readuntil(b"ok")
