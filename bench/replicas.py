@@ -5,14 +5,16 @@
 
 Starts its own local clusters (3 Orthanc on PostgreSQL; one replica of the job-service, then two) and
 measures, in the same run:
-- ``GET /jobs/{id}`` and ``GET /jobs?expand`` through nginx with one replica and with two (wrk, one
-  keep-alive connection: p50 and p99);
+- ``GET /jobs/{id}`` through nginx with one replica and with two, against nginx to the job's owner in
+  the same run (wrk, 1 and 50 connections, interleaved rounds: requests/s, p50 and p99), and the CPU that
+  the replicas and nginx spend per request; ``GET /jobs?expand`` at one connection;
 - plugin events ingested per second, sent to both replicas at once;
 - cross-replica visibility: from a plugin event sent to one replica to the change answered by the other
   (p50, p99);
 - failover: wrk with 200 connections through nginx, one-second slices for 30 s, one replica killed
   (SIGKILL) after 10 s and started again after 20 s: failed requests, and the seconds of degraded service
-  (a slice with a failure, or whose p99 is over three times the median p99 before the kill).
+  (a slice with a failure, or whose p99 is over three times the median p99 before the kill), and the
+  seconds worse than one replica alone under the same load (measured in the one-replica cluster).
 wrk is the load generator: its own cost is small next to the servers' (one thread per core, C, epoll).
 Writes the figures as JSON (bench/results/replicas.json) and prints a table.
 """
@@ -36,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from bench.measure import percentile, wrk
+from bench.measure import cpu_seconds, interleaved, percentile, wrk
 from orthanc_jobs.cluster.demo import create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, down, start_process, up
 from orthanc_jobs.core.model import plugin_secret_for
@@ -45,6 +47,7 @@ RESULTS = Path(__file__).parent / "results"
 # A server that exists only to send events (nothing answers there: nothing is asked of it).
 EVENTS_SERVER = "http://127.0.0.1:9"
 STAMP = "20261128T100000.000000"
+FAILOVER_CONNECTIONS = 200
 
 
 class ReplicaBench:
@@ -139,7 +142,7 @@ class ReplicaBench:
         """wrk through nginx in one-second slices; one replica killed after a third of them, started again
         after two thirds (the start runs beside the slices)."""
         slices = 9 if self.quick else 30
-        connections = 50 if self.quick else 200
+        connections = 50 if self.quick else FAILOVER_CONNECTIONS
         url = f"{self.state.orthanc_lb_url}/jobs/{job_id}"
         measured = []
         restart: threading.Thread | None = None
@@ -156,23 +159,69 @@ class ReplicaBench:
             measured.append(wrk(url, connections, 1))
         if restart is not None:
             restart.join(60)
-        usual = statistics.median(m["p99_ms"] for m in measured[: slices // 3])
+        usual = round(statistics.median(m["p99_ms"] for m in measured[: slices // 3]), 2)
         degraded = [n for n, m in enumerate(measured) if m["failed"] or m["p99_ms"] > 3 * usual]
+        # The same, against what one replica alone gives under this load (the one-replica cluster's figure):
+        # a replica lost leaves the others its share of the load, no worse than that is expected.
+        alone = self.figures.get(f"get_job_{FAILOVER_CONNECTIONS}_1_replica", {}).get("p99_ms", usual)
+        worse_than_one = [
+            n for n, m in enumerate(measured) if m["failed"] or m["p99_ms"] > 3 * max(usual, alone)
+        ]
         self.figures["failover"] = {
             "connections": connections,
             "requests": sum(m["requests_per_s"] for m in measured),
             "failed": sum(m["failed"] for m in measured),
             "degraded_seconds": degraded,
+            "p99_ms_one_replica_alone": alone,
+            "worse_than_one_replica_seconds": worse_than_one,
             "p99_ms_before": usual,
             "p99_ms_each_second": [m["p99_ms"] for m in measured],
         }
 
 
 def reads(state: ClusterState, job_id: str, label: str, quick: bool, figures: dict[str, Any]) -> None:
-    """A completed job and the listing through nginx, one keep-alive connection (wrk)."""
-    seconds = 2 if quick else 8
-    for name, path in (("get_job", f"/jobs/{job_id}"), ("expand", "/jobs?expand")):
-        figures[f"{name}_{label}"] = wrk(f"{state.orthanc_lb_url}{path}", 1, seconds)
+    """A completed job through nginx to the job-service and, as the reference, through nginx to its owner
+    (a keep-alive upstream as the job-service's), at 1 and 50 connections in interleaved rounds (wrk); the
+    CPU the replicas and nginx spent per request of the job-service's path; the listing at one
+    connection."""
+    rounds, seconds = (1, 1) if quick else (5, 3)
+    with httpx.Client(auth=DEMO_USER) as client:
+        owner = client.get(f"{state.orthanc_lb_url}/jobs/{job_id}").json()["Server"]["Name"]
+    urls = {
+        "nginx_owner": f"{state.lb_url}/{owner}/jobs/{job_id}",
+        "nginx_service": f"{state.orthanc_lb_url}/jobs/{job_id}",
+    }
+    for connections in (1, 50):
+        measured = interleaved(urls, connections, rounds, seconds)
+        service, reference = measured["nginx_service"], measured["nginx_owner"]
+        measured["p50_ratio"] = round(service["p50_ms"] / reference["p50_ms"], 3)
+        measured["throughput_ratio"] = round(service["requests_per_s"] / reference["requests_per_s"], 3)
+        figures[f"get_job_{connections}_{label}"] = measured
+    replicas = [p.pid for p in state.processes if p.name.startswith("job-service")]
+    balancer = [pid for p in state.processes if p.name == "nginx" for pid in (p.pid, *children(p.pid))]
+    before = [sum(map(cpu_seconds, pids)) for pids in (replicas, balancer)]
+    run = wrk(urls["nginx_service"], 50, seconds * 2)
+    after = [sum(map(cpu_seconds, pids)) for pids in (replicas, balancer)]
+    requests = run["requests_per_s"] * seconds * 2
+    figures[f"cpu_per_request_us_{label}"] = {
+        "job_service": round((after[0] - before[0]) / requests * 1e6, 1),
+        "nginx": round((after[1] - before[1]) / requests * 1e6, 1),
+        "wrk": run["client_cpu_us"],
+        "requests_per_s": run["requests_per_s"],
+    }
+    figures[f"expand_{label}"] = wrk(f"{state.orthanc_lb_url}/jobs?expand", 1, seconds * 2)
+    # What the failover benchmark's load gives when every request goes to the replicas left.
+    figures[f"get_job_{FAILOVER_CONNECTIONS}_{label}"] = wrk(
+        urls["nginx_service"], FAILOVER_CONNECTIONS, seconds
+    )
+
+
+def children(pid: int) -> list[int]:
+    """The processes a process started (nginx's workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def completed_jobs(state: ClusterState, count: int = 3) -> list[str]:
@@ -198,13 +247,33 @@ def table(figures: dict[str, Any]) -> str:
             f"| cross-replica visibility (p50 / p99 of {seen['rounds']}) | {seen['p50']} / {seen['p99']} ms "
             "| p99 <= 100 ms |"
         )
-    for name, label in (("get_job", "`GET /jobs/{id}`"), ("expand", "`GET /jobs?expand`")):
-        two, one = figures.get(f"{name}_2_replicas"), figures.get(f"{name}_1_replica")
-        if two and one:
+    for replicas, label, target in ((1, "1_replica", 0.75), (2, "2_replicas", 1.0)):
+        if at_50 := figures.get(f"get_job_50_{label}"):
+            service, owner = at_50["nginx_service"], at_50["nginx_owner"]
             lines.append(
-                f"| {label}, 1 connection, p50 (p99): 2 replicas / 1 | {two['p50_ms']} ({two['p99_ms']}) / "
-                f"{one['p50_ms']} ({one['p99_ms']}) ms, x{two['p50_ms'] / one['p50_ms']:.2f} | within 10 % |"
+                f"| `GET /jobs/{{id}}`, 50 connections, {replicas} replica(s) / nginx -> owner: requests/s "
+                f"(p99) | {service['requests_per_s']:,} ({service['p99_ms']} ms) / "
+                f"{owner['requests_per_s']:,} ({owner['p99_ms']} ms), x{at_50['throughput_ratio']:.2f} "
+                f"| >= {target:.2f}x, p99 no worse |"
             )
+        if at_1 := figures.get(f"get_job_1_{label}"):
+            service, owner = at_1["nginx_service"], at_1["nginx_owner"]
+            lines.append(
+                f"| `GET /jobs/{{id}}`, 1 connection, {replicas} replica(s) / nginx -> owner: p50 | "
+                f"{service['p50_ms']} / {owner['p50_ms']} ms, x{at_1['p50_ratio']:.2f} | <= 1.0x |"
+            )
+        if cpu := figures.get(f"cpu_per_request_us_{label}"):
+            lines.append(
+                f"| CPU per request at 50 connections, {replicas} replica(s): job-service / nginx / wrk | "
+                f"{cpu['job_service']} / {cpu['nginx']} / {cpu['wrk']} us | |"
+            )
+    two, one = figures.get("expand_2_replicas"), figures.get("expand_1_replica")
+    if two and one:
+        lines.append(
+            f"| `GET /jobs?expand`, 1 connection, p50 (p99): 2 replicas / 1 | "
+            f"{two['p50_ms']} ({two['p99_ms']}) / {one['p50_ms']} ({one['p99_ms']}) ms, "
+            f"x{two['p50_ms'] / one['p50_ms']:.2f} | within 10 % |"
+        )
     if failover := figures.get("failover"):
         lines.append(
             f"| replica killed under {failover['connections']} connections: failed of "
@@ -213,6 +282,11 @@ def table(figures: dict[str, Any]) -> str:
         lines.append(
             f"| seconds degraded (a failure, or p99 over 3 x {failover['p99_ms_before']} ms) "
             f"| {len(failover['degraded_seconds'])} | 0 |"
+        )
+        lines.append(
+            f"| seconds worse than one replica alone (a failure, or p99 over 3 x "
+            f"{failover['p99_ms_one_replica_alone']} ms) "
+            f"| {len(failover['worse_than_one_replica_seconds'])} | 0 |"
         )
     return "\n".join(lines)
 

@@ -151,6 +151,8 @@ class EventClient:
 
     def __init__(self, url: str) -> None:
         self.events: list[tuple[int, str, str]] = []
+        #: Set once a stream is open and subscribed (its ": connected" line): what happens after is in it.
+        self.connected = threading.Event()
         self._url = url
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -174,6 +176,8 @@ class EventClient:
                             event_id = int(line[4:])
                         elif line.startswith("event: "):
                             kind = line[7:]
+                        elif line == ": connected":
+                            self.connected.set()
                         elif line.startswith("data: ") and event_id:
                             self.events.append((event_id, kind, line[6:]))
                             event_id = 0
@@ -190,6 +194,9 @@ def test_a_stream_whose_replica_dies_resumes_on_another_with_exactly_what_it_mis
     survivor = EventClient(replica_url(replicated, "job-service-1"))
     victim = EventClient(replica_url(replicated, "job-service-2"))
     try:
+        # Subscribed before the jobs are made: a stream opened without Last-Event-ID starts from now (the
+        # replica may still be starting, after the test before).
+        wait_for(lambda: survivor.connected.is_set() and victim.connected.is_set(), what="both streams open")
         with httpx.Client(base_url=replicated.orthanc_lb_url, auth=DEMO_USER, timeout=30) as lb:
             study, _ = create_study(lb, "STREAMS")
             before = [create_async_job(lb, "archive", study) for _ in range(3)]

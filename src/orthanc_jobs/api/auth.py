@@ -224,10 +224,12 @@ class PluginSecret:
 
     def check(self, request: Request) -> str:
         """The normalised URL of the server the request speaks for, once its secret is checked."""
-        given = request.headers.get("authorization")
+        return self.check_headers(request.headers.get("authorization"), request.headers.get(SERVER_HEADER))
+
+    def check_headers(self, given: str | None, claimed: str | None) -> str:
+        """``check``, from the values of the request's two headers."""
         if not given:
             raise Unauthorized("the internal API needs the server's secret")
-        claimed = request.headers.get(SERVER_HEADER)
         if not claimed:
             raise Forbidden(f"a plugin names its server ({SERVER_HEADER}): update the reporter plugin")
         try:

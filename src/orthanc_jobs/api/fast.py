@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from orthanc_jobs import INTERNAL_PREFIX
+from orthanc_jobs.api.auth import SERVER_HEADER
 from orthanc_jobs.api.browsers import JSON_ANSWER_HEADERS
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.api.jobs import find_job
 from orthanc_jobs.api.limits import InProgress, bounded, declared_length_problem
-from orthanc_jobs.api.plugins import take_heartbeat
+from orthanc_jobs.api.plugins import heartbeat_answer, take_heartbeat
 from orthanc_jobs.api.responses import error_response
 from orthanc_jobs.core import wire
 from orthanc_jobs.core.errors import OrthancJobsError
@@ -30,8 +31,13 @@ from orthanc_jobs.core.model import Job, is_job_id
 _PREFIX = "/jobs/"
 _PREFIX_BYTES = _PREFIX.encode()
 HEARTBEAT_PATH = INTERNAL_PREFIX + "/heartbeat"
+_HEARTBEAT_TARGET = HEARTBEAT_PATH.encode()
+_SERVER_HEADER = SERVER_HEADER.encode()
 _PATH_LENGTH = len(_PREFIX) + 36
 _JSON = (b"content-type", b"application/json")
+Headers = list[tuple[bytes, bytes]]
+#: The headers and body of an answer written by the HTTP protocol at once.
+Answer = tuple[Headers, bytes]
 
 
 class JobReads:
@@ -78,12 +84,17 @@ class JobReads:
             requests.count -= 1
 
     def answer_at_once(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        self, method: bytes, target: bytes, headers: Headers, body: bytes | None
+    ) -> Answer | None:
         """The headers and body of the answer to a job read that needs nothing awaited (credentials
         accepted a moment ago, a job known, no body), for the HTTP protocol to write as soon as the
         request's headers are in (api/http_server.py); None: the request goes to the application."""
-        if method != b"GET" or len(target) != _PATH_LENGTH or not target.startswith(_PREFIX_BYTES):
+        if (
+            body != b""
+            or method != b"GET"
+            or len(target) != _PATH_LENGTH
+            or not target.startswith(_PREFIX_BYTES)
+        ):
             return None
         job_id = target[len(_PREFIX) :].decode("latin-1")
         if not is_job_id(job_id):
@@ -92,8 +103,6 @@ class JobReads:
         for name, value in headers:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-            elif (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
-                return None
         services = self.services
         if not services.authenticator.accepted_now(authorization):
             return None
@@ -130,6 +139,28 @@ class Heartbeats:
         await response(scope, receive, send)
         return True
 
+    def answer_at_once(
+        self, method: bytes, target: bytes, headers: Headers, body: bytes | None
+    ) -> Answer | None:
+        """A heartbeat whose body is in and that is accepted, answered by the HTTP protocol at once (as
+        ``JobReads.answer_at_once``); anything else (a refusal among them) goes to the application."""
+        if method != b"POST" or target != _HEARTBEAT_TARGET or body is None or len(body) > self.max_bytes:
+            return None
+        authorization = server = None
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == _SERVER_HEADER:
+                server = value.decode("latin-1")
+        services = self.services
+        try:
+            answer = heartbeat_answer(
+                services, services.plugin_secret.check_headers(authorization, server), body
+            )
+        except OrthancJobsError:
+            return None
+        return [(b"content-length", str(len(answer)).encode()), _JSON, *JSON_ANSWER_HEADERS], answer
+
 
 class JobServiceApp(FastAPI):
     """The job-service's application: the short paths first (JobReads, Heartbeats), then FastAPI."""
@@ -142,6 +173,16 @@ class JobServiceApp(FastAPI):
             if short is not None and await short.answer(scope, receive, send):
                 return
         await super().__call__(scope, receive, send)
+
+    def answer_at_once(
+        self, method: bytes, target: bytes, headers: Headers, body: bytes | None
+    ) -> Answer | None:
+        """For the HTTP protocol (api/http_server.py): the answer to a job read or a heartbeat that needs
+        nothing awaited; None: the request goes through the application."""
+        for short in (self.job_reads, self.heartbeats):
+            if short is not None and (answer := short.answer_at_once(method, target, headers, body)):
+                return answer
+        return None
 
 
 async def _send_json(send: Send, status: int, body: bytes) -> None:

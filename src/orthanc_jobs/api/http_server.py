@@ -33,9 +33,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
-#: (method, request target, headers) -> (answer headers, body), or None: the application answers.
+#: (method, request target, headers, body) -> (answer headers, body), or None: the application answers.
+#: The body is None when it is not all in yet (or chunked).
 AnswerAtOnce = Callable[
-    [bytes, bytes, list[tuple[bytes, bytes]]], tuple[list[tuple[bytes, bytes]], bytes] | None
+    [bytes, bytes, list[tuple[bytes, bytes]], bytes | None], tuple[list[tuple[bytes, bytes]], bytes] | None
 ]
 
 # File handles kept for the process's own use: its connections to the Orthanc servers, the history file,
@@ -168,6 +169,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self.guard.closed(self)
             super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        self._data = data  # for _body_at_hand
+        super().data_received(data)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.guard.request_begins(self)
@@ -206,7 +211,8 @@ class GuardedProtocol(HttpToolsProtocol):
             or self.parser.should_upgrade()
         ):
             return False
-        answer = answer_at_once(self.parser.get_method(), self.url, self.headers)
+        method = self.parser.get_method()
+        answer = answer_at_once(method, self.url, self.headers, self._body_at_hand(method))
         if answer is None:
             return False
         headers, body = answer
@@ -219,6 +225,27 @@ class GuardedProtocol(HttpToolsProtocol):
         self.cycle = _ANSWERED  # type: ignore[assignment]
         self.on_response_complete()
         return True
+
+    def _body_at_hand(self, method: bytes) -> bytes | None:
+        """The body of the request whose headers are in: empty if it has none; itself if it came whole in
+        the data being parsed, with its headers and nothing else (as a plugin sends a heartbeat); else
+        None (still to come, chunked, or behind another request in the same data)."""
+        length = 0
+        for name, value in self.headers:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    return None
+            elif name == b"transfer-encoding":
+                return None
+        if not length:
+            return b""
+        data = self._data
+        start = data.find(b"\r\n\r\n") + 4
+        if start < 4 or len(data) - start != length or not data.startswith(method + b" " + self.url + b" "):
+            return None
+        return data[start:]
 
     def close_incomplete(self) -> None:
         """Close a connection whose request has not fully arrived."""

@@ -79,8 +79,12 @@ class EventBatch(BaseModel):
 
 
 async def _parse(request: Request, model: type[Model]) -> Model:
+    return _parse_body(await request.body(), model)
+
+
+def _parse_body(body: bytes, model: type[Model]) -> Model:
     try:
-        return model.model_validate(orjson.loads(await request.body()))
+        return model.model_validate(orjson.loads(body))
     except orjson.JSONDecodeError as error:
         raise BadRequest(f"the body is not JSON: {error}") from None
     except ValidationError as error:
@@ -131,7 +135,12 @@ async def heartbeat(request: Request, caller: Plugin) -> Response:
 async def take_heartbeat(services: Services, server_url: str, request: Request) -> Response:
     """The heartbeat of the server at ``server_url`` (its secret checked). Every server sends one every
     few seconds: the application answers it before the framework's layers too (api/fast.py)."""
-    beat = await _parse(request, Heartbeat)
+    return raw_json(heartbeat_answer(services, server_url, await request.body()))
+
+
+def heartbeat_answer(services: Services, server_url: str, body: bytes) -> bytes:
+    """``take_heartbeat`` once its body is in: the body of its answer."""
+    beat = _parse_body(body, Heartbeat)
     server = _speaking_for(services, server_url, beat.Incarnation)
     if beat.OrthancVersion:
         server.orthanc_version = beat.OrthancVersion
@@ -144,7 +153,7 @@ async def take_heartbeat(services: Services, server_url: str, request: Request) 
         # Seen here, but the other replicas would not hear of it (and the leader would find the server
         # silent): the plugin sends its heartbeats to another replica, one that can tell them.
         raise ServerUnavailable("this replica cannot share heartbeats now (PostgreSQL out of its reach)")
-    return raw_json(_OK)
+    return _OK
 
 
 _TERMINAL_EVENTS = {"JOB_SUCCESS": JobState.SUCCESS, "JOB_FAILURE": JobState.FAILURE}

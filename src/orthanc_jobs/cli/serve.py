@@ -47,7 +47,7 @@ def serve(
         **uvicorn_options(
             settings.max_connections,
             settings.header_timeout,
-            app.job_reads.answer_at_once if app.job_reads is not None else None,
+            app.answer_at_once,
         ),
         host=settings.host,
         port=settings.port,

@@ -92,12 +92,16 @@ class Poller:
 
     async def poll_unfinished(self) -> None:
         live = self._registry.live_servers()
-        await asyncio.gather(*(self._read_scheduled(s) for s in live))
+        # Only the servers with something to read (with hundreds of servers, a task for each of the others
+        # would cost more than the reads themselves).
+        await asyncio.gather(*(self._read_scheduled(s) for s in live if self._to_read.get(s.url)))
         if not self._leading():
             return
         unfinished = self._registry.unfinished_by_server()
         with self._timed("poll"):
-            await asyncio.gather(*(self._poll_server(s, unfinished.get(s.url, [])) for s in live))
+            await asyncio.gather(
+                *(self._poll_server(s, jobs) for s in live if (jobs := unfinished.get(s.url)))
+            )
 
     def _timed(self, kind: str) -> AbstractContextManager[None]:
         return self._poll_duration.labels(kind).time() if self._poll_duration else contextlib.nullcontext()

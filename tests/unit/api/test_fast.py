@@ -15,6 +15,18 @@ from tests.unit.api.conftest import URL1, plugin, public, uvicorn_serving
 from tests.unit.fake_orthanc import GOOD, FakeOrthanc
 
 URL2 = "http://127.0.0.1:8002"
+HEARTBEAT_PATH = "/orthanc-jobs/internal/heartbeat"
+# Accepted, an unknown incarnation (register again), another server's incarnation, a wrong or missing
+# secret, a body that is not JSON or too large.
+HEARTBEATS = [
+    (b'{"Incarnation": "inc-1", "OrthancVersion": "1.12.7"}', plugin(URL1), 200),
+    (b'{"Incarnation": "inc-9"}', plugin(URL1), 404),
+    (b'{"Incarnation": "inc-2"}', plugin(URL1), 403),
+    (b'{"Incarnation": "inc-1"}', plugin(URL1, secret_of=URL2), 403),
+    (b'{"Incarnation": "inc-1"}', {"X-Orthanc-Jobs-Server": URL1}, 401),
+    (b"not json", plugin(URL1), 400),
+    (b'{"Incarnation": "' + b"x" * 5000 + b'"}', plugin(URL1), 413),
+]
 
 
 async def _both_ways(
@@ -118,18 +130,8 @@ async def test_heartbeats_are_answered_as_by_the_route(
 ) -> None:
     """Accepted, an unknown incarnation (register again), a wrong or missing secret, a body that is not
     JSON or too large: the same answers either way."""
-    path = "/orthanc-jobs/internal/heartbeat"
-    cases = [
-        (b'{"Incarnation": "inc-1", "OrthancVersion": "1.12.7"}', plugin(URL1), 200),
-        (b'{"Incarnation": "inc-9"}', plugin(URL1), 404),
-        (b'{"Incarnation": "inc-2"}', plugin(URL1), 403),  # another server's incarnation
-        (b'{"Incarnation": "inc-1"}', plugin(URL1, secret_of=URL2), 403),
-        (b'{"Incarnation": "inc-1"}', {"X-Orthanc-Jobs-Server": URL1}, 401),
-        (b"not json", plugin(URL1), 400),
-        (b'{"Incarnation": "' + b"x" * 5000 + b'"}', plugin(URL1), 413),
-    ]
-    for body, headers, status in cases:
-        short, routed = await _both_posts(service, service_app, path, body, headers)
+    for body, headers, status in HEARTBEATS:
+        short, routed = await _both_posts(service, service_app, HEARTBEAT_PATH, body, headers)
         _same(short, routed)
         assert short.status_code == status, (status, short.text)
         assert short.headers["x-frame-options"] == "DENY"
@@ -137,10 +139,9 @@ async def test_heartbeats_are_answered_as_by_the_route(
 
 @pytest.fixture
 async def served(service: httpx.AsyncClient, service_app: JobServiceApp) -> AsyncIterator[tuple[int, Any]]:
-    """The application on a real uvicorn server, with the job reads answered at once by the protocol
-    (api/http_server.py); also the calls of that path and what they answered."""
-    assert service_app.job_reads is not None
-    answer = service_app.job_reads.answer_at_once
+    """The application on a real uvicorn server, with the job reads and heartbeats answered at once by the
+    protocol (api/http_server.py); also the calls of that path and what they answered."""
+    answer = service_app.answer_at_once
     calls: list[bool] = []
 
     def counted(*arguments: Any) -> Any:
@@ -232,3 +233,42 @@ async def test_what_needs_the_application_is_not_answered_at_once(
         assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200 OK")
         writer.close()
     assert calls.count(True) == 1
+
+
+def _post(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = f"POST {path} HTTP/1.1\r\nHost: service\r\nContent-Length: {len(body)}\r\n{lines}\r\n"
+    return head.encode() + body
+
+
+async def test_a_heartbeat_answered_at_once_is_the_same_bytes_as_through_the_application(
+    served: tuple[int, Any],
+) -> None:
+    """Sent whole (as the plugin sends it), an accepted heartbeat is answered by the protocol; the others,
+    and one whose body comes in a second write, by the application: the same bytes either way."""
+    port, (guard, calls) = served
+    for body, headers, status in HEARTBEATS:
+        request = _post(HEARTBEAT_PATH, body, headers)
+        calls.clear()
+        [at_once] = await _exchange(port, request)
+        assert at_once.split(b" ", 2)[1] == str(status).encode()
+        assert calls == [status == 200]
+        answer, guard.answer_at_once = guard.answer_at_once, None
+        try:
+            [through_application] = await _exchange(port, request)
+        finally:
+            guard.answer_at_once = answer
+        assert at_once == through_application, status
+
+    # The body in a second write: not at hand when the headers are in.
+    body, headers, _ = HEARTBEATS[0]
+    request = _post(HEARTBEAT_PATH, body, headers)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    calls.clear()
+    writer.write(request[: -len(body)])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(request[-len(body) :])
+    answer = await asyncio.wait_for(reader.readuntil(b'{"Status":"ok"}'), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK") and calls == [False]
