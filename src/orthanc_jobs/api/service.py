@@ -32,6 +32,8 @@ MAX_STATS_BUCKETS = 1000
 # How long /readyz waits for the Orthanc servers, and how many of them it asks at most.
 READY_TIMEOUT = 1.0
 READY_SAMPLE = 8
+# A server resynchronised within this long counts as reached.
+READY_RECENT = 5.0
 _UI = Path(__file__).parent.parent / "ui"
 _UI_FILES = {
     "index.html": "text/html; charset=utf-8",
@@ -208,6 +210,11 @@ async def _readiness(services: Services) -> tuple[int, dict[str, Any]]:
     live = services.registry.live_servers()
     if not live:
         return 503, {"Status": "no live Orthanc server", "Servers": 0}
+    # A server whose jobs were listed a moment ago answered the service: no need to ask (hundreds of servers
+    # registering at once after a restart keep the service too busy to answer a probe within a second).
+    recent = services.registry.resynchronised_within(READY_RECENT)
+    if recent:
+        return 200, {"Status": "ready", "Servers": len(live), "Asked": 0, "Reachable": len(recent)}
     # Some of them, not all: one answering is enough, and a probe must not cost a request to each of
     # hundreds of servers (bench/scale.py).
     asked = random.sample(live, min(READY_SAMPLE, len(live)))

@@ -117,6 +117,8 @@ class Server:
     orthanc_version: str = ""
     #: When its jobs were last read in full (None: not yet since it registered).
     last_resync: float | None = None
+    #: How many jobs it listed when last asked for all of them (None: not asked yet); not stored.
+    listed_jobs: int | None = None
     #: Decided by the registry (heartbeats, polls, silence); not stored.
     status: ServerStatus = ServerStatus.ALIVE
     #: The status last announced (logs, event stream), to report each change once.

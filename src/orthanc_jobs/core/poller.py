@@ -21,8 +21,14 @@ from orthanc_jobs.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
-# Above this many unfinished jobs on one server, one /jobs?expand is cheaper than one request per job.
+# Above this many unfinished jobs on one server, one /jobs?expand is cheaper than one request per job; from 2
+# on too, when the server's last listing held at most this many jobs for each unfinished one (its
+# JobsHistorySize is small): a request costs the service far more than a job's JSON in an answer.
 EXPAND_THRESHOLD = 16
+LISTED_PER_UNFINISHED = 8
+# Polls and resynchronisations under way at once: with hundreds of servers, a thousand requests started
+# together would hold the event loop for as long as they all take, and every client's request behind them.
+REQUESTS_AT_ONCE = 32
 # Jobs known only by an event without JSON, read at each poll: at most this many per server per poll, and
 # this many waiting per server.
 READS_PER_POLL = 64
@@ -48,6 +54,7 @@ class Poller:
         self._leading = leading
         self._tasks = BackgroundTasks()
         self._to_read: dict[str, set[str]] = {}  # server URL -> ids of jobs to read
+        self._gate = asyncio.Semaphore(REQUESTS_AT_ONCE)
 
     def start(self) -> None:
         # Servers known from the store (a restart of the service): catch up with them at once.
@@ -73,13 +80,15 @@ class Poller:
 
     async def resync(self, server: Server) -> bool:
         """Read every job of the server and reconcile the registry with it."""
-        started_at = time.time()
-        try:
-            listing = await self._client.list_jobs(server)
-        except OrthancError as error:
-            log.debug("resync of %s failed: %s", server.name, error)
-            return False
+        async with self._gate:
+            started_at = time.time()
+            try:
+                listing = await self._client.list_jobs(server)
+            except OrthancError as error:
+                log.debug("resync of %s failed: %s", server.name, error)
+                return False
         if self._registry.server_by_url(server.url) is server:
+            server.listed_jobs = len(listing.jobs) + len(listing.unreadable)
             self._registry.mark_resynchronised(server)
             self._registry.reconcile(server, listing.jobs, started_at, still_held=listing.unreadable)
         return True
@@ -132,7 +141,26 @@ class Poller:
         await asyncio.gather(*(self.refresh_job(server, job_id) for job_id in now))
 
     async def _poll_server(self, server: Server, unfinished: list[Job]) -> None:
-        if len(unfinished) > EXPAND_THRESHOLD:
-            await self.resync(server)
-        elif unfinished:
-            await asyncio.gather(*(self.refresh_job(server, job.id) for job in unfinished))
+        count = len(unfinished)
+        async with self._gate:
+            if count > EXPAND_THRESHOLD or (
+                count >= 2
+                and server.listed_jobs is not None
+                and server.listed_jobs <= LISTED_PER_UNFINISHED * count
+            ):
+                await self._poll_listing(server)
+            else:
+                await asyncio.gather(*(self.refresh_job(server, job.id) for job in unfinished))
+
+    async def _poll_listing(self, server: Server) -> None:
+        """A poll by one ``/jobs?expand``: what it lists is applied as the jobs' own reads would be (what
+        it no longer lists waits for the next resynchronisation, which reads the server's whole history)."""
+        try:
+            listing = await self._client.list_jobs(server)
+        except OrthancError as error:
+            log.debug("poll of %s failed: %s", server.name, error)
+            return
+        if self._registry.server_by_url(server.url) is server:
+            server.listed_jobs = len(listing.jobs) + len(listing.unreadable)
+            for content in listing.jobs:
+                self._registry.apply_snapshot(server, content)

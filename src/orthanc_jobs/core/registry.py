@@ -224,6 +224,11 @@ class Registry:
         server.gap = gap
         self._emit(ServerChanged(server))
 
+    def resynchronised_within(self, seconds: float) -> list[Server]:
+        """The live servers this process listed the jobs of in the last ``seconds``."""
+        since = self._clock() - seconds
+        return [s for s in self.live_servers() if s.last_resync is not None and s.last_resync >= since]
+
     def mark_resynchronised(self, server: Server) -> None:
         server.last_resync = self._clock()
         self.mark_seen(server)

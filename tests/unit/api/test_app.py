@@ -567,4 +567,11 @@ async def test_readiness_asks_a_few_servers_not_each_of_hundreds() -> None:
     for (status, body), round_start in zip(answers, range(0, len(asked), READY_SAMPLE), strict=True):
         answered = any(":9005/" in url for url in asked[round_start : round_start + READY_SAMPLE])
         assert (status == 200) == answered and body.get("Reachable", 0) == int(answered)
+
+    # A server whose jobs were just listed answered the service: ready without asking anyone.
+    asked.clear()
+    services.registry.mark_resynchronised(services.registry.live_servers()[7])
+    ready = {"Status": "ready", "Servers": 200, "Asked": 0, "Reachable": 1}
+    assert await _readiness(services) == (200, ready)
+    assert asked == []
     await services.client.aclose()

@@ -1,13 +1,15 @@
 """Reading servers into the registry: resynchronisations, polls of unfinished jobs, scheduled reads."""
 
+import asyncio
+
 import httpx
 import pytest
 
 from orthanc_jobs.core.orthanc import OrthancClient
-from orthanc_jobs.core.poller import EXPAND_THRESHOLD, Poller
+from orthanc_jobs.core.poller import EXPAND_THRESHOLD, LISTED_PER_UNFINISHED, REQUESTS_AT_ONCE, Poller
 from orthanc_jobs.core.registry import Registry
 from tests.unit.core.conftest import URLS
-from tests.unit.fake_orthanc import TOKEN, FakeOrthanc
+from tests.unit.fake_orthanc import TOKEN, FakeOrthanc, registry_of
 
 
 @pytest.fixture
@@ -28,23 +30,37 @@ async def test_resync_reads_every_job_with_the_servers_token(
     assert {r.headers["authorization"] for r in orthanc.requests} == {TOKEN}
 
 
-async def test_few_unfinished_jobs_are_polled_one_by_one_many_in_one_listing(
+async def test_unfinished_jobs_are_polled_one_by_one_or_in_one_listing_whichever_asks_less(
     poller: Poller, registry: Registry, orthanc: FakeOrthanc
 ) -> None:
+    extra_server = "http://127.0.0.1:8003"
+    orthanc.add_server(extra_server)
+    registry.register_server(name="orthanc-3", url=extra_server, incarnation="inc-3", token=TOKEN)
+    # 3 unfinished among 30 finished: one by one. 17 unfinished: one listing, whatever the history. 2
+    # unfinished among 3 finished (a small JobsHistorySize): one listing.
     few = [orthanc.add_job(URLS[0], "Running") for _ in range(3)]
+    for _ in range(LISTED_PER_UNFINISHED * 3 + 6):
+        orthanc.add_job(URLS[0], "Success")
     many = [orthanc.add_job(URLS[1], "Pending") for _ in range(EXPAND_THRESHOLD + 1)]
-    for url in URLS:
+    small = [orthanc.add_job(extra_server, "Running") for _ in range(2)]
+    for _ in range(3):
+        orthanc.add_job(extra_server, "Success")
+    for url in (*URLS, extra_server):
         await poller.resync(registry.server_by_url(url))
-    for job_id in few:
-        orthanc.jobs[URLS[0]][job_id].update(State="Success", Timestamp="20261128T120000.000000")
-    for job_id in many:
-        orthanc.jobs[URLS[1]][job_id].update(State="Running", Timestamp="20261128T120000.000000")
+    for url, ids, state in (
+        (URLS[0], few, "Success"),
+        (URLS[1], many, "Running"),
+        (extra_server, small, "Success"),
+    ):
+        for job_id in ids:
+            orthanc.jobs[url][job_id].update(State=state, Timestamp="20261128T120000.000000")
     orthanc.requests.clear()
 
     await poller.poll_unfinished()
-    asked = {(r.url.host, r.url.port, r.url.path) for r in orthanc.requests}
-    assert asked == {("127.0.0.1", 8001, f"/jobs/{i}") for i in few} | {("127.0.0.1", 8002, "/jobs")}
-    assert {registry.get_job(i).state for i in few} == {"Success"}
+    asked = sorted((r.url.port, r.url.path) for r in orthanc.requests)
+    extra_port = httpx.URL(extra_server).port
+    assert asked == sorted([(8001, f"/jobs/{i}") for i in few] + [(8002, "/jobs"), (extra_port, "/jobs")])
+    assert {registry.get_job(i).state for i in few + small} == {"Success"}
     assert {registry.get_job(i).state for i in many} == {"Running"}
 
 
@@ -95,3 +111,34 @@ async def test_a_job_known_only_by_an_event_without_json_is_read_at_the_next_pol
     asked = len(orthanc.requests)
     await poller.poll_unfinished()  # read once, then polled as any unfinished job
     assert len(orthanc.requests) == asked + 1
+
+
+async def test_hundreds_of_servers_are_polled_a_few_at_a_time() -> None:
+    """A poll of 200 servers keeps at most REQUESTS_AT_ONCE requests under way (the event loop stays free
+    for the clients' requests in between), and still reads every one."""
+    urls = [f"http://127.0.0.1:{9000 + n}" for n in range(200)]
+    registry = registry_of(urls)
+    fake = FakeOrthanc()
+    for url in urls:
+        fake.add_server(url)
+    running = {url: fake.add_job(url, "Running") for url in urls}
+    under_way, most = 0, 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal under_way, most
+        under_way += 1
+        most = max(most, under_way)
+        await asyncio.sleep(0.001)
+        under_way -= 1
+        return fake.handler(request)
+
+    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    poller = Poller(registry, client, poll_interval=1, resync_interval=30)
+    await poller.resync_all()
+    assert len(registry.list_jobs()) == 200 and 1 < most <= REQUESTS_AT_ONCE
+    for url, job_id in running.items():
+        fake.jobs[url][job_id].update(State="Success", Timestamp="20261128T120000.000000")
+    most = 0
+    await poller.poll_unfinished()
+    assert {job.state for job in registry.list_jobs()} == {"Success"} and 1 < most <= REQUESTS_AT_ONCE
+    await client.aclose()
