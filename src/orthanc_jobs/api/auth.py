@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable
 
@@ -13,6 +14,8 @@ from orthanc_jobs.core.errors import Forbidden, HeaderTooLarge, ServerUnavailabl
 from orthanc_jobs.core.model import Server, normalize_server_url, plugin_secret_for
 from orthanc_jobs.core.orthanc import OrthancClient, OrthancError
 from orthanc_jobs.core.registry import Registry
+
+log = logging.getLogger(__name__)
 
 # The header in which a plugin names the server it speaks for (the URL it registers with).
 SERVER_HEADER = "x-orthanc-jobs-server"
@@ -27,6 +30,11 @@ UNCACHED_RECHECK_SECONDS = 1.0
 # While no server can answer a check (their index database away: Orthanc answers nothing then), credentials
 # the servers accepted this recently are still accepted, so that reads go on; a refusal is never forgotten.
 UNANSWERED_GRACE_SECONDS = 300.0
+# Credentials used in the last part of their acceptance's life are asked of the servers again in the
+# background, so that a client that keeps calling never waits for a round of questions (with hundreds of
+# servers one takes about a second); what is answered meanwhile was still accepted less than
+# ``cache_seconds`` ago.
+REFRESH_AHEAD_FRACTION = 0.2
 
 
 class ClusterAuthenticator:
@@ -58,6 +66,8 @@ class ClusterAuthenticator:
         self._accepted_at: dict[bytes, float] = {}  # the last acceptance, for when nobody answers
         # The round of questions under way for a header: concurrent checks of it share one.
         self._rounds: SharedRuns[bool | None] = SharedRuns()
+        # Headers asked again in the background (refresh ahead), each with its task.
+        self._refreshing: dict[bytes, asyncio.Task[None]] = {}
         # Checks at once per server (server URL -> its places): a flood of passwords never seen before,
         # each asked of every server, holds at most this many of the connections to each.
         self._gates: dict[str, asyncio.Semaphore] = {}
@@ -78,7 +88,9 @@ class ClusterAuthenticator:
         now = self._clock()
         if self._refused_until.get(key, 0.0) > now:
             raise _refused(authorization)
-        if not fresh and self._accepted_until.get(key, 0.0) > now:
+        accepted_until = self._accepted_until.get(key, 0.0)
+        if not fresh and accepted_until > now:
+            self._refresh_if_ending(key, authorization, accepted_until - now)
             return
         try:
             accepted = await self._rounds.run(key, lambda: self._ask_every_server(key, authorization))
@@ -106,7 +118,27 @@ class ClusterAuthenticator:
             return False
         key = _key(authorization)
         now = self._clock()
-        return self._accepted_until.get(key, 0.0) > now and not self._refused_until.get(key, 0.0) > now
+        left = self._accepted_until.get(key, 0.0) - now
+        if left <= 0 or self._refused_until.get(key, 0.0) > now:
+            return False
+        self._refresh_if_ending(key, authorization, left)
+        return True
+
+    def _refresh_if_ending(self, key: bytes, authorization: str | None, left: float) -> None:
+        if left >= REFRESH_AHEAD_FRACTION * self._cache_seconds or key in self._refreshing:
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh(key, authorization))
+        self._refreshing[key] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+
+    async def _refresh(self, key: bytes, authorization: str | None) -> None:
+        try:
+            await self._rounds.run(key, lambda: self._ask_every_server(key, authorization))
+        except ServerUnavailable as error:
+            # Nothing learnt: the acceptance ends when it ends, and the next request asks for itself.
+            log.debug("credentials asked again ahead of time, no answer: %s", error)
+        except Exception:  # a background task: nothing else would see it
+            log.exception("credentials asked again ahead of time")
 
     def seconds_trusted(self, authorization: str | None) -> float:
         """How long a cached acceptance of these credentials still lasts (0 or less: none)."""

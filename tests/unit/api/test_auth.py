@@ -9,7 +9,13 @@ import httpx
 import pytest
 
 from orthanc_jobs.api.app import build_services, create_app
-from orthanc_jobs.api.auth import CHECKS_AT_ONCE, UNANSWERED_GRACE_SECONDS, ChecksBusy, ClusterAuthenticator
+from orthanc_jobs.api.auth import (
+    CHECKS_AT_ONCE,
+    REFRESH_AHEAD_FRACTION,
+    UNANSWERED_GRACE_SECONDS,
+    ChecksBusy,
+    ClusterAuthenticator,
+)
 from orthanc_jobs.api.context import Services
 from orthanc_jobs.config import Settings
 from orthanc_jobs.core.errors import ServerUnavailable, Unauthorized
@@ -105,9 +111,36 @@ async def test_answers_last_the_cache_period(
     await authenticator.check(WRONG)
     for url in URLS:
         orthanc.credentials[url].discard(WRONG)
-    clock.now += 9
+    clock.now += 7
     await authenticator.check(WRONG)  # the acceptance lasts as long
     assert checks_of(orthanc, WRONG) == 2 * len(URLS)
+
+
+async def test_credentials_in_use_are_asked_again_before_their_acceptance_ends(
+    authenticator: ClusterAuthenticator, orthanc: FakeOrthanc, clock: Clock
+) -> None:
+    """A client that keeps calling never waits for a round of questions: in the last part of an
+    acceptance's life, the servers are asked again in the background; what they answer then holds."""
+    await authenticator.check(ALICE)
+    clock.now += 10 * (1 - REFRESH_AHEAD_FRACTION) + 0.5
+    assert authenticator.accepted_now(ALICE)  # answered at once, and asked again meanwhile
+    await authenticator.check(ALICE)  # one round only, shared
+    await asyncio.sleep(0.01)
+    assert checks_of(orthanc, ALICE) == 2 * len(URLS)
+    clock.now += 5  # past the first acceptance: the second holds
+    assert authenticator.accepted_now(ALICE)
+    await authenticator.check(ALICE)
+    assert checks_of(orthanc, ALICE) == 2 * len(URLS)
+
+    # Revoked on one server: the round ahead of time learns it, and the next request is refused.
+    orthanc.credentials[URLS[1]].discard(ALICE)
+    clock.now += 4
+    await authenticator.check(ALICE)
+    await asyncio.sleep(0.01)
+    assert not authenticator.accepted_now(ALICE)
+    with pytest.raises(Unauthorized):
+        await authenticator.check(ALICE)
+    assert checks_of(orthanc, ALICE) == 3 * len(URLS)
 
 
 async def test_concurrent_checks_of_one_header_share_one_round(
