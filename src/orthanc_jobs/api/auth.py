@@ -1,6 +1,7 @@
 """Who may call what: cluster credentials for public routes, the shared secret for the plugin's routes."""
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -35,6 +36,9 @@ UNANSWERED_GRACE_SECONDS = 300.0
 # servers one takes about a second); what is answered meanwhile was still accepted less than
 # ``cache_seconds`` ago.
 REFRESH_AHEAD_FRACTION = 0.2
+# Servers asked at once by those rounds (with hundreds of servers, all at once would hold the event loop and
+# the requests behind it for as long as the round takes).
+UNHURRIED_AT_ONCE = 16
 
 
 class ClusterAuthenticator:
@@ -66,8 +70,10 @@ class ClusterAuthenticator:
         self._accepted_at: dict[bytes, float] = {}  # the last acceptance, for when nobody answers
         # The round of questions under way for a header: concurrent checks of it share one.
         self._rounds: SharedRuns[bool | None] = SharedRuns()
-        # Headers asked again in the background (refresh ahead), each with its task.
+        # Headers asked again in the background (refresh ahead), each with its task; the servers those
+        # rounds ask at once, in all.
         self._refreshing: dict[bytes, asyncio.Task[None]] = {}
+        self._unhurried = asyncio.Semaphore(UNHURRIED_AT_ONCE)
         # Checks at once per server (server URL -> its places): a flood of passwords never seen before,
         # each asked of every server, holds at most this many of the connections to each.
         self._gates: dict[str, asyncio.Semaphore] = {}
@@ -133,7 +139,7 @@ class ClusterAuthenticator:
 
     async def _refresh(self, key: bytes, authorization: str | None) -> None:
         try:
-            await self._rounds.run(key, lambda: self._ask_every_server(key, authorization))
+            await self._rounds.run(key, lambda: self._ask_every_server(key, authorization, self._unhurried))
         except ServerUnavailable as error:
             # Nothing learnt: the acceptance ends when it ends, and the next request asks for itself.
             log.debug("credentials asked again ahead of time, no answer: %s", error)
@@ -160,8 +166,11 @@ class ClusterAuthenticator:
         if not callbacks:
             self._on_refusal.pop(key, None)
 
-    async def _ask_every_server(self, key: bytes, authorization: str | None) -> bool | None:
-        """True: accepted by every server that answered; False: refused by one; None: nobody answered."""
+    async def _ask_every_server(
+        self, key: bytes, authorization: str | None, gate: asyncio.Semaphore | None = None
+    ) -> bool | None:
+        """True: accepted by every server that answered; False: refused by one; None: nobody answered.
+        ``gate``: servers asked at once at most (a round nobody waits for: others' requests come first)."""
         servers = self._registry.live_servers()
         if not servers:
             raise ServerUnavailable("no live Orthanc server to check the credentials against")
@@ -171,18 +180,21 @@ class ClusterAuthenticator:
 
         async def ask(server: Server) -> bool | None:
             nonlocal waited_for_a_place
-            gate = self._gates.get(server.url)
-            if gate is None:
-                gate = self._gates[server.url] = asyncio.Semaphore(CHECKS_AT_ONCE)
+            server_gate = self._gates.get(server.url)
+            if server_gate is None:
+                server_gate = self._gates[server.url] = asyncio.Semaphore(CHECKS_AT_ONCE)
             asked = False
-            try:
-                # The wait for a place counts: a flood of new passwords gets no more of a server's time.
-                async with asyncio.timeout(self._check_timeout), gate:
-                    asked = True
-                    return await self._client.credentials_accepted(server, authorization, self._check_timeout)
-            except (OrthancError, TimeoutError):
-                waited_for_a_place = waited_for_a_place or not asked
-                return None
+            async with gate if gate is not None else contextlib.nullcontext():
+                try:
+                    # The wait for a place counts: a flood of new passwords gets no more of a server's time.
+                    async with asyncio.timeout(self._check_timeout), server_gate:
+                        asked = True
+                        return await self._client.credentials_accepted(
+                            server, authorization, self._check_timeout
+                        )
+                except (OrthancError, TimeoutError):
+                    waited_for_a_place = waited_for_a_place or not asked
+                    return None
 
         answers = await asyncio.gather(*(ask(server) for server in servers))
         if False in answers:

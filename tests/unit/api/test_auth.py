@@ -13,6 +13,7 @@ from orthanc_jobs.api.auth import (
     CHECKS_AT_ONCE,
     REFRESH_AHEAD_FRACTION,
     UNANSWERED_GRACE_SECONDS,
+    UNHURRIED_AT_ONCE,
     ChecksBusy,
     ClusterAuthenticator,
 )
@@ -293,3 +294,36 @@ async def test_a_refusal_seen_by_any_request_ends_the_streams_at_once(orthanc: F
 
         answer = await stream_then_wait(service, orthanc, 1, revoke_then_ask)
         assert answer.status_code == 200
+
+
+async def test_the_round_ahead_of_time_asks_a_few_servers_at_a_time(clock: Clock) -> None:
+    """With 100 servers, a round that a request waits for asks them all at once; the round ahead of time
+    at most UNHURRIED_AT_ONCE at once (the event loop stays free for the requests in between)."""
+    urls = [f"http://127.0.0.1:{9000 + n}" for n in range(100)]
+    fake = FakeOrthanc()
+    for url in urls:
+        fake.add_server(url)
+        fake.credentials[url].add(ALICE)
+    under_way, most = 0, 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal under_way, most
+        under_way += 1
+        most = max(most, under_way)
+        await asyncio.sleep(0.001)
+        under_way -= 1
+        return fake.handler(request)
+
+    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    authenticator = ClusterAuthenticator(
+        registry_of(urls), client, cache_seconds=10, check_timeout=5, clock=clock
+    )
+    await authenticator.check(ALICE)
+    assert most == 100
+    most = 0
+    clock.now += 9
+    await authenticator.check(ALICE)
+    while authenticator._refreshing:
+        await asyncio.sleep(0.01)
+    assert 1 < most <= UNHURRIED_AT_ONCE and checks_of(fake, ALICE) == 200
+    await client.aclose()
