@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orthanc_jobs import SERVICE_PREFIX
+from orthanc_jobs.cluster.config import OUTPUT_SECURITY, OWNER_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -236,6 +237,10 @@ def test_nginx_routes_like_the_local_cluster(nginx_conf: str) -> None:
     """Every location of the local cluster's template exists here with the same directives."""
     template = NGINX_TEMPLATE.read_text().replace("{{service_prefix}}", SERVICE_PREFIX)
     template = template.replace("{{service_replicas}}", str(2 * len(JOB_SERVICES)))
+    owners = ", ".join(f"http://{name}:8042 {OWNER_PREFIX}{name}/" for name in ORTHANC_SERVICES)
+    template = template.replace("{{owners}}", owners)
+    security = "".join(f'add_header {header} "{value}" always;' for header, value in OUTPUT_SECURITY)
+    template = template.replace("{{output_security}}", security)
     expected = _locations(template)
     assert expected, "no location found in the template"
     actual = _locations(nginx_conf)
@@ -296,3 +301,21 @@ def test_compose_orthanc_services_save_no_jobs_and_load_the_reporter() -> None:
         source, _, read_only = reporter[0]
         assert (DEPLOY / source).resolve() == REPORTER_SOURCE, name
         assert read_only, name
+
+
+def test_nginx_fetches_outputs_from_their_owner_in_internal_locations(nginx_conf: str) -> None:
+    """The job-service sends nginx to the owner of an output (X-Accel-Redirect): an internal location per
+    server, to that server, with the headers of the job-service's answers; the map sent with each jobs
+    request names every server at the URL its plugin registers."""
+    locations = _locations(nginx_conf)
+    for name in ORTHANC_SERVICES:
+        owner = _route(locations, f"{OWNER_PREFIX}{name}/jobs/0f1e2d3c-job/archive")
+        assert owner[:2] == ["internal", f"proxy_pass http://{name}:8042/"], name
+        assert "error_page 502 504 = @owner_silent" in owner
+        for header, value in OUTPUT_SECURITY:  # (a policy holds ";": the directives are joined again)
+            assert f'add_header {header} "{value}" always' in "; ".join(owner)
+    job = _route(locations, "/orthanc/jobs/0f1e2d3c-job/archive")
+    owners = ", ".join(f"http://{name}:8042 {OWNER_PREFIX}{name}/" for name in ORTHANC_SERVICES)
+    assert f'proxy_set_header X-Orthanc-Jobs-Owners "{owners}"' in job
+    # Setting a header in a location drops those set for the whole server: they are set again.
+    assert "proxy_set_header Host $http_host" in job and 'proxy_set_header Connection ""' in job

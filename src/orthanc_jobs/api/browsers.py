@@ -22,7 +22,7 @@ PAGE_POLICY = (
 )
 DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
 # What every answer says besides its policy.
-_FIXED = (
+FIXED_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
@@ -30,7 +30,7 @@ _FIXED = (
 # The same for a JSON answer, as ASGI header pairs (the short path of job reads writes them itself).
 JSON_ANSWER_HEADERS = [
     (name.lower().encode(), value.encode())
-    for name, value in (("Content-Security-Policy", DATA_POLICY), *_FIXED)
+    for name, value in (("Content-Security-Policy", DATA_POLICY), *FIXED_HEADERS)
 ]
 
 
@@ -62,7 +62,7 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 page = headers.get("content-type", "").startswith("text/html")
                 headers["Content-Security-Policy"] = PAGE_POLICY if page else DATA_POLICY
-                for name, value in _FIXED:
+                for name, value in FIXED_HEADERS:
                     headers[name] = value
             await send(message)
 

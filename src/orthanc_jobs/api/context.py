@@ -40,6 +40,8 @@ class Services:
     replication: Replication | None = None
     #: Held while a modality or a peer is declared on every server (api/modalities.py).
     declarations: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: /readyz answered 200 once since the start (api/service.py).
+    was_ready: bool = False
 
     def is_leader(self) -> bool:
         return self.replication is None or self.replication.is_leading()

@@ -16,10 +16,24 @@ from orthanc_jobs.api.context import Authorized, AuthorizedChange, Services
 from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner, raw_json
 from orthanc_jobs.core.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.core.lookups import Unreadable
-from orthanc_jobs.core.model import Job, JobAction, JobState, Server, is_job_id, is_output_key
+from orthanc_jobs.core.model import (
+    Job,
+    JobAction,
+    JobState,
+    Server,
+    is_job_id,
+    is_output_key,
+    normalize_server_url,
+)
 from orthanc_jobs.core.orthanc import OrthancError, job_path
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.wire import expanded_jobs, job_json, server_field
+
+# Set by nginx on the requests it sends here (cluster/config.py, deploy/nginx.conf): where it reaches each
+# server by itself. An output is then answered with ACCEL_REDIRECT to that place, and nginx streams it
+# from the owner (with the caller's own request, credentials included) as fast as from the owner directly.
+OWNERS_HEADER = "x-orthanc-jobs-owners"
+ACCEL_REDIRECT = "X-Accel-Redirect"
 
 router = APIRouter(tags=["Orthanc-compatible jobs API"])
 
@@ -163,6 +177,10 @@ async def get_job_output(request: Request, job_id: str, key: str, services: Auth
     owner = job.owner if isinstance(job, Unreadable) else services.registry.owner(job)
     if owner is None:
         raise UnknownJob(f"the output {key} of job {job_id} went with the Orthanc process that owned it")
+    redirect = _accelerated(request, owner)
+    if redirect is not None:
+        # The load balancer fetches it from the owner itself: its bytes never pass through this process.
+        return Response(headers={ACCEL_REDIRECT: redirect + job_path(job_id, key)[1:]})
     answer = await _send_to_owner(request, services, owner, "GET", job_path(job_id, key), stream=True)
     if answer.status_code != 200:
         try:
@@ -174,6 +192,23 @@ async def get_job_output(request: Request, job_id: str, key: str, services: Auth
     return StreamingResponse(
         answer.aiter_raw(), status_code=200, headers=headers, background=BackgroundTask(answer.aclose)
     )
+
+
+def _accelerated(request: Request, owner: Server) -> str | None:
+    """Where nginx reaches the owner by itself, if it said so (``X-Orthanc-Jobs-Owners``: entries
+    ``<server URL> <internal path>``, comma-separated, written by its configuration, never by a client,
+    whose header of that name nginx replaces): the path of an internal location proxying to that URL."""
+    announced = request.headers.get(OWNERS_HEADER)
+    if not announced:
+        return None
+    for entry in announced.split(","):
+        url, _, path = entry.strip().partition(" ")
+        try:
+            if normalize_server_url(url) == owner.url and path.startswith("/") and path.endswith("/"):
+                return path
+        except ValueError:
+            continue
+    return None
 
 
 @router.delete("/jobs/{job_id}", summary="Delete a finished job on its owner (Orthanc >= 1.12.2)")

@@ -32,7 +32,7 @@ MAX_STATS_BUCKETS = 1000
 # How long /readyz waits for the Orthanc servers, and how many of them it asks at most.
 READY_TIMEOUT = 1.0
 READY_SAMPLE = 8
-# A server resynchronised within this long counts as reached.
+# Starting, a server resynchronised within this long counts as reached.
 READY_RECENT = 5.0
 _UI = Path(__file__).parent.parent / "ui"
 _UI_FILES = {
@@ -210,10 +210,12 @@ async def _readiness(services: Services) -> tuple[int, dict[str, Any]]:
     live = services.registry.live_servers()
     if not live:
         return 503, {"Status": "no live Orthanc server", "Servers": 0}
-    # A server whose jobs were listed a moment ago answered the service: no need to ask (hundreds of servers
-    # registering at once after a restart keep the service too busy to answer a probe within a second).
-    recent = services.registry.resynchronised_within(READY_RECENT)
+    # Starting, a server whose jobs were listed a moment ago answered the service: no need to ask (hundreds
+    # of servers registering at once after a restart keep the service too busy to answer a probe within a
+    # second). Once ready, every probe asks: a frozen server's last answer says nothing of now.
+    recent = [] if services.was_ready else services.registry.resynchronised_within(READY_RECENT)
     if recent:
+        services.was_ready = True
         return 200, {"Status": "ready", "Servers": len(live), "Asked": 0, "Reachable": len(recent)}
     # Some of them, not all: one answering is enough, and a probe must not cost a request to each of
     # hundreds of servers (bench/scale.py).
@@ -230,6 +232,7 @@ async def _readiness(services: Services) -> tuple[int, dict[str, Any]]:
             "Asked": len(asked),
             "Reason": f"no answer within {READY_TIMEOUT:g} s from {silent}",
         }
+    services.was_ready = True
     return 200, {"Status": "ready", "Servers": len(live), "Asked": len(asked), "Reachable": reachable}
 
 

@@ -6,11 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from orthanc_jobs import SERVICE_PREFIX
+from orthanc_jobs.api.browsers import DATA_POLICY, FIXED_HEADERS
 from orthanc_jobs.cluster.binaries import Binaries
 
 DEMO_USER = ("demo", "demo")
 REPORTER_PATH = Path(__file__).parent.parent / "plugin" / "orthanc_jobs_reporter.py"
 _TEMPLATES = Path(__file__).parent
+
+# nginx's internal locations to each server, where the job-service sends it for a job's output.
+OWNER_PREFIX = "/orthanc-jobs-owner/"
+# What the job-service's answers carry (api/browsers.py), added by nginx to an output it fetched itself.
+OUTPUT_SECURITY = (("Content-Security-Policy", DATA_POLICY), *FIXED_HEADERS)
 
 
 def orthanc_configuration(
@@ -96,8 +102,26 @@ def nginx_configuration(
         "        }"
         for name in orthanc_urls
     )
+    output_security = "\n".join(
+        f'            add_header {header} "{value}" always;' for header, value in OUTPUT_SECURITY
+    )
+    owner_locations = "\n".join(
+        f"        location ^~ {OWNER_PREFIX}{name}/ {{\n"
+        "            internal;\n"
+        f"            proxy_pass http://{_upstream_of(name)}/;\n"
+        "            proxy_buffering off;\n"
+        "            proxy_connect_timeout 2s;\n"
+        "            proxy_read_timeout 15s;\n"
+        "            error_page 502 504 = @owner_silent;\n"
+        f"{output_security}\n"
+        "        }"
+        for name in orthanc_urls
+    )
     values = {
         "user": "user root root;" if os.geteuid() == 0 else "",
+        "owners": ", ".join(f"{url} {OWNER_PREFIX}{name}/" for name, url in orthanc_urls.items()),
+        "owner_locations": owner_locations,
+        "output_security": output_security,
         "prefix": str(prefix),
         "lb_port": str(lb_port),
         "job_service_replicas": _replica_servers(list(service_urls)),

@@ -125,6 +125,36 @@ async def test_outputs_are_streamed_from_the_owner(service: httpx.AsyncClient, o
     assert missing.json()["Message"] == "Job has no such output"
 
 
+async def test_behind_nginx_an_output_is_fetched_by_nginx_from_its_owner(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    """nginx names where it reaches each server (X-Orthanc-Jobs-Owners): the answer sends it there for the
+    owner's output, and nothing is asked of the owner here; an owner nginx does not name, or a map that
+    names it wrongly, is streamed from here as without nginx."""
+    job_id = orthanc.add_job("http://127.0.0.1:8002", "Success")
+    owners = (
+        "http://127.0.0.1:8001 /orthanc-jobs-owner/orthanc-1/, "
+        "http://127.0.0.1:8002/ /orthanc-jobs-owner/orthanc-2/"  # as written (normalised to compare)
+    )
+    before = len(orthanc.requests)
+    answer = await service.get(f"/jobs/{job_id}/archive", headers=public(**{"X-Orthanc-Jobs-Owners": owners}))
+    assert answer.status_code == 200 and answer.content == b""
+    assert answer.headers["x-accel-redirect"] == f"/orthanc-jobs-owner/orthanc-2/jobs/{job_id}/archive"
+    assert not [r for r in orthanc.requests[before:] if r.url.path.endswith("/archive")]
+    for other in (
+        "http://127.0.0.1:8001 /orthanc-jobs-owner/orthanc-1/",
+        "http://127.0.0.1:8002 no-slash",
+        "junk",
+    ):
+        answer = await service.get(
+            f"/jobs/{job_id}/archive", headers=public(**{"X-Orthanc-Jobs-Owners": other})
+        )
+        assert "x-accel-redirect" not in answer.headers and answer.content == b"PK" + b"x" * 100_000, other
+    # Refused before anything else, as without nginx.
+    refused = await service.get(f"/jobs/{job_id}/archive", headers={"X-Orthanc-Jobs-Owners": owners})
+    assert refused.status_code == 401 and "x-accel-redirect" not in refused.headers
+
+
 async def test_an_unreachable_owner_is_a_clear_error(
     service: httpx.AsyncClient, orthanc: FakeOrthanc
 ) -> None:
@@ -568,10 +598,14 @@ async def test_readiness_asks_a_few_servers_not_each_of_hundreds() -> None:
         answered = any(":9005/" in url for url in asked[round_start : round_start + READY_SAMPLE])
         assert (status == 200) == answered and body.get("Reachable", 0) == int(answered)
 
-    # A server whose jobs were just listed answered the service: ready without asking anyone.
+    # Starting, a server whose jobs were just listed answered the service: ready without asking anyone;
+    # once ready, every probe asks again.
+    services.was_ready = False
     asked.clear()
     services.registry.mark_resynchronised(services.registry.live_servers()[7])
     ready = {"Status": "ready", "Servers": 200, "Asked": 0, "Reachable": 1}
     assert await _readiness(services) == (200, ready)
     assert asked == []
+    await _readiness(services)
+    assert len(asked) == READY_SAMPLE
     await services.client.aclose()
