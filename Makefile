@@ -25,7 +25,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.replicas
 
-# 50, 150 and 500 simulated servers, up to 1,000,000 jobs (bench/scale.py): about 15 minutes.
+# 50, 150 and 500 simulated servers, up to 1,000,000 jobs (bench/scale.py): about 12 minutes.
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
 

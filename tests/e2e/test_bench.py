@@ -56,11 +56,14 @@ def test_the_quick_replicas_benchmark_measures_every_figure(tmp_path: Path) -> N
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(output.read_text())["figures"]
+    labels = ("1_replica", "2_replicas")
     assert set(figures) == {
-        "get_job_1_replica",
-        "expand_1_replica",
-        "get_job_2_replicas",
-        "expand_2_replicas",
+        *(
+            f"{name}_{label}"
+            for name in ("get_job_1", "get_job_50", "get_job_200", "expand")
+            for label in labels
+        ),
+        *(f"cpu_per_request_us_{label}" for label in labels),
         "cross_replica_visibility_ms",
         "failover",
         "ingestion_2_replicas",
@@ -69,7 +72,14 @@ def test_the_quick_replicas_benchmark_measures_every_figure(tmp_path: Path) -> N
         figures["ingestion_2_replicas"]["per_replica"][0] > 0
         and figures["ingestion_2_replicas"]["per_replica"][1] > 0
     )
-    assert figures["failover"]["requests"] > 0 and figures["get_job_2_replicas"]["requests_per_s"] > 0
+    for label in labels:
+        for connections in (1, 50):
+            measured = figures[f"get_job_{connections}_{label}"]
+            for path in ("nginx_owner", "nginx_service"):
+                assert measured[path]["requests_per_s"] > 0 and measured[path]["failed"] == 0, measured
+        assert figures[f"cpu_per_request_us_{label}"]["job_service"] > 0
+        assert figures[f"cpu_per_request_us_{label}"]["nginx"] > 0
+    assert figures["failover"]["requests"] > 0
     assert "cross-replica visibility" in result.stdout  # the table
 
 
