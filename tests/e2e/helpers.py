@@ -133,11 +133,20 @@ def listed_states(lb: httpx.Client, ids: set[str]) -> dict[str, str]:
 def wait_all_listed(lb: httpx.Client, ids: set[str], timeout: float = 60) -> dict[str, str]:
     """Wait until the job-service lists every one of ``ids``; on time-out, say how many it never listed."""
     deadline = time.monotonic() + timeout
-    while len(found := listed_states(lb, ids)) < len(ids):
+    while True:
+        answer = lb.get("/jobs", params={"expand": ""})
+        # Just started again, the service answers 503 until a server is live for it (its next heartbeat,
+        # when the service was away longer than ORTHANC_JOBS_NOT_RESPONDING_AFTER): nothing to judge yet.
+        assert answer.status_code in (200, 503), answer.text
+        listed = answer.json() if answer.status_code == 200 else []
+        found = {job["ID"]: job["State"] for job in listed if job["ID"] in ids}
+        if len(found) == len(ids):
+            return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(ids) - len(found)} of {len(ids)} jobs never listed")
+            raise AssertionError(
+                f"{len(ids) - len(found)} of {len(ids)} jobs never listed (last: {answer.text[:300]})"
+            )
         time.sleep(0.2)
-    return found
 
 
 def plugin_headers(cluster: ClusterState, name: str) -> dict[str, str]:
