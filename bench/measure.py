@@ -74,6 +74,16 @@ def interleaved(urls: dict[str, str], connections: int, rounds: int, seconds: fl
     }
 
 
+def against_owner(urls: dict[str, str], connections: int, rounds: int, seconds: float) -> dict[str, Any]:
+    """``interleaved``, with the job-service's path (``nginx_service``) as a ratio of the reference
+    (``nginx_owner``): its p50, and its requests per second."""
+    measured = interleaved(urls, connections, rounds, seconds)
+    service, reference = measured["nginx_service"], measured["nginx_owner"]
+    measured["p50_ratio"] = round(service["p50_ms"] / reference["p50_ms"], 3)
+    measured["throughput_ratio"] = round(service["requests_per_s"] / reference["requests_per_s"], 3)
+    return measured
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from bench.measure import cpu_seconds, interleaved, percentile, wrk
+from bench.measure import against_owner, cpu_seconds, percentile, wrk
 from orthanc_jobs.cluster.demo import create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, down, start_process, up
 from orthanc_jobs.core.model import plugin_secret_for
@@ -192,11 +192,7 @@ def reads(state: ClusterState, job_id: str, label: str, quick: bool, figures: di
         "nginx_service": f"{state.orthanc_lb_url}/jobs/{job_id}",
     }
     for connections in (1, 50):
-        measured = interleaved(urls, connections, rounds, seconds)
-        service, reference = measured["nginx_service"], measured["nginx_owner"]
-        measured["p50_ratio"] = round(service["p50_ms"] / reference["p50_ms"], 3)
-        measured["throughput_ratio"] = round(service["requests_per_s"] / reference["requests_per_s"], 3)
-        figures[f"get_job_{connections}_{label}"] = measured
+        figures[f"get_job_{connections}_{label}"] = against_owner(urls, connections, rounds, seconds)
     replicas = [p.pid for p in state.processes if p.name.startswith("job-service")]
     balancer = [pid for p in state.processes if p.name == "nginx" for pid in (p.pid, *children(p.pid))]
     before = [sum(map(cpu_seconds, pids)) for pids in (replicas, balancer)]

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.measure import cpu_seconds, interleaved, percentile, rss_mb
+from bench.measure import against_owner, cpu_seconds, percentile, rss_mb
 from orthanc_jobs import __version__
 from orthanc_jobs.cluster.demo import create_study
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, down, start_process, stop_process, up
@@ -215,13 +215,7 @@ class Bench:
                 "nginx_service": f"{self.state.orthanc_lb_url}/jobs/{job_id}",
             }
             for connections in (1, 50):
-                measured = interleaved(urls, connections, rounds, seconds)
-                service, reference = measured["nginx_service"], measured["nginx_owner"]
-                measured["p50_ratio"] = round(service["p50_ms"] / reference["p50_ms"], 3)
-                measured["throughput_ratio"] = round(
-                    service["requests_per_s"] / reference["requests_per_s"], 3
-                )
-                results[f"{label}_{connections}"] = measured
+                results[f"{label}_{connections}"] = against_owner(urls, connections, rounds, seconds)
         self.figures["get_job"] = results
 
     def filtered(self) -> None:

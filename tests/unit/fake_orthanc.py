@@ -1,5 +1,6 @@
 """Just enough of Orthanc's REST API, played by an httpx mock transport, for unit tests of the service."""
 
+import asyncio
 import base64
 import json
 import uuid
@@ -185,3 +186,21 @@ def a_server(url: str = "http://127.0.0.1:8001") -> Server:
     return Server(
         url=url, name="orthanc-1", incarnation="inc-1", token="Bearer t", registered_at=1.0, last_seen=2.0
     )
+
+
+class ConcurrencyCounter:
+    """A transport for ``fake``'s answers, each after a millisecond, counting the requests under way at
+    once: ``most`` since created (or since reset to 0)."""
+
+    def __init__(self, fake: FakeOrthanc) -> None:
+        self.fake = fake
+        self.under_way = 0
+        self.most = 0
+        self.transport = httpx.MockTransport(self._handle)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.under_way += 1
+        self.most = max(self.most, self.under_way)
+        await asyncio.sleep(0.001)
+        self.under_way -= 1
+        return self.fake.handler(request)

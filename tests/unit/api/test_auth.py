@@ -22,7 +22,7 @@ from orthanc_jobs.config import Settings
 from orthanc_jobs.core.errors import ServerUnavailable, Unauthorized
 from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.registry import Registry
-from tests.unit.fake_orthanc import TOKEN, FakeOrthanc, registry_of
+from tests.unit.fake_orthanc import TOKEN, ConcurrencyCounter, FakeOrthanc, registry_of
 
 URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002", "http://127.0.0.1:8003"]
 ALICE = "Basic " + base64.b64encode(b"alice:alice-password").decode()
@@ -304,26 +304,17 @@ async def test_the_round_ahead_of_time_asks_a_few_servers_at_a_time(clock: Clock
     for url in urls:
         fake.add_server(url)
         fake.credentials[url].add(ALICE)
-    under_way, most = 0, 0
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal under_way, most
-        under_way += 1
-        most = max(most, under_way)
-        await asyncio.sleep(0.001)
-        under_way -= 1
-        return fake.handler(request)
-
-    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    counter = ConcurrencyCounter(fake)
+    client = OrthancClient(5, transport=counter.transport)
     authenticator = ClusterAuthenticator(
         registry_of(urls), client, cache_seconds=10, check_timeout=5, clock=clock
     )
     await authenticator.check(ALICE)
-    assert most == 100
-    most = 0
+    assert counter.most == 100
+    counter.most = 0
     clock.now += 9
     await authenticator.check(ALICE)
     while authenticator._refreshing:
         await asyncio.sleep(0.01)
-    assert 1 < most <= UNHURRIED_AT_ONCE and checks_of(fake, ALICE) == 200
+    assert 1 < counter.most <= UNHURRIED_AT_ONCE and checks_of(fake, ALICE) == 200
     await client.aclose()

@@ -1,7 +1,5 @@
 """Reading servers into the registry: resynchronisations, polls of unfinished jobs, scheduled reads."""
 
-import asyncio
-
 import httpx
 import pytest
 
@@ -9,7 +7,7 @@ from orthanc_jobs.core.orthanc import OrthancClient
 from orthanc_jobs.core.poller import EXPAND_THRESHOLD, LISTED_PER_UNFINISHED, REQUESTS_AT_ONCE, Poller
 from orthanc_jobs.core.registry import Registry
 from tests.unit.core.conftest import URLS
-from tests.unit.fake_orthanc import TOKEN, FakeOrthanc, registry_of
+from tests.unit.fake_orthanc import TOKEN, ConcurrencyCounter, FakeOrthanc, registry_of
 
 
 @pytest.fixture
@@ -122,23 +120,14 @@ async def test_hundreds_of_servers_are_polled_a_few_at_a_time() -> None:
     for url in urls:
         fake.add_server(url)
     running = {url: fake.add_job(url, "Running") for url in urls}
-    under_way, most = 0, 0
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal under_way, most
-        under_way += 1
-        most = max(most, under_way)
-        await asyncio.sleep(0.001)
-        under_way -= 1
-        return fake.handler(request)
-
-    client = OrthancClient(5, transport=httpx.MockTransport(handler))
+    counter = ConcurrencyCounter(fake)
+    client = OrthancClient(5, transport=counter.transport)
     poller = Poller(registry, client, poll_interval=1, resync_interval=30)
     await poller.resync_all()
-    assert len(registry.list_jobs()) == 200 and 1 < most <= REQUESTS_AT_ONCE
+    assert len(registry.list_jobs()) == 200 and 1 < counter.most <= REQUESTS_AT_ONCE
     for url, job_id in running.items():
         fake.jobs[url][job_id].update(State="Success", Timestamp="20261128T120000.000000")
-    most = 0
+    counter.most = 0
     await poller.poll_unfinished()
-    assert {job.state for job in registry.list_jobs()} == {"Success"} and 1 < most <= REQUESTS_AT_ONCE
+    assert {job.state for job in registry.list_jobs()} == {"Success"} and 1 < counter.most <= REQUESTS_AT_ONCE
     await client.aclose()
