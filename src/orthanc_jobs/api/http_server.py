@@ -200,12 +200,16 @@ class GuardedProtocol(HttpToolsProtocol):
     def _answered_at_once(self) -> bool:
         """Answer the request now, in this call, if the application can without awaiting anything (a job
         read: ``ConnectionGuard.answer_at_once``), on a kept-alive HTTP/1.1 connection with no earlier
-        request still being answered. The answer is the bytes uvicorn would write for the application's."""
+        request still being answered, and room in the connection's write buffer. The answer is the bytes
+        uvicorn would write for the application's."""
         answer_at_once = self.guard.answer_at_once
         if (
             answer_at_once is None
             or self.guard.draining
             or (self.cycle is not None and not self.cycle.response_complete)
+            # The client reads its answers slower than it sends requests: the application answers, and
+            # waits for it (uvicorn then stops reading); answered here, they would pile up in memory.
+            or self.flow.write_paused
             or self.parser.get_http_version() != "1.1"
             or not self.parser.should_keep_alive()
             or self.parser.should_upgrade()

@@ -3,6 +3,8 @@ application whatever it does not handle."""
 
 import asyncio
 import re
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -272,3 +274,71 @@ async def test_a_heartbeat_answered_at_once_is_the_same_bytes_as_through_the_app
     answer = await asyncio.wait_for(reader.readuntil(b'{"Status":"ok"}'), 5)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200 OK") and calls == [False]
+
+
+def _flood_without_reading(port: int, request: bytes, count: int) -> tuple[socket.socket, int]:
+    """Send ``count`` copies of ``request`` on one connection and read nothing, until the server stops
+    reading (no byte taken for a second) or all are sent: the socket and the bytes sent."""
+    connection = socket.create_connection(("127.0.0.1", port))
+    connection.setblocking(False)
+    data, sent, stalled_since = memoryview(request * count), 0, time.monotonic()
+    while sent < len(data) and time.monotonic() - stalled_since < 1.0:
+        try:
+            sent += connection.send(data[sent : sent + 65536])
+            stalled_since = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    return connection, sent
+
+
+def _read_answers(connection: socket.socket, count: int, rest: bytes) -> list[bytes]:
+    """Read ``count`` answers (their status lines), then send ``rest`` (what is left of the last request,
+    which the server reads once it can write again) and read its answer."""
+    connection.setblocking(True)
+    connection.settimeout(10)
+    received, answers = b"", []
+    while len(answers) < count + bool(rest):
+        if len(answers) == count:
+            connection.sendall(rest)
+            rest = b""
+            count += 1
+        chunk = connection.recv(1 << 20)
+        assert chunk, f"closed after {len(answers)} answers"
+        received += chunk
+        while (end := received.find(b"\r\n\r\n")) >= 0:
+            head = received[:end]
+            length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            if len(received) < end + 4 + length:
+                break
+            answers.append(head.split(b"\r\n", 1)[0])
+            received = received[end + 4 + length :]
+    return answers
+
+
+async def test_a_client_that_does_not_read_its_answers_is_not_answered_into_memory(
+    served: tuple[int, Any], orthanc: FakeOrthanc
+) -> None:
+    """Job reads pipelined by a client that reads nothing: once the connection's write buffer is full,
+    the server stops answering at once (the application waits for the client, and uvicorn stops reading);
+    the answers never pile up in memory, and all of them come, in order, when the client reads."""
+    port, (guard, calls) = served
+    known = orthanc.add_job(URL1, state="Success")
+    await _exchange(port, _get(f"/jobs/{known}"))  # the credentials accepted: the next reads at once
+    protocols: list[Any] = []
+    opened = guard.opened
+    guard.opened = lambda protocol: protocols.append(protocol) or opened(protocol)
+    request = _get(f"/jobs/{known}", extra=f"X-Padding: {'p' * 1000}\r\n")
+    count = 40_000  # 44 MB of requests: more than the kernel's buffers hold
+    connection, sent = await asyncio.to_thread(_flood_without_reading, port, request, count)
+    try:
+        [protocol] = protocols
+        buffered = protocol.transport.get_write_buffer_size()
+        assert buffered < 256 * 1024, f"{buffered} bytes of answers held in memory"
+        assert sent < len(request) * count, "the server read every request although nothing was read"
+        complete, partial = divmod(sent, len(request))
+        rest = request[partial:] if partial else b""
+        answers = await asyncio.to_thread(_read_answers, connection, complete, rest)
+    finally:
+        connection.close()
+    assert answers == [b"HTTP/1.1 200 OK"] * (complete + bool(partial))
+    assert calls.count(True) > 1000  # most were answered at once, while the client read
