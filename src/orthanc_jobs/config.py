@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="Seconds after which finished jobs of a stopped or restarted server leave the listings "
         "(still readable by id). Unset: they stay listed, flagged.",
     )
+    stuck_after: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a running job's progress may stay still before it is flagged stuck (its Server "
+        "field, /metrics, the event stream, webhooks, the dashboard).",
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     body_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a request's body may take to arrive (then 408)."

@@ -54,11 +54,13 @@ def build_services(
         not_responding_after=settings.not_responding_after,
         stopped_after=settings.stopped_after,
         hide_lost_after=settings.hide_lost_after,
+        stuck_after=settings.stuck_after,
         leading=leading,
     )
     client = client or OrthancClient(timeout=settings.request_timeout)
     moved_aside = getattr(store, "moved_aside", None)
     metrics = Metrics(registry, history_moved_aside=moved_aside is not None)
+    registry.subscribers.append(metrics.record)
     poller = Poller(
         registry,
         client,

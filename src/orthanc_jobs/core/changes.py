@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from orthanc_jobs.core.model import Job, Server
 
-__all__ = ["Change", "JobChanged", "JobRemoved", "ServerChanged", "ServerSeen", "Subscriber"]
+__all__ = ["Change", "JobChanged", "JobRemoved", "JobStuck", "ServerChanged", "ServerSeen", "Subscriber"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,8 @@ class JobChanged:
     """A job is new, or what is known of it changed (its JSON, its owner's view of it)."""
 
     job: Job
+    #: Its state before the change (None: the job is new here).
+    previous_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,15 @@ class JobRemoved:
     """A job left the registry (deleted on its owner, or pruned from the history)."""
 
     job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobStuck:
+    """A running job's progress has not moved for the configured time (``stuck``), or it moved again
+    after it was told stuck (not ``stuck``). Decided by the leading replica only; nothing to store."""
+
+    job: Job
+    stuck: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,5 +52,5 @@ class ServerSeen:
     server: Server
 
 
-Change = JobChanged | JobRemoved | ServerChanged | ServerSeen
+Change = JobChanged | JobRemoved | JobStuck | ServerChanged | ServerSeen
 Subscriber = Callable[[Change], None]

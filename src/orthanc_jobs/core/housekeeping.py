@@ -76,6 +76,7 @@ class Housekeeper:
         for server, status in self._registry.check_liveness():
             level = logging.INFO if status is ServerStatus.ALIVE else logging.WARNING
             log.log(level, "Orthanc server %s (%s) is %s", server.name, server.url, status)
+        self._registry.check_stuck()
 
     async def flush(self) -> None:
         """Write every change noted so far; returns once they are in the store (a route that acknowledges

@@ -1,22 +1,33 @@
-"""Prometheus metrics: jobs by state, type and server, servers up, events, polls, event lag."""
+"""Prometheus metrics: jobs by state, type and server, servers up, stuck jobs, where time goes (waiting
+for a slot, running), events, polls, event lag, webhook deliveries.
 
+Changes are counted and timed by the replica that applies them (the leader, or a single service); a
+follower's counters and histograms stay still. Gauges read the registry at each scrape, on every replica.
+"""
+
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from orthanc_jobs.core.model import ServerStatus
+from orthanc_jobs.core.changes import Change, JobChanged
+from orthanc_jobs.core.model import TERMINAL_STATES, Job, JobState, ServerStatus, parse_orthanc_time
 from orthanc_jobs.core.registry import Registry
+
+#: Seconds: waiting for a slot and running, from a fraction of a second to a night.
+DURATION_BUCKETS = (0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600)
 
 
 class RegistryCollector(Collector):
     """Reads the registry at each scrape: nothing to keep in step."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.time) -> None:
         self._registry = registry
+        self._clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         names = {server.url: server.name for server in self._registry.servers()}
@@ -53,12 +64,43 @@ class RegistryCollector(Collector):
         yield up
         yield status
         yield dropped
+        stuck = GaugeMetricFamily(
+            "orthanc_jobs_stuck_jobs",
+            "Running jobs whose progress has not moved for ORTHANC_JOBS_STUCK_AFTER seconds",
+            labels=["type", "server"],
+        )
+        stuck_counts = Counter(
+            (job.type, names.get(job.server_url, job.server_url)) for job in self._registry.stuck_jobs()
+        )
+        for (job_type, name), count in sorted(stuck_counts.items()):
+            stuck.add_metric([job_type, name], count)
+        yield stuck
+        oldest = self._registry.oldest_pending()
+        yield GaugeMetricFamily(
+            "orthanc_jobs_oldest_pending_age_seconds",
+            "Age of the oldest pending job (waiting for a slot of its server's ConcurrentJobs); 0 if none",
+            value=_age(oldest, self._clock()) if oldest is not None else 0.0,
+        )
+
+
+def _age(job: Job, now: float) -> float:
+    created = parse_orthanc_time(job.order_key[0])
+    return max(0.0, now - (created.timestamp() if created is not None else job.first_seen))
+
+
+def _seconds(content: dict[str, object], name: str) -> float | None:
+    value = content.get(name)
+    parsed = parse_orthanc_time(value) if isinstance(value, str) else None
+    return parsed.timestamp() if parsed is not None else None
 
 
 class Metrics:
-    def __init__(self, registry: Registry, history_moved_aside: bool = False) -> None:
+    def __init__(
+        self, registry: Registry, history_moved_aside: bool = False, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._registry = registry
         self.collectors = CollectorRegistry()
-        self.collectors.register(RegistryCollector(registry))
+        self.collectors.register(RegistryCollector(registry, clock))
         moved = Gauge(
             "orthanc_jobs_history_moved_aside",
             "1 if the history file was damaged at start and moved aside (the service started without it)",
@@ -112,9 +154,69 @@ class Metrics:
             "a single service on SQLite: 1",
             registry=self.collectors,
         )
+        self.finished = CounterMetric(
+            "orthanc_jobs_finished",
+            "Jobs that ended (Success or Failure; lost with their process: Failure), as applied here",
+            ["state", "type", "server"],
+            registry=self.collectors,
+        )
+        self.wait_seconds = Histogram(
+            "orthanc_jobs_wait_seconds",
+            "From a job's creation to its start: waiting for a slot of its server's ConcurrentJobs",
+            ["type", "server"],
+            buckets=DURATION_BUCKETS,
+            registry=self.collectors,
+        )
+        self.run_seconds = Histogram(
+            "orthanc_jobs_run_seconds",
+            "From a job's start to its end: Orthanc's EffectiveRuntime (time paused not counted)",
+            ["type", "server"],
+            buckets=DURATION_BUCKETS,
+            registry=self.collectors,
+        )
+        self.webhook_deliveries = CounterMetric(
+            "orthanc_jobs_webhook_deliveries",
+            "Alerts sent to a webhook: delivered, or failed (given up after every retry)",
+            ["webhook", "result"],
+            registry=self.collectors,
+        )
+        self.webhook_attempt_failures = CounterMetric(
+            "orthanc_jobs_webhook_attempt_failures",
+            "Attempts to deliver an alert to a webhook that failed (retried or not)",
+            ["webhook"],
+            registry=self.collectors,
+        )
+        self.webhook_queue = Gauge(
+            "orthanc_jobs_webhook_queue",
+            "Alerts waiting to be delivered to a webhook",
+            ["webhook"],
+            registry=self.collectors,
+        )
         self.event_lag = Histogram(
             "orthanc_jobs_event_lag_seconds",
             "From Orthanc's change (the plugin's clock) to the change being visible in the API",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.collectors,
         )
+
+    def record(self, change: Change) -> None:
+        """A registry subscriber: jobs ended, and how long they waited and ran (Orthanc's own clock)."""
+        if not isinstance(change, JobChanged):
+            return
+        job, previous = change.job, change.previous_state
+        if job.state == previous or (job.presumed and job.state != JobState.FAILURE):
+            return
+        server = self._registry.server_by_url(job.server_url)
+        labels = (job.type or "unknown", server.name if server is not None else job.server_url)
+        content = job.content
+        runtime = content.get("EffectiveRuntime")
+        ran = float(runtime) if isinstance(runtime, int | float) and not job.presumed else 0.0
+        if previous in (None, JobState.PENDING) and (job.state == JobState.RUNNING or ran > 0):
+            # Started: at its Timestamp less what it ran since (both on its Orthanc's clock).
+            created, stamp = _seconds(content, "CreationTime"), _seconds(content, "Timestamp")
+            if created is not None and stamp is not None:
+                self.wait_seconds.labels(*labels).observe(max(0.0, stamp - ran - created))
+        if job.state in TERMINAL_STATES and previous not in TERMINAL_STATES:
+            self.finished.labels(job.state, *labels).inc()
+            if ran > 0:
+                self.run_seconds.labels(*labels).observe(ran)

@@ -156,6 +156,9 @@ class Job:
     presumed: bool = False
     #: The parsed JSON of an unfinished job (None: parsed from ``json_head`` when asked).
     parsed: dict[str, Any] | None = None
+    #: When its state or progress last changed, on the job-service's clock (None: not seen change since
+    #: this process started): a running job still for long is stuck.
+    progress_since: float | None = None
 
     @property
     def content(self) -> dict[str, Any]:
@@ -177,6 +180,7 @@ class Job:
         history_only: bool = False,
         presumed: bool = False,
         serialised: bytes | None = None,
+        progress_since: float | None = None,
     ) -> "Job":
         """``serialised``: ``content`` as orjson writes it, when the caller has it already (the store)."""
         job_id = str(content["ID"])
@@ -195,8 +199,14 @@ class Job:
             history_only=history_only,
             presumed=presumed,
             parsed=None if state in TERMINAL_STATES else content,
+            progress_since=progress_since,
         )
 
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def progress(self) -> Any:
+        """Orthanc's Progress of an unfinished job (None for a finished one: it no longer moves)."""
+        return self.parsed.get("Progress") if self.parsed is not None else None

@@ -19,7 +19,15 @@ from typing import Any
 
 import orjson
 
-from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged, ServerSeen, Subscriber
+from orthanc_jobs.core.changes import (
+    Change,
+    JobChanged,
+    JobRemoved,
+    JobStuck,
+    ServerChanged,
+    ServerSeen,
+    Subscriber,
+)
 from orthanc_jobs.core.model import (
     TERMINAL_STATES,
     Job,
@@ -89,6 +97,13 @@ def _indexes(job: Job) -> tuple[tuple[str, str], ...]:
     return (ALL, ("state", job.state), ("type", job.type.lower()), ("server", job.server_url))
 
 
+def _progress_since(existing: Job | None, job: Job, now: float) -> float | None:
+    """When ``job``'s state or progress last changed: kept from ``existing`` if neither did."""
+    if existing is not None and existing.state == job.state and existing.progress == job.progress:
+        return existing.progress_since
+    return now
+
+
 def _discard(keys: list[Any], key: Any) -> None:
     position = bisect.bisect_left(keys, key)
     if position < len(keys) and keys[position] == key:
@@ -103,10 +118,12 @@ class Registry:
         not_responding_after: float,
         stopped_after: float,
         hide_lost_after: float | None = None,
+        stuck_after: float | None = None,
         clock: Callable[[], float] = time.time,
         leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._not_responding_after = not_responding_after
+        self._stuck_after = stuck_after
         self._stopped_after = stopped_after
         self._hide_lost_after = hide_lost_after
         self._clock = clock
@@ -127,6 +144,10 @@ class Registry:
         self._replaced: dict[str, str] = {}
         #: Servers whose status changed while this replica did not lead (shown, not told): told once it does.
         self._untold: set[str] = set()
+        #: Running jobs told stuck (JobStuck), to tell each change once.
+        self._told_stuck: set[str] = set()
+        #: A job's progress not seen to change since this process started counts from its start.
+        self._started = clock()
         #: Told of every change (core/changes.py), in order: the store first, which keeps it.
         self.subscribers: list[Subscriber] = [store.record]
         servers, jobs = store.load()
@@ -432,6 +453,53 @@ class Registry:
             if (job := self._jobs[job_id]).server_url == server.url and job.incarnation == server.incarnation
         ]
 
+    def stuck_since(self, job: Job) -> float | None:
+        """When a running job's progress last moved, if that is longer ago than ``stuck_after`` (else
+        None): a transfer to a modality that stopped answering, a job waiting on something that never comes.
+        """
+        if self._stuck_after is None or job.state != JobState.RUNNING:
+            return None
+        since = job.progress_since if job.progress_since is not None else self._started
+        return since if self._clock() - since >= self._stuck_after else None
+
+    def stuck_jobs(self) -> list[Job]:
+        return [
+            job
+            for job_id in self._by_state.get(JobState.RUNNING, ())
+            if self.stuck_since(job := self._jobs[job_id]) is not None
+        ]
+
+    def check_stuck(self) -> None:
+        """Tell the jobs that became stuck, and those told stuck that moved again or ended (JobStuck).
+        Only the leading replica tells; every replica shows what it sees (``stuck_since``)."""
+        if not self._leading():
+            return
+        stuck = {job.id: job for job in self.stuck_jobs()}
+        for job_id in self._told_stuck - stuck.keys():
+            self._told_stuck.discard(job_id)
+            job = self._jobs.get(job_id)
+            if job is not None:
+                self._emit(JobStuck(job, stuck=False))
+        for job_id in stuck.keys() - self._told_stuck:
+            self._told_stuck.add(job_id)
+            job = stuck[job_id]
+            server = self._servers.get(job.server_url)
+            log.warning(
+                "job %s (%s) on %s has not moved for %.0f s: stuck",
+                job_id,
+                job.type,
+                server.name if server is not None else job.server_url,
+                self._clock() - (job.progress_since or self._started),
+            )
+            self._emit(JobStuck(job, stuck=True))
+
+    def oldest_pending(self) -> Job | None:
+        """The pending job created first (Orthanc's CreationTime), if any."""
+        pending = self._by_state.get(JobState.PENDING)
+        if not pending:
+            return None
+        return min((self._jobs[job_id] for job_id in pending), key=lambda job: job.order_key)
+
     def list_jobs(
         self,
         *,
@@ -549,6 +617,7 @@ class Registry:
         # As apply_snapshot: the owner's own word replaces what was presumed, whatever its Timestamp.
         if existing is not None and existing.timestamp > job.timestamp and not existing.presumed:
             return False
+        job.progress_since = _progress_since(existing, job, self._clock())
         self._swap(existing, job)
         return True
 
@@ -633,8 +702,9 @@ class Registry:
             history_only=history_only,
             presumed=presumed,
         )
+        job.progress_since = _progress_since(existing, job, now)
         self._swap(existing, job)
-        self._emit(JobChanged(job))
+        self._emit(JobChanged(job, existing.state if existing is not None else None))
         return job
 
     def _swap(self, old: Job | None, new: Job | None) -> None:

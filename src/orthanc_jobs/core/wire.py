@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged
+from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, JobStuck, ServerChanged
 from orthanc_jobs.core.errors import http_error_name
 from orthanc_jobs.core.model import Job, Server, orthanc_timestamp
 from orthanc_jobs.core.registry import Registry
@@ -26,15 +26,20 @@ __all__ = [
 ]
 
 
-def server_field(registry: Registry, job: Job) -> bytes:
-    """The ``Server`` field of a job: its owner, the owner's status, and whether the owner still has it."""
+def server_field(registry: Registry, job: Job, stuck_since: float | None = None) -> bytes:
+    """The ``Server`` field of a job: its owner, the owner's status, whether the owner still has it, and
+    whether it is stuck (running, its progress still since ``StuckSince``)."""
     server = registry.server_by_url(job.server_url)
+    if stuck_since is None:
+        stuck_since = registry.stuck_since(job)
     return orjson.dumps(
         {
             "Name": server.name if server is not None else None,
             "Url": job.server_url,
             "Status": registry.server_status(server) if server is not None else "unknown",
             "HistoryOnly": registry.is_history_only(job),
+            "Stuck": stuck_since is not None,
+            "StuckSince": orthanc_timestamp(stuck_since) if stuck_since is not None else None,
         }
     )
 
@@ -46,13 +51,14 @@ def job_json(job: Job, server_json: bytes) -> bytes:
 
 def expanded_jobs(registry: Registry, jobs: Iterable[Job]) -> bytes:
     """``GET /jobs?expand``: the jobs, each as ``job_json`` (one ``Server`` field per owner, reused)."""
-    fields: dict[tuple[str, str, bool], bytes] = {}
+    fields: dict[tuple[str, str, bool, float | None], bytes] = {}
     parts = []
     for job in jobs:
-        key = (job.server_url, job.incarnation, job.history_only)
+        stuck_since = registry.stuck_since(job)
+        key = (job.server_url, job.incarnation, job.history_only, stuck_since)
         field = fields.get(key)
         if field is None:
-            field = fields[key] = server_field(registry, job)
+            field = fields[key] = server_field(registry, job, stuck_since)
         parts.append(job_json(job, field))
     return b"[" + b",".join(parts) + b"]"
 
@@ -105,7 +111,7 @@ def error_body(
 def frame_for(registry: Registry, change: Change) -> tuple[str, bytes] | None:
     """The event stream's event for a change of the registry (None: nothing to show)."""
     match change:
-        case JobChanged(job):
+        case JobChanged(job) | JobStuck(job):
             return "job", job_json(job, server_field(registry, job))
         case ServerChanged(server):
             return "server", orjson.dumps(server_entry(registry, server))

@@ -38,6 +38,8 @@ async def test_an_unknown_id_is_looked_up_on_every_server(
         "Url": "http://127.0.0.1:8002",
         "Status": "alive",
         "HistoryOnly": False,
+        "Stuck": False,
+        "StuckSince": None,
     }
     asked = len(orthanc.requests)
     assert (await service.get(f"/jobs/{job_id}", headers=public())).status_code == 200

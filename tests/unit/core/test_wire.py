@@ -36,6 +36,8 @@ def test_frames_are_the_api_shapes_and_bookkeeping_is_not_shown() -> None:
         "Url": URL,
         "Status": "alive",
         "HistoryOnly": False,
+        "Stuck": False,
+        "StuckSince": None,
     }
     assert frame_for(registry, ServerChanged(server))[0] == "server"
     assert frame_for(registry, JobRemoved(JOB_ID)) == ("removed", b'{"ID":"' + JOB_ID.encode() + b'"}')

@@ -4,7 +4,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged, ServerSeen
+from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, JobStuck, ServerChanged, ServerSeen
 from orthanc_jobs.core.model import Job, Server
 
 #: How a change shows on the event stream: (kind, data), or None (api/wire.py ``frame_for``).
@@ -83,6 +83,8 @@ class PendingChanges:
             case JobRemoved(job_id):
                 self.delete_job(job_id)
                 key = "job:" + job_id
+            case JobStuck(job):
+                key = "job:" + job.id  # nothing to keep: the replicas' event streams are told
             case ServerChanged(server) | ServerSeen(server):
                 self.save_server(server)
                 key = "server:" + server.url
