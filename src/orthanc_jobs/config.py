@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description="Seconds a running job's progress may stay still before it is flagged stuck (its Server "
         "field, /metrics, the event stream, webhooks, the dashboard).",
     )
+    bulk_action_rate: float = Field(
+        default=20.0,
+        gt=0,
+        le=1000,
+        description="Jobs per second an action on many jobs (POST /orthanc-jobs/actions) is sent to, at most "
+        "4 at once: the owners are the hospital's servers.",
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     body_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a request's body may take to arrive (then 408)."

@@ -165,6 +165,11 @@ class FakeOrthanc:
         if request.method == "POST" and parts[1] == "pause":
             job.update(State="Paused", Timestamp="20261128T110000.000000")
             return httpx.Response(200, json={})
+        if request.method == "POST" and parts[1] == "resubmit":
+            if job["State"] != "Failure":
+                return httpx.Response(400, json={"HttpStatus": 400, "Message": "Bad sequence of calls"})
+            job.update(State="Pending", ErrorCode=0, Timestamp="20261128T120000.000000")
+            return httpx.Response(200, json={})
         if request.method == "POST" and parts[1] == "resume":
             return httpx.Response(400)  # as Orthanc: empty body
         if request.method == "GET" and parts[1] == "archive":

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from orthanc_jobs import INTERNAL_PREFIX, __version__
-from orthanc_jobs.api import jobs, modalities, plugins, queries, service
+from orthanc_jobs.api import actions, jobs, modalities, plugins, queries, service
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
@@ -19,6 +19,7 @@ from orthanc_jobs.api.fast import Heartbeats, JobReads, JobServiceApp
 from orthanc_jobs.api.limits import InProgress, RequestLimits
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
 from orthanc_jobs.config import Settings
+from orthanc_jobs.core.bulk import BulkActions
 from orthanc_jobs.core.changes import Change
 from orthanc_jobs.core.errors import OrthancJobsError
 from orthanc_jobs.core.eventlog import EventLog
@@ -114,6 +115,7 @@ def build_services(
         ),
         events=events,
         metrics=metrics,
+        bulk_actions=BulkActions(registry, rate=settings.bulk_action_rate),
         history_moved_aside=moved_aside,
         replication=replication,
     )
@@ -142,6 +144,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             app.state.ready = False
             services.events.close_all()
             await services.poller.stop()
+            await services.bulk_actions.stop()
             services.lookups.stop()
             services.query_owners.stop()
             if services.replication is not None:
@@ -166,6 +169,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(queries.router)
     app.include_router(modalities.router)
     app.include_router(service.router)
+    app.include_router(actions.router)
     app.include_router(service.health_router)
     app.include_router(plugins.router)
 

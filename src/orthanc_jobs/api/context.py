@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import refuse_cross_site
 from orthanc_jobs.config import Settings
+from orthanc_jobs.core.bulk import BulkActions
 from orthanc_jobs.core.eventlog import EventLog
 from orthanc_jobs.core.housekeeping import Housekeeper
 from orthanc_jobs.core.lookups import Lookups
@@ -34,6 +35,8 @@ class Services:
     housekeeper: Housekeeper
     events: EventLog
     metrics: Metrics
+    #: Actions on many jobs at once (api/actions.py).
+    bulk_actions: BulkActions
     #: Where the history file was moved at start, because it was damaged (None: it was not).
     history_moved_aside: str | None = None
     #: With PostgreSQL: how this replica follows the others (None: one service, SQLite).

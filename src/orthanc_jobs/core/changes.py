@@ -10,7 +10,16 @@ from dataclasses import dataclass
 
 from orthanc_jobs.core.model import Job, Server
 
-__all__ = ["Change", "JobChanged", "JobRemoved", "JobStuck", "ServerChanged", "ServerSeen", "Subscriber"]
+__all__ = [
+    "ActionProgress",
+    "Change",
+    "JobChanged",
+    "JobRemoved",
+    "JobStuck",
+    "ServerChanged",
+    "ServerSeen",
+    "Subscriber",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,5 +61,14 @@ class ServerSeen:
     server: Server
 
 
-Change = JobChanged | JobRemoved | JobStuck | ServerChanged | ServerSeen
+@dataclass(frozen=True, slots=True)
+class ActionProgress:
+    """How far an action on many jobs went (core/bulk.py): its summary, as the API writes it. It changes
+    no state; told through the registry so that every replica's event stream shows it."""
+
+    action_id: str
+    summary: bytes
+
+
+Change = JobChanged | JobRemoved | JobStuck | ServerChanged | ServerSeen | ActionProgress
 Subscriber = Callable[[Change], None]

@@ -62,6 +62,15 @@ class JobAction(StrEnum):
     RESUBMIT = "resubmit"
 
 
+#: Which action Orthanc accepts in which state (it answers the others 400); the dashboard's rules agree.
+ACTION_STATES: dict[JobAction, frozenset[str]] = {
+    JobAction.PAUSE: frozenset({JobState.PENDING, JobState.RUNNING, JobState.RETRY}),
+    JobAction.RESUME: frozenset({JobState.PAUSED}),
+    JobAction.CANCEL: frozenset({JobState.PENDING, JobState.RUNNING, JobState.PAUSED, JobState.RETRY}),
+    JobAction.RESUBMIT: frozenset({JobState.FAILURE}),
+}
+
+
 # Orthanc's job ids are UUIDs; output keys are plain words such as "archive".
 _JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _OUTPUT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")

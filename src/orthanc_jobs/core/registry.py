@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from orthanc_jobs.core.changes import (
+    ActionProgress,
     Change,
     JobChanged,
     JobRemoved,
@@ -268,6 +269,10 @@ class Registry:
         elif changed or server.url in self._untold:
             self._untold.discard(server.url)
             self._emit(ServerChanged(server))
+
+    def announce(self, progress: ActionProgress) -> None:
+        """Tell the subscribers how far an action on many jobs went (no state of the registry changes)."""
+        self._emit(progress)
 
     def _emit(self, change: Change) -> None:
         for subscriber in self.subscribers:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, JobStuck, ServerChanged
+from orthanc_jobs.core.changes import ActionProgress, Change, JobChanged, JobRemoved, JobStuck, ServerChanged
 from orthanc_jobs.core.errors import http_error_name
 from orthanc_jobs.core.model import Job, Server, orthanc_timestamp
 from orthanc_jobs.core.registry import Registry
@@ -117,6 +117,8 @@ def frame_for(registry: Registry, change: Change) -> tuple[str, bytes] | None:
             return "server", orjson.dumps(server_entry(registry, server))
         case JobRemoved(job_id):
             return "removed", orjson.dumps({"ID": job_id})
+        case ActionProgress(_, summary):
+            return "action", summary
     return None
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from orthanc_jobs.core.model import (
+    ACTION_STATES,
     TERMINAL_STATES,
     JobAction,
     JobState,
@@ -102,6 +103,10 @@ def test_the_dashboard_knows_the_job_states_of_the_model(rules: dict[str, Any]) 
 def test_the_dashboard_offers_the_actions_of_the_model(rules: dict[str, Any]) -> None:
     assert sorted(rules["actions"]) == sorted(JobAction)
     assert sorted(rules["actionStates"]) == sorted(JobAction)
+    # The same states as the service's (the actions on many jobs judge them there).
+    assert {action: sorted(states) for action, states in rules["actionStates"].items()} == {
+        str(action): sorted(states) for action, states in ACTION_STATES.items()
+    }
     for action, states in rules["actionStates"].items():
         assert states, action
         assert set(states) <= set(JobState), action

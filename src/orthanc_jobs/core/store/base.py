@@ -4,7 +4,15 @@ from typing import Any, Protocol
 
 import orjson
 
-from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, JobStuck, ServerChanged, ServerSeen
+from orthanc_jobs.core.changes import (
+    ActionProgress,
+    Change,
+    JobChanged,
+    JobRemoved,
+    JobStuck,
+    ServerChanged,
+    ServerSeen,
+)
 from orthanc_jobs.core.model import Job, Server
 
 #: How a change shows on the event stream: (kind, data), or None (api/wire.py ``frame_for``).
@@ -24,7 +32,7 @@ class Pending:
     frames: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.servers)
+        return bool(self.jobs or self.servers or self.frames)
 
     def under(self, newer: "Pending") -> "Pending":
         """These changes with ``newer`` ones on top (a failed write given back)."""
@@ -85,6 +93,8 @@ class PendingChanges:
                 key = "job:" + job_id
             case JobStuck(job):
                 key = "job:" + job.id  # nothing to keep: the replicas' event streams are told
+            case ActionProgress(action_id):
+                key = "action:" + action_id
             case ServerChanged(server) | ServerSeen(server):
                 self.save_server(server)
                 key = "server:" + server.url

@@ -121,7 +121,7 @@ class ChangeRecord:
 
     id: int
     replica: str
-    kind: str  # job, removed, server
+    kind: str  # job, removed, server, event (a frame alone)
     key: str
     meta: bytes | None
     content: bytes | None
@@ -330,6 +330,11 @@ class PostgresStore(PendingChanges):
             frame_kind, frame = pending.frames.get("server:" + server.url, (None, None))
             meta = orjson.dumps(server_row(server, server.gap))
             changes.append((self.replica, "server", server.url, meta, None, frame_kind, frame))
+        for key, (frame_kind, frame) in pending.frames.items():
+            # An event that changes nothing kept (a job told stuck, an action's progress): streamed only.
+            kind, _, name = key.partition(":")
+            if (kind == "job" and name not in pending.jobs) or kind == "action":
+                changes.append((self.replica, "event", key, None, None, frame_kind, frame))
         with self._pool.connection() as db, db.transaction(), db.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_LOG_LOCK,))
             if upserts:
