@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from orthanc_jobs.cli.bulk import act_on_many
 from orthanc_jobs.cli.connection import ClientCommand, client_of
 from orthanc_jobs.cli.errors import CommandError
 from orthanc_jobs.cli.render import (
@@ -30,6 +31,7 @@ from orthanc_jobs.cli.render import (
 )
 from orthanc_jobs.cli.watch import watch_jobs
 from orthanc_jobs.client import JobFilter
+from orthanc_jobs.core.bulk import DELETE
 from orthanc_jobs.core.model import JobAction
 
 commands = typer.Typer()
@@ -105,19 +107,47 @@ _ACTIONS = {
     JobAction.RESUME: "Resume a paused job, then print its state.",
     JobAction.CANCEL: "Cancel a job (it ends as Failure), then print its state.",
     JobAction.RESUBMIT: "Submit a failed job again, then print its state.",
+    DELETE: "Delete finished jobs on their servers (Orthanc 1.12.2 and later).",
 }
+_MANY = (
+    "\n\nWith filters instead of an ID: every job they match, through POST /orthanc-jobs/actions: the count "
+    "and the jobs refused first (--dry-run stops there), a confirmation (--yes for scripts), then a result "
+    "per job. Exits 1 if a job was refused or its server did not answer."
+)
 
 
-def _action_command(action: JobAction) -> Callable[[typer.Context, str], None]:
-    def act(ctx: typer.Context, job_id: JobIdArgument) -> None:
-        job = client_of(ctx).act(job_id, action)
-        make_console().print(Text.assemble(f"job {job_id}: ", state_text(job.get("State", ""))))
+def _action_command(action: str) -> Callable[..., None]:
+    def act(
+        ctx: typer.Context,
+        job_id: Annotated[
+            str | None, typer.Argument(metavar="[ID]", help="The job's id (or filters).", show_default=False)
+        ] = None,
+        status: StatusOption = None,
+        job_type: TypeOption = None,
+        server: ServerOption = None,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Only count the jobs it would reach.")
+        ] = False,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for a confirmation.")] = False,
+        as_json: JsonOption = False,
+    ) -> None:
+        where = JobFilter.of(status or [], job_type or [], server or [])
+        if job_id is not None and where.params():
+            raise CommandError("give a job's ID or filters, not both")
+        if job_id is None and not where.params():
+            raise CommandError("give a job's ID, or filters (--status, --type, --server) for many jobs")
+        if job_id is not None and action != DELETE and not (dry_run or yes):
+            job = client_of(ctx).act(job_id, action)
+            make_console().print(Text.assemble(f"job {job_id}: ", state_text(job.get("State", ""))))
+            return
+        ids = [job_id] if job_id is not None else []
+        act_on_many(client_of(ctx), action, where, ids, dry_run=dry_run, yes=yes, as_json=as_json)
 
     return act
 
 
 for _action, _summary in _ACTIONS.items():
-    commands.command(_action.value, help=_summary, cls=ClientCommand)(_action_command(_action))
+    commands.command(str(_action), help=_summary + _MANY, cls=ClientCommand)(_action_command(str(_action)))
 
 
 @commands.command(cls=ClientCommand)

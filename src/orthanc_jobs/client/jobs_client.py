@@ -239,6 +239,32 @@ class JobsClient:
             raise ApiError(f"{url} answered something else than a list of servers")
         return servers
 
+    def act_on_many(
+        self,
+        action: str,
+        where: JobFilter,
+        ids: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        expected: int | None = None,
+    ) -> dict[str, Any]:
+        """``POST /orthanc-jobs/actions``: ``action`` on every job ``where`` matches. A dry run answers
+        how many match and which would be refused; a run (with the count the dry run gave as ``expected``,
+        refused if it changed) answers where to follow it (``Path``)."""
+        criteria: dict[str, list[str]] = {}
+        for name, value in where.params():
+            criteria.setdefault(name, []).append(value)
+        if ids:
+            criteria["ids"] = ids
+        body: dict[str, Any] = {"Action": action, "Filter": criteria, "DryRun": dry_run}
+        if expected is not None:
+            body["Expected"] = expected
+        return self._object(self._request("POST", f"{self.service_url}/actions", json=body))
+
+    def action_progress(self, path: str) -> dict[str, Any]:
+        """How far an action on many jobs went (its ``Path``), with a result per job."""
+        return self._object(self._request("GET", self.url + path))
+
     def events(
         self,
         last_event_id: str = "",
@@ -341,6 +367,12 @@ class JobsClient:
             return response.json()
         except ValueError:
             raise ApiError(f"{response.request.url} answered something else than JSON") from None
+
+    def _object(self, response: httpx.Response) -> dict[str, Any]:
+        answer = self._json(response)
+        if not isinstance(answer, dict):
+            raise ApiError(f"{response.request.url} answered something else than a JSON object")
+        return answer
 
     def _job_object(self, response: httpx.Response) -> dict[str, Any]:
         job = self._json(response)
