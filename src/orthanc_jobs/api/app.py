@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from orthanc_jobs import INTERNAL_PREFIX, __version__
-from orthanc_jobs.api import actions, jobs, modalities, plugins, queries, service
+from orthanc_jobs.api import actions, jobs, modalities, plugins, queries, service, stats
 from orthanc_jobs.api.auth import ClusterAuthenticator, PluginSecret
 from orthanc_jobs.api.browsers import SecurityHeaders
 from orthanc_jobs.api.context import Services
@@ -170,6 +170,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(modalities.router)
     app.include_router(service.router)
     app.include_router(actions.router)
+    app.include_router(stats.router)
     app.include_router(service.health_router)
     app.include_router(plugins.router)
 

@@ -3,9 +3,7 @@ orchestrator's routes at the root: health, readiness, metrics."""
 
 import asyncio
 import random
-from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +15,7 @@ from orthanc_jobs import SERVICE_PREFIX, __version__
 from orthanc_jobs.api.context import Authorized, Services, services_of
 from orthanc_jobs.api.responses import OrjsonResponse
 from orthanc_jobs.core.background import SharedRuns
-from orthanc_jobs.core.errors import BadRequest, UnknownFile
+from orthanc_jobs.core.errors import UnknownFile
 from orthanc_jobs.core.eventlog import Event
 from orthanc_jobs.core.wire import server_entry
 
@@ -27,8 +25,6 @@ health_router = APIRouter(tags=["Health"])
 KEEPALIVE_SECONDS = 15.0
 # How long a stream resuming from an event this replica has not read yet waits for it (replicas).
 RESUME_WAIT = 2.0
-# Buckets one statistics answer may hold (the dashboard asks for at most 60).
-MAX_STATS_BUCKETS = 1000
 # How long /readyz waits for the Orthanc servers, and how many of them it asks at most.
 READY_TIMEOUT = 1.0
 READY_SAMPLE = 8
@@ -125,40 +121,6 @@ async def event_stream(
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
-
-
-@router.get("/stats", summary="Jobs completed and failed per server, over time")
-async def completion_stats(
-    services: Authorized,
-    bucket: Annotated[int, Query(ge=10, le=86_400, description="Seconds per bucket")] = 60,
-    window: Annotated[int, Query(ge=60, le=7 * 86_400, description="Seconds back from now")] = 3600,
-) -> Response:
-    if window // bucket > MAX_STATS_BUCKETS:
-        raise BadRequest(f"{window // bucket} buckets asked for: at most {MAX_STATS_BUCKETS} (raise bucket=)")
-    registry = services.registry
-    now = datetime.now(UTC).timestamp()
-    first = int((now - window) // bucket) * bucket
-    names = {server.url: server.name for server in registry.servers()}
-    counts: dict[str, dict[int, dict[str, int]]] = defaultdict(
-        lambda: defaultdict(lambda: {"Success": 0, "Failure": 0})
-    )
-    for job in registry.finished_since(first):
-        start = int((job.finished_at or now) // bucket) * bucket
-        counts[names.get(job.server_url, job.server_url)][start][job.state] += 1
-    series = {
-        name: [
-            {"Time": datetime.fromtimestamp(start, UTC).isoformat(), **counts[name][start]}
-            for start in range(first, int(now) + 1, bucket)
-        ]
-        for name in sorted(set(names.values()) | set(counts))
-    }
-    return OrjsonResponse(
-        {
-            "Bucket": bucket,
-            "Window": window,
-            "Servers": series,
-        }
-    )
 
 
 @router.get("/ui", include_in_schema=False)

@@ -601,6 +601,11 @@ class Registry:
         start = bisect.bisect_left(self._finished, (since, ""))
         return [self._jobs[job_id] for _, job_id in self._finished[start:]]
 
+    def created_since(self, stamp: str) -> list[Job]:
+        """Jobs whose CreationTime (Orthanc's format, UTC) is ``stamp`` or later, in creation order."""
+        keys = self._sorted[ALL]
+        return [self._jobs[key[1]] for key in keys[bisect.bisect_left(keys, (stamp, "")) :]]
+
     def all_jobs(self) -> Iterable[Job]:
         return self._jobs.values()
 
