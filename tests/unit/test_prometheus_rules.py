@@ -1,45 +1,72 @@
 """The Prometheus files in deploy/prometheus: promtool checks the rules and the configuration, and runs the
-rules' unit tests (orthanc-jobs-rules.test.yml: each alert made to fire, and not to fire).
+rules' unit tests (orthanc-jobs-rules.test.yml: each alert made to fire, and not to fire); the rules read
+only metrics the job-service exposes.
 
-promtool comes with Debian's prometheus package (scripts/install-system-deps.sh); without it these tests
-are skipped. It resolves no host name: the scrape targets are only parsed.
+promtool comes with Debian's prometheus package (scripts/install-system-deps.sh); without it the tests that
+need it are skipped. It resolves no host name: the scrape targets are only parsed.
 """
 
-import shutil
-import subprocess
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS = ROOT / "deploy" / "prometheus"
-RULES = PROMETHEUS / "orthanc-jobs-rules.yml"
+from tests.unit.monitoring import (
+    PROMETHEUS,
+    RULES,
+    SCRAPE_SERIES,
+    exposed_series,
+    metric_names,
+    promtool,
+    recorded_series,
+    rule_expressions,
+    rules,
+    succeeds,
+)
+
 RULES_TESTS = PROMETHEUS / "orthanc-jobs-rules.test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
 
 
-def _promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian's prometheus package: make system-deps)")
-    return subprocess.run(
-        [promtool, *arguments], capture_output=True, text=True, timeout=60, check=False, cwd=PROMETHEUS
-    )
-
-
-def _succeeds(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, f"{' '.join(result.args)}:\n{result.stdout}\n{result.stderr}"
-
-
 def test_rules_are_valid() -> None:
-    _succeeds(_promtool("check", "rules", str(RULES)))
+    succeeds(promtool("check", "rules", str(RULES)))
 
 
 def test_rules_unit_tests_pass() -> None:
-    _succeeds(_promtool("test", "rules", str(RULES_TESTS)))
+    succeeds(promtool("test", "rules", str(RULES_TESTS)))
 
 
 def test_config_is_valid_and_loads_the_rules() -> None:
-    result = _promtool("check", "config", str(CONFIG))
-    _succeeds(result)
+    result = promtool("check", "config", str(CONFIG))
+    succeeds(result)
     assert "1 rule files found" in result.stdout
+
+
+def test_rules_read_only_what_the_service_exposes() -> None:
+    """A metric renamed in core/metrics.py, and not here, fails this test."""
+    known = exposed_series() | SCRAPE_SERIES | recorded_series()
+    unknown = {name: sorted(metric_names(expr) - known) for name, expr in rule_expressions().items()}
+    assert {name: names for name, names in unknown.items() if names} == {}
+    for name, expr in rule_expressions().items():
+        assert metric_names(expr), f"{name} reads no metric"
+
+
+def _alerts() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_description() -> None:
+    for alert in _alerts():
+        assert alert["labels"]["severity"] in ("critical", "warning"), alert["alert"]
+        assert alert["annotations"]["summary"].strip(), alert["alert"]
+        assert alert["annotations"]["description"].strip(), alert["alert"]
+
+
+def test_every_alert_is_tested_firing_and_not_firing() -> None:
+    yaml = pytest.importorskip("yaml")
+    cases = [
+        case for test in yaml.safe_load(RULES_TESTS.read_text())["tests"] for case in test["alert_rule_test"]
+    ]
+    for alert in _alerts():
+        name = alert["alert"]
+        assert any(case["alertname"] == name and case.get("exp_alerts") for case in cases), name
+        assert any(case["alertname"] == name and not case.get("exp_alerts") for case in cases), name
