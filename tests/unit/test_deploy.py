@@ -319,3 +319,22 @@ def test_nginx_fetches_outputs_from_their_owner_in_internal_locations(nginx_conf
     assert f'proxy_set_header X-Orthanc-Jobs-Owners "{owners}"' in job
     # Setting a header in a location drops those set for the whole server: they are set again.
     assert "proxy_set_header Host $http_host" in job and 'proxy_set_header Connection ""' in job
+
+
+def test_compose_monitoring_is_a_profile_that_scrapes_every_replica() -> None:
+    """Prometheus and Grafana start only with `--profile monitoring`; Prometheus reads every replica."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: the compose file is not parsed")
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], name
+        for source, _, read_only in _mounts(services[name]):
+            if source.startswith("."):
+                assert (DEPLOY / source).exists() and read_only, (name, source)
+    for name in SERVICES:
+        assert "profiles" not in services[name], name
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "orthanc-jobs"
+    assert [target for static in job["static_configs"] for target in static["targets"]] == [
+        f"{name}:8050" for name in JOB_SERVICES
+    ]
