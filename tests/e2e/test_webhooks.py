@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from playwright.sync_api import Page, expect
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 from tests.e2e.conftest import ORTHANC_CONFIG, running_cluster
@@ -30,6 +31,7 @@ from tests.e2e.helpers import (
     wait_for,
     wait_job_state,
 )
+from tests.e2e.test_dashboard import browser, context, page, screenshot  # noqa: F401  # fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -229,3 +231,17 @@ def test_failed_attempts_show_in_the_metrics_and_the_route(alerted: ClusterState
     assert (
         f'orthanc_jobs_webhook_deliveries_total{{result="delivered",webhook="all"}} {delivered}.0' in metrics
     )
+
+
+def test_the_dashboard_shows_the_deliveries(alerted: ClusterState, page: Page) -> None:  # noqa: F811
+    answer = page.goto(f"{alerted.lb_url}/orthanc-jobs/ui/")
+    assert answer is not None and answer.status == 200
+    panel = page.locator("#webhooks-panel")
+    expect(panel).to_be_visible()
+    everything = page.locator('#webhooks-body tr[data-webhook="all"]')
+    expect(everything).to_contain_text("HTTP 500 Internal Server Error")
+    expect(page.locator('#webhooks-body tr[data-webhook="stores"]')).to_contain_text(
+        "types: dicommodalitystore"
+    )
+    expect(page.locator("#webhooks-body tr")).to_have_count(3)
+    screenshot(page, "dashboard-webhooks", full_page=True)

@@ -49,6 +49,7 @@ _UI_FILES = {
     "servers.js": "text/javascript; charset=utf-8",
     "state.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "webhooks.js": "text/javascript; charset=utf-8",
 }
 
 
