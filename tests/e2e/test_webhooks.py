@@ -96,7 +96,8 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
+def receiver(orthanc_version: str) -> Iterator[Receiver]:
+    """A receiver of its own for each Orthanc version's cluster."""
     found = Receiver()
     yield found
     found.close()
