@@ -93,6 +93,11 @@ export async function readServers() {
   return (await request(`${SERVICE}/servers`)).body;
 }
 
+/** Every webhook of the service, and how its deliveries went (never its secret). */
+export async function readWebhooks() {
+  return (await request(`${SERVICE}/webhooks`)).body;
+}
+
 /** Jobs completed and failed per server, in buckets of `bucket` seconds over the last `seconds`. */
 export async function readStats(bucket, seconds) {
   return (await request(`${SERVICE}/stats?bucket=${bucket}&window=${seconds}`)).body;

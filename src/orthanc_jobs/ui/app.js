@@ -6,6 +6,7 @@
 //   filters.js    the filter form and the address        servers.js  the cluster overview
 //   jobs.js       the jobs table and its pager           detail.js   a job's detail and its actions
 //   chart.js      jobs completed and failed over time    live.js     what the event stream changes
+//   webhooks.js   the alerts by webhook and their deliveries
 // (package.json only tells Node, which runs the rules' unit tests, that these files are ES modules.)
 
 import { readJob } from "./api.js";
@@ -18,9 +19,12 @@ import { loadJobs } from "./jobs.js";
 import { goLive } from "./live.js";
 import { loadServers } from "./servers.js";
 import { isJobId, lastPage, pageForLimit } from "./state.js";
+import { loadWebhooks } from "./webhooks.js";
 
 // The chart is read again this often (jobs that end are shown sooner: see chart.js).
 const STATS_REFRESH_MS = 60000;
+// The webhooks' deliveries are read again this often (the event stream does not tell them).
+const WEBHOOKS_REFRESH_MS = 10000;
 
 /** Changes the view (filters, order, page) and loads the matching jobs. */
 function changeView(changes) {
@@ -135,6 +139,9 @@ function bindControls() {
   setInterval(() => {
     if (!document.hidden) loadStats();
   }, STATS_REFRESH_MS);
+  setInterval(() => {
+    if (!document.hidden) loadWebhooks();
+  }, WEBHOOKS_REFRESH_MS);
 }
 
 function start() {
@@ -146,6 +153,7 @@ function start() {
   loadServers();
   loadJobs();
   loadStats();
+  loadWebhooks();
   if (dashboard.view.job) openDetail(dashboard.view.job);
 }
 

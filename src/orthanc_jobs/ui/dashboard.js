@@ -30,6 +30,8 @@ export const dashboard = {
   detail: { job: null, opener: null },
   /** The last answer of /orthanc-jobs/stats, drawn again when the chart's width changes. */
   stats: null,
+  /** The entries of /orthanc-jobs/webhooks (empty: none is configured, the panel is hidden). */
+  webhooks: [],
   /** What the page could not read, by what it was reading: shown in the banner. */
   problems: new Map(),
   /** Tasks waiting to run once (see `runOnce`), by name. */
