@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from orthanc_jobs.core.filters import JobQuery
 from orthanc_jobs.core.model import Job, Server, ServerStatus
 from orthanc_jobs.core.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
 from orthanc_jobs.core.store import SqliteStore
@@ -66,7 +67,7 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(registry: Registry) -> N
     assert registry.get_job(JOB_A).state == "Success"
     registry.apply_snapshot(server, job(JOB_A, "Pending", Timestamp="20261128T100006.000000"))  # resubmitted
     assert registry.get_job(JOB_A).state == "Pending"
-    assert registry.list_jobs(states=frozenset({"Success"})) == []
+    assert registry.list_jobs(JobQuery(states=frozenset({"Success"}))) == []
 
 
 def test_invalid_snapshots_are_ignored(registry: Registry) -> None:
@@ -90,7 +91,7 @@ def test_filters_combine(registry: Registry) -> None:
     registry.apply_snapshot(first, job(JOB_A, "Running", Type="Archive"))
     registry.apply_snapshot(first, job(JOB_B, "Success", Type="ResourceModification"))
     registry.apply_snapshot(second, job(JOB_C, "Running", Type="ResourceModification"))
-    ids = lambda **f: sorted(j.id for j in registry.list_jobs(**f))  # noqa: E731
+    ids = lambda **f: sorted(j.id for j in registry.list_jobs(JobQuery(**f)))  # noqa: E731
     assert ids(states=frozenset({"Running"})) == [JOB_A, JOB_C]
     assert ids(types=frozenset({"resourcemodification"})) == [JOB_B, JOB_C]
     assert ids(server_urls=frozenset({first.url})) == [JOB_A, JOB_B]
@@ -242,7 +243,7 @@ def test_removed_jobs_leave_every_index(registry: Registry) -> None:
     registry.apply_snapshot(server, job(JOB_A, "Success"))
     registry.remove_job(JOB_A)
     assert registry.list_jobs() == []
-    assert registry.list_jobs(states=frozenset({"Success"})) == []
+    assert registry.list_jobs(JobQuery(states=frozenset({"Success"}))) == []
     assert registry.job_counts(server)["Success"] == 0
 
 
@@ -332,7 +333,7 @@ def test_the_store_brings_everything_back_after_a_restart(tmp_path, clock: Clock
     assert again.get_job(JOB_A).content["Content"] == {"ArchiveSize": "10"}
     assert again.get_job(JOB_A).history_only
     assert again.get_job(JOB_B).state == "Running"
-    assert again.list_jobs(states=frozenset({"Running"}))[0].id == JOB_B
+    assert again.list_jobs(JobQuery(states=frozenset({"Running"})))[0].id == JOB_B
 
 
 def test_two_processes_sharing_one_url_are_reported(
@@ -417,7 +418,7 @@ def test_what_another_replica_wrote_is_installed_unless_older_and_not_told_again
     )
     assert registry.install_job(later) is True
     assert registry.get_job(JOB_A) is later and [
-        j.id for j in registry.list_jobs(states=frozenset({"Failure"}))
+        j.id for j in registry.list_jobs(JobQuery(states=frozenset({"Failure"})))
     ]
     assert told == []  # written and streamed by the replica that received it
 
@@ -531,10 +532,9 @@ def test_pages_of_listings_and_counts_follow_every_change(registry: Registry, cl
             [None, frozenset({servers[0].url}), frozenset(s.url for s in servers[1:])]
         )
         offset, limit = generator.randint(0, 40), generator.choice([None, 0, 5, 25])
-        expected = registry.list_jobs(states=chosen_states, types=chosen_types, server_urls=chosen_servers)
-        total, page = registry.page_jobs(
-            states=chosen_states, types=chosen_types, server_urls=chosen_servers, offset=offset, limit=limit
-        )
+        query = JobQuery(states=chosen_states, types=chosen_types, server_urls=chosen_servers)
+        expected = registry.list_jobs(query)
+        total, page = registry.page_jobs(query, offset=offset, limit=limit)
         assert (total, page) == (len(expected), expected[offset : None if limit is None else offset + limit])
     for server in servers:
         counted = {state: 0 for state in [*states, "Retry"]}
