@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from orthanc_jobs.core.filters import JobQuery
+from orthanc_jobs.core.filters import JobQuery, ResourceSearch, TextSearch, TimeRange
 from orthanc_jobs.core.model import Job, Server, ServerStatus
 from orthanc_jobs.core.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
 from orthanc_jobs.core.store import SqliteStore
@@ -552,3 +552,71 @@ def test_pages_of_listings_and_counts_follow_every_change(registry: Registry, cl
     assert {j.id for j in registry.finished_since(since)} == {
         j.id for j in every if j.finished_at is not None and j.finished_at >= since
     }
+
+
+def test_pages_of_searches_say_what_judging_every_job_says(registry: Registry, clock: Clock) -> None:
+    """Ids and creation times narrow the sorted indexes, alone or with states, types and servers; the
+    other criteria are judged job by job: every page is the slice of what matches among all jobs."""
+    import random
+
+    generator = random.Random(15)
+    servers = [register(registry, f"orthanc-{n}", f"inc-{n}") for n in (1, 2)]
+    studies = [f"{n:08x}-26f93bde-c81ab0d7-bffaf2cb-a4d0bdd0" for n in range(4)]
+    ids = [f"{n:08d}-1111-4111-8111-111111111111" for n in range(150)]
+    for number, job_id in enumerate(ids):
+        clock.now += 1
+        state = generator.choice(["Running", "Success", "Failure"])
+        extra = {"CompletionTime": f"20261129T{number:06d}.000000"} if state != "Running" else {}
+        registry.apply_snapshot(
+            servers[number % 2],
+            job(
+                job_id,
+                state,
+                created=f"20261128T{generator.randrange(100):06d}.{number:06d}",
+                Type=generator.choice(["Archive", "Media"]),
+                Content={
+                    "Description": generator.choice(["Ward 7", "ward 9", "Night"]),
+                    "Resources": [generator.choice(studies)],
+                },
+                **extra,
+            ),
+        )
+    every = registry.list_jobs()
+    found = 0
+    for _ in range(300):
+        query = JobQuery(
+            states=generator.choice([None, frozenset({"Success"}), frozenset({"Running", "Failure"})]),
+            types=generator.choice([None, frozenset({"archive"})]),
+            server_urls=generator.choice([None, frozenset({servers[1].url})]),
+            ids=generator.choice([None, frozenset(generator.sample(ids, 20)), frozenset({JOB_A})]),
+            created=generator.choice(
+                [
+                    None,
+                    TimeRange.between("20261128T000010", "20261128T000050"),
+                    TimeRange.between(None, "20261128T000020"),
+                ]
+            ),
+            completed=generator.choice([None, TimeRange.between("20261129T000100", None)]),
+            text=generator.choice([None, TextSearch("WARD"), TextSearch("night")]),
+            resource=generator.choice([None, ResourceSearch(studies[1])]),
+        )
+        offset, limit = generator.randint(0, 30), generator.choice([None, 0, 7, 40])
+        expected = [each for each in every if query.matches(each)]
+        found += bool(expected)
+        assert registry.list_jobs(query) == expected
+        total, page = registry.page_jobs(query, offset=offset, limit=limit)
+        assert (total, page) == (len(expected), expected[offset : None if limit is None else offset + limit])
+    assert found > 50  # the queries find something, often
+
+
+def test_searches_skip_the_jobs_hidden_after_a_while(clock: Clock) -> None:
+    registry = Registry(
+        SqliteStore(":memory:"), not_responding_after=10, stopped_after=60, hide_lost_after=100, clock=clock
+    )
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Success", Content={"Description": "kept"}))
+    registry.apply_snapshot(server, job(JOB_B, "Running", Content={"Description": "kept"}))
+    registry.mark_server_stopped(server)  # both jobs are now its gone process's, B lost
+    clock.now += 101
+    assert registry.page_jobs(JobQuery(text=TextSearch("kept"))) == (0, [])
+    assert registry.page_jobs(JobQuery(ids=frozenset({JOB_A}))) == (0, [])
