@@ -17,7 +17,14 @@ from orthanc_jobs.core.filters import JobQuery, ResourceSearch, TextSearch, Time
 from orthanc_jobs.core.model import JobState, is_job_id
 from orthanc_jobs.core.registry import Registry
 
-__all__ = ["FILTER_NAMES", "ListingQuery", "job_query_from_json", "parse_job_query"]
+__all__ = [
+    "FILTER_NAMES",
+    "ListingQuery",
+    "PageLimit",
+    "PageOffset",
+    "job_query_from_json",
+    "parse_job_query",
+]
 
 #: Every filter, by the name of its query parameter.
 FILTER_NAMES = (
@@ -168,3 +175,7 @@ def _listing_query(
 
 #: A route's query parameters as a JobQuery (the caller's credentials checked first).
 ListingQuery = Annotated[JobQuery, Depends(_listing_query)]
+#: The listing's paging: at most this many jobs (none: all)...
+PageLimit = Annotated[int | None, Query(ge=0, le=1_000_000)]
+#: ... from this one on, in creation order.
+PageOffset = Annotated[int, Query(ge=0, le=1_000_000_000)]

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from orthanc_jobs.api.context import Authorized, AuthorizedChange, Services
-from orthanc_jobs.api.filters import ListingQuery
+from orthanc_jobs.api.filters import ListingQuery, PageLimit, PageOffset
 from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner, raw_json
 from orthanc_jobs.core.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.core.lookups import Unreadable
@@ -49,8 +49,8 @@ async def list_jobs(
     services: Authorized,
     query: ListingQuery,
     expand: Annotated[str | None, Query(description="Present (and not 'false'): full job objects")] = None,
-    limit: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: PageLimit = None,
+    offset: PageOffset = 0,
 ) -> Response:
     registry = services.registry
     total, page = registry.page_jobs(query, offset=offset, limit=limit)
