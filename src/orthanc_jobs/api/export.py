@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from orthanc_jobs import SERVICE_PREFIX
 from orthanc_jobs.api.context import Authorized
-from orthanc_jobs.api.filters import ListingQuery, PageLimit, PageOffset
+from orthanc_jobs.api.filters import ListingQuery, PageLimit, PageOffset, page_of
 from orthanc_jobs.core.errors import BadRequest
 from orthanc_jobs.core.wire import expanded_jobs_chunks, jobs_csv
 
@@ -41,7 +41,7 @@ async def export_jobs(
     if media_type is None:
         raise BadRequest(f"format: {output!r} is not one of {', '.join(_MEDIA_TYPES)}")
     registry = services.registry
-    total, page = registry.page_jobs(query, offset=offset, limit=limit)
+    total, page = await page_of(registry, query, offset, limit)
     chunks = jobs_csv(registry, page) if output.lower() == "csv" else expanded_jobs_chunks(registry, page)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     headers = {

@@ -6,6 +6,7 @@ or a JSON list), those of several values also comma-separated. Anything it canno
 which filter and why.
 """
 
+import asyncio
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from fastapi import Depends, Query
 from orthanc_jobs.api.context import Authorized
 from orthanc_jobs.core.errors import BadRequest
 from orthanc_jobs.core.filters import JobQuery, ResourceSearch, TextSearch, TimeRange, is_resource_id
-from orthanc_jobs.core.model import JobState, is_job_id
+from orthanc_jobs.core.model import Job, JobState, is_job_id
 from orthanc_jobs.core.registry import Registry
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PageLimit",
     "PageOffset",
     "job_query_from_json",
+    "page_of",
     "parse_job_query",
 ]
 
@@ -179,3 +181,14 @@ ListingQuery = Annotated[JobQuery, Depends(_listing_query)]
 PageLimit = Annotated[int | None, Query(ge=0, le=1_000_000)]
 #: ... from this one on, in creation order.
 PageOffset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+
+
+async def page_of(
+    registry: Registry, query: JobQuery, offset: int, limit: int | None
+) -> tuple[int, list[Job]]:
+    """``Registry.page_jobs``, the event loop answering other requests at each pause of a long search."""
+    for step in registry.page_steps(query, offset=offset, limit=limit):
+        if step is not None:
+            return step
+        await asyncio.sleep(0)
+    raise AssertionError("the last step of page_steps is the page")

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from orthanc_jobs.api.context import Authorized, AuthorizedChange, Services
-from orthanc_jobs.api.filters import ListingQuery, PageLimit, PageOffset
+from orthanc_jobs.api.filters import ListingQuery, PageLimit, PageOffset, page_of
 from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner, raw_json
 from orthanc_jobs.core.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.core.lookups import Unreadable
@@ -53,7 +53,7 @@ async def list_jobs(
     offset: PageOffset = 0,
 ) -> Response:
     registry = services.registry
-    total, page = registry.page_jobs(query, offset=offset, limit=limit)
+    total, page = await page_of(registry, query, offset, limit)
     headers = {"X-Total-Count": str(total)}
     if _expand_requested(request):
         return raw_json(expanded_jobs(registry, page), headers=headers)

@@ -39,6 +39,7 @@ _TIME = re.compile(
 )
 _RESOURCE_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}", re.IGNORECASE)
 _COMPLETION_TIME = b'"CompletionTime":"'
+_FIRST_COMPLETION_TIME = b"{" + _COMPLETION_TIME
 
 
 def parse_time(value: str) -> tuple[datetime, timedelta]:
@@ -121,17 +122,20 @@ class TimeRange:
 
 
 def completion_time(job: Job) -> str:
-    """The job's ``CompletionTime`` ("" while it runs), read from its serialised JSON when it has one key of
-    that name (the usual case: Orthanc's contents have none), else from its parsed JSON."""
+    """The job's ``CompletionTime`` ("" while it runs), read from its serialised JSON where that is sure:
+    the first field, as Orthanc writes it (its keys sorted), or the only key of that name."""
     if job.parsed is not None:
         return str(job.parsed.get("CompletionTime") or "")
     head = job.json_head
-    at = head.find(_COMPLETION_TIME)
-    if at < 0:
-        return ""
-    if head.find(_COMPLETION_TIME, at + 1) >= 0:
-        return str(job.content.get("CompletionTime") or "")
-    start = at + len(_COMPLETION_TIME)
+    if head.startswith(_FIRST_COMPLETION_TIME):
+        start = len(_FIRST_COMPLETION_TIME)
+    else:
+        at = head.find(_COMPLETION_TIME)
+        if at < 0:
+            return ""
+        if head.find(_COMPLETION_TIME, at + 1) >= 0:  # one more within the Content
+            return str(job.content.get("CompletionTime") or "")
+        start = at + len(_COMPLETION_TIME)
     return head[start : head.find(b'"', start)].decode()
 
 
@@ -140,37 +144,27 @@ class TextSearch:
     """Jobs whose ID, Type, ErrorDescription, ErrorDetails or serialised Content hold ``text``, in any case.
 
     Judged first on the whole serialised job, without parsing it: a job that does not hold the text there
-    does not hold it anywhere; one that does (maybe in another field) is parsed to be sure.
+    does not hold it anywhere; one that does (maybe in another field: a time, a key) is parsed to be sure.
     """
 
     text: str
     _lower: str = field(init=False, repr=False, compare=False)
     #: The text as it appears in the serialised job: as it is (within the Content) and escaped as a string.
-    _forms: tuple[str, str] = field(init=False, repr=False, compare=False)
-    _byte_forms: tuple[bytes, bytes] | None = field(init=False, repr=False, compare=False)
+    _forms: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lower = self.text.lower()
-        forms = (lower, orjson.dumps(lower).decode()[1:-1])
         object.__setattr__(self, "_lower", lower)
-        object.__setattr__(self, "_forms", forms)
-        # Text in ASCII is searched for in ASCII jobs as bytes (their lower case is ASCII's).
-        byte_forms = (forms[0].encode(), forms[1].encode()) if lower.isascii() else None
-        object.__setattr__(self, "_byte_forms", byte_forms)
+        object.__setattr__(self, "_forms", tuple(dict.fromkeys((lower, orjson.dumps(lower).decode()[1:-1]))))
 
     def found_in(self, job: Job) -> bool:
+        # Decoded, then in lower case: faster than bytes.lower() (CPython's str has a fast path for ASCII).
+        serialised = job.json_head.decode().lower()
+        if not any(form in serialised for form in self._forms):
+            return False
         lower = self._lower
-        if lower in job.id or lower in job.type.lower():
+        if lower in job.id.lower() or lower in job.type.lower():
             return True
-        head = job.json_head
-        if self._byte_forms is not None and head.isascii():
-            folded = head.lower()
-            if not any(form in folded for form in self._byte_forms):
-                return False
-        else:
-            text = head.decode().lower()
-            if not any(form in text for form in self._forms):
-                return False
         content = job.content
         fields = (content.get("ID"), content.get("ErrorDescription"), content.get("ErrorDetails"))
         if any(isinstance(value, str) and lower in value.lower() for value in fields):
@@ -188,17 +182,19 @@ class ResourceSearch:
     """Jobs whose Content names the Orthanc resource ``resource`` (in any case), as a whole token."""
 
     resource: str
+    _lower: str = field(init=False, repr=False, compare=False)
     _pattern: "re.Pattern[bytes]" = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not is_resource_id(self.resource):
             raise ValueError(f"{self.resource!r} is not an Orthanc resource id")
+        object.__setattr__(self, "_lower", self.resource.lower())
         token = rb"(?<![0-9A-Za-z-])" + re.escape(self.resource.encode()) + rb"(?![0-9A-Za-z-])"
         object.__setattr__(self, "_pattern", re.compile(token, re.IGNORECASE))
 
     def named_by(self, job: Job) -> bool:
-        # Anywhere in the serialised job first; then in its Content only (a rare second look).
-        if self._pattern.search(job.json_head) is None:
+        # Anywhere in the serialised job first (a plain search); then as a token, in its Content only.
+        if self._lower not in job.json_head.decode().lower():
             return False
         return self._pattern.search(orjson.dumps(job.content.get("Content"))) is not None
 

@@ -78,17 +78,19 @@ OrderKey = tuple[str, str]
 ALL = ("", "")
 
 
+#: Jobs judged one by one between two pauses of a search (page_steps): some 20 ms.
+JUDGED_PER_STEP = 10_000
 #: The JobQuery field each kind of index answers.
 _QUERY_FIELDS = {"state": "states", "type": "types", "server": "server_urls"}
 #: Sorted keys, and the positions of a range of them (from the first, to the second excluded).
 KeyRange = tuple[list[OrderKey], int, int]
 
 
-def _merged(ranges: list[KeyRange]) -> Iterable[OrderKey]:
-    """The keys of every range, in order."""
+def _copied(ranges: list[KeyRange]) -> Iterable[OrderKey]:
+    """The keys of every range, in order, copied: the registry's changes meanwhile leave them alone."""
     if len(ranges) == 1:
         keys, start, stop = ranges[0]
-        return keys[start:stop] if start or stop < len(keys) else keys
+        return keys[start:stop]
     return heapq.merge(*(keys[start:stop] for keys, start, stop in ranges))
 
 
@@ -135,6 +137,8 @@ class Registry:
         self._replaced: dict[str, str] = {}
         #: Servers whose status changed while this replica did not lead (shown, not told): told once it does.
         self._untold: set[str] = set()
+        #: Jobs judged one by one between two pauses of a search (page_steps).
+        self.judged_per_step = JUDGED_PER_STEP
         #: Told of every change (core/changes.py), in order: the store first, which keeps it.
         self.subscribers: list[Subscriber] = [store.record]
         servers, jobs = store.load()
@@ -442,14 +446,7 @@ class Registry:
 
     def list_jobs(self, query: JobQuery = EVERY_JOB) -> list[Job]:
         """The jobs that match ``query``, in creation order."""
-        ranges, rest = self._narrowest(query)
-        candidates = (self._jobs[key[1]] for key in _merged(ranges))
-        if self._hide_lost_after is not None:
-            hidden_before = self._clock() - self._hide_lost_after
-            candidates = (job for job in candidates if not self._is_hidden(job, hidden_before))
-        if rest == EVERY_JOB:
-            return list(candidates)
-        return [job for job in candidates if rest.matches(job)]
+        return self.page_jobs(query)[1]
 
     def _is_hidden(self, job: Job, hidden_before: float) -> bool:
         """A job of a process that is gone, finished (or lost) long enough ago, is no longer listed."""
@@ -482,20 +479,44 @@ class Registry:
         servers: several values' keys merged), within its creation times; a query that names nothing else
         is a slice of it. Other criteria are judged job by job, as are jobs hidden after a while
         (``hide_lost_after``): then every listing reads what matches."""
+        *_, page = self.page_steps(query, offset=offset, limit=limit)
+        assert page is not None  # the last step is the page
+        return page
+
+    def page_steps(
+        self, query: JobQuery = EVERY_JOB, *, offset: int = 0, limit: int | None = None
+    ) -> Iterator[tuple[int, list[Job]] | None]:
+        """``page_jobs`` in steps: where jobs are judged one by one, a pause (None) every
+        ``judged_per_step`` of them, for the caller to let the event loop answer others meanwhile (a search
+        of a million jobs takes seconds), then the page. The registry may change between two steps: each
+        job is judged as it is when it is read."""
         end = None if limit is None else offset + limit
-        if self._hide_lost_after is not None:
-            jobs = self.list_jobs(query)
-            return len(jobs), jobs[offset:end]
         ranges, rest = self._narrowest(query)
-        if rest == EVERY_JOB:
+        if rest == EVERY_JOB and self._hide_lost_after is None:
             size = sum(stop - start for _, start, stop in ranges)
             if len(ranges) == 1:
                 keys, start, stop = ranges[0]
                 last = stop if end is None else min(stop, start + end)
-                return size, [self._jobs[key[1]] for key in keys[start + offset : last]]
-            return size, [self._jobs[key[1]] for key in itertools.islice(_merged(ranges), offset, end)]
-        matching = [job for key in _merged(ranges) if rest.matches(job := self._jobs[key[1]])]
-        return len(matching), matching[offset:end]
+                yield size, [self._jobs[key[1]] for key in keys[start + offset : last]]
+                return
+            merged = heapq.merge(*(itertools.islice(keys, start, stop) for keys, start, stop in ranges))
+            yield size, [self._jobs[key[1]] for key in itertools.islice(merged, offset, end)]
+            return
+        hidden_before = None if self._hide_lost_after is None else self._clock() - self._hide_lost_after
+        matching = []
+        for number, key in enumerate(_copied(ranges), start=1):
+            # Changed since the ranges were read (a pause before): judged whole, as it is now.
+            job = self._jobs.get(key[1])
+            if (
+                job is not None
+                and job.order_key == key
+                and query.matches(job)
+                and (hidden_before is None or not self._is_hidden(job, hidden_before))
+            ):
+                matching.append(job)
+            if number % self.judged_per_step == 0:
+                yield None
+        yield len(matching), matching[offset:end]
 
     def _narrowest(self, query: JobQuery) -> tuple[list[KeyRange], JobQuery]:
         """The ranges of sorted keys that hold every job matching ``query`` (the fewest keys the indexes

@@ -90,6 +90,11 @@ def test_a_range_holds_until_the_end_of_what_until_says() -> None:
 def test_the_completion_time_is_read_from_the_serialised_job() -> None:
     assert completion_time(make_job("Success")) == "20250101T120400.500000"
     assert completion_time(make_job("Running")) == ""
+    # In Orthanc's order (keys sorted), the first field.
+    ordered = {"CompletionTime": "20250101T120400.700000", **make_job("Running").content, "State": "Success"}
+    first = Job.from_content(ordered, server_url="http://o1:8042", incarnation="inc-1", first_seen=0.0)
+    assert first.json_head.startswith(b'{"CompletionTime"')
+    assert completion_time(first) == "20250101T120400.700000"
     # A key of the same name within the Content: the job is parsed, and its own field read.
     tricky = make_job("Failure", Content={"CompletionTime": "19990101T000000"})
     assert completion_time(tricky) == "20250101T120400.500000"

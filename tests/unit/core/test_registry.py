@@ -620,3 +620,24 @@ def test_searches_skip_the_jobs_hidden_after_a_while(clock: Clock) -> None:
     clock.now += 101
     assert registry.page_jobs(JobQuery(text=TextSearch("kept"))) == (0, [])
     assert registry.page_jobs(JobQuery(ids=frozenset({JOB_A}))) == (0, [])
+
+
+def test_a_long_search_pauses_and_judges_each_job_as_it_is_when_read(registry: Registry) -> None:
+    server = register(registry)
+    ids = [f"{n:08d}-1111-4111-8111-111111111111" for n in range(6)]
+    for number, job_id in enumerate(ids):
+        registry.apply_snapshot(
+            server, job(job_id, created=f"20261128T10000{number}.000000", Content={"Description": "ward"})
+        )
+    registry.judged_per_step = 2
+    steps = registry.page_steps(JobQuery(states=frozenset({"Running"}), text=TextSearch("WARD")), limit=3)
+    assert next(steps) is None  # two judged: both match
+    registry.remove_job(ids[2])
+    registry.apply_snapshot(
+        server, job(ids[3], "Success", created="20261128T100003.000000", Timestamp="20261128T200000.000000")
+    )
+    assert next(steps) is None and next(steps) is None  # six judged
+    assert next(steps) == (4, [registry.get_job(job_id) for job_id in (ids[0], ids[1], ids[4])])
+    # Listings that read an index without judging jobs one by one do not pause.
+    running = JobQuery(states=frozenset({"Running"}))
+    assert list(registry.page_steps(running)) == [(4, registry.list_jobs(running))]
