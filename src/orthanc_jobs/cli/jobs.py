@@ -206,8 +206,9 @@ def _action_command(action: str) -> Callable[..., None]:
             job = client_of(ctx).act(job_id, action)
             make_console().print(Text.assemble(f"job {job_id}: ", state_text(job.get("State", ""))))
             return
-        ids = [job_id] if job_id is not None else []
-        act_on_many(client_of(ctx), action, where, ids, dry_run=dry_run, yes=yes, as_json=as_json)
+        if job_id is not None:
+            where = JobFilter.of(ids=[job_id])
+        act_on_many(client_of(ctx), action, where, dry_run=dry_run, yes=yes, as_json=as_json)
 
     return act
 

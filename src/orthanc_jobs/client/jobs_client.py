@@ -265,7 +265,6 @@ class JobsClient:
         self,
         action: str,
         where: JobFilter,
-        ids: list[str] | None = None,
         *,
         dry_run: bool = False,
         expected: int | None = None,
@@ -276,8 +275,6 @@ class JobsClient:
         criteria: dict[str, list[str]] = {}
         for name, value in where.params():
             criteria.setdefault(name, []).append(value)
-        if ids:
-            criteria["ids"] = ids
         body: dict[str, Any] = {"Action": action, "Filter": criteria, "DryRun": dry_run}
         if expected is not None:
             body["Expected"] = expected
