@@ -13,7 +13,7 @@ from orthanc_jobs import SERVICE_PREFIX
 from orthanc_jobs.api.context import Authorized
 from orthanc_jobs.api.responses import OrjsonResponse
 from orthanc_jobs.core.errors import BadRequest
-from orthanc_jobs.core.model import TERMINAL_STATES, Job, orthanc_timestamp, parse_orthanc_time
+from orthanc_jobs.core.model import TERMINAL_STATES, Job, JobState, orthanc_timestamp, parse_orthanc_time
 
 router = APIRouter(prefix=SERVICE_PREFIX, tags=["Job-service"])
 
@@ -90,8 +90,10 @@ def _times(job: Job) -> tuple[float, float] | None:
     created = parse_orthanc_time(str(content.get("CreationTime", "")))
     ended = parse_orthanc_time(str(content.get("CompletionTime", "")))
     runtime = content.get("EffectiveRuntime")
-    if created is None or ended is None or not isinstance(runtime, int | float) or runtime <= 0:
+    if created is None or ended is None or not isinstance(runtime, int | float):
         return None
+    if runtime <= 0 and job.state != JobState.SUCCESS:
+        return None  # never started: cancelled while pending
     return max(0.0, (ended - created).total_seconds() - runtime), float(runtime)
 
 

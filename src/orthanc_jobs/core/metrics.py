@@ -211,12 +211,15 @@ class Metrics:
         content = job.content
         runtime = content.get("EffectiveRuntime")
         ran = float(runtime) if isinstance(runtime, int | float) and not job.presumed else 0.0
-        if previous in (None, JobState.PENDING) and (job.state == JobState.RUNNING or ran > 0):
+        # A job ended in Success ran (a small one in less time than EffectiveRuntime shows); one that
+        # failed without running time (cancelled while pending, lost) never started.
+        started = job.state in (JobState.RUNNING, JobState.SUCCESS) or ran > 0
+        if previous in (None, JobState.PENDING) and started and not job.presumed:
             # Started: at its Timestamp less what it ran since (both on its Orthanc's clock).
             created, stamp = _seconds(content, "CreationTime"), _seconds(content, "Timestamp")
             if created is not None and stamp is not None:
                 self.wait_seconds.labels(*labels).observe(max(0.0, stamp - ran - created))
         if job.state in TERMINAL_STATES and previous not in TERMINAL_STATES:
             self.finished.labels(job.state, *labels).inc()
-            if ran > 0:
+            if started and not job.presumed:
                 self.run_seconds.labels(*labels).observe(ran)

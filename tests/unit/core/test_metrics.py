@@ -88,3 +88,16 @@ def test_stuck_jobs_and_the_oldest_pending_job_are_read_at_each_scrape() -> None
     assert ("orthanc_jobs_stuck_jobs", LABELS) not in samples
     clock.now += 600
     assert _samples(metrics)["orthanc_jobs_stuck_jobs", LABELS] == 1
+
+
+def test_a_job_done_in_no_measurable_time_still_waited_and_ran() -> None:
+    _, registry, metrics = _setup()
+    server = register(registry)
+    store = {"Type": "DicomModalityStore", "CreationTime": "20261128T100000.000000"}
+    registry.apply_snapshot(server, job(JOB_A, "Pending", **store, Timestamp="20261128T100000.000000"))
+    registry.apply_snapshot(
+        server, job(JOB_A, "Success", **store, Timestamp="20261128T100002.000000", EffectiveRuntime=0.0)
+    )
+    samples = _samples(metrics)
+    assert samples["orthanc_jobs_run_seconds_count", LABELS] == 1
+    assert samples["orthanc_jobs_wait_seconds_sum", LABELS] == 2.0
