@@ -129,8 +129,6 @@ def test_a_stuck_job_is_alerted_once_then_its_failure(
 def test_a_killed_server_is_alerted_not_responding_then_stopped(
     alerted: ClusterState, lb: httpx.Client, receiver: Receiver
 ) -> None:
-    os.kill(pid_of(alerted, "orthanc-3"), signal.SIGKILL)
-
     def told() -> list[str]:
         return [
             a["Event"]
@@ -138,8 +136,12 @@ def test_a_killed_server_is_alerted_not_responding_then_stopped(
             if a["Event"].startswith("server-") and a["Server"]["Name"] == "orthanc-3"
         ]
 
-    wait_for(lambda: len(told()) >= 2, timeout=20, what="orthanc-3 not responding, then stopped")
-    assert told() == ["server-not-responding", "server-stopped"]
+    # A heartbeat late by more than ORTHANC_JOBS_NOT_RESPONDING_AFTER (2 s here) on a loaded machine is
+    # a not-responding of its own, before the kill: only what follows the kill is judged.
+    before = len(told())
+    os.kill(pid_of(alerted, "orthanc-3"), signal.SIGKILL)
+    wait_for(lambda: len(told()) >= before + 2, timeout=20, what="orthanc-3 not responding, then stopped")
+    assert told()[before:] == ["server-not-responding", "server-stopped"]
     stopped = next(a for a in receiver.alerts("/all") if a["Event"] == "server-stopped")
     assert (
         stopped["Server"]["Status"] == "stopped"
@@ -147,7 +149,7 @@ def test_a_killed_server_is_alerted_not_responding_then_stopped(
     )
     # Server events go only to the webhooks that ask for them, whatever their types.
     assert [a for a in receiver.alerts("/stores") if a["Event"].startswith("server-")] == []
-    assert len([a for a in receiver.alerts("/archives") if a["Event"].startswith("server-")]) == 2
+    assert len([a for a in receiver.alerts("/archives") if a["Event"].startswith("server-")]) >= 2
 
 
 def test_failed_attempts_show_in_the_metrics_and_the_route(alerted: ClusterState, receiver: Receiver) -> None:
