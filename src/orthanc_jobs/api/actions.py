@@ -18,6 +18,7 @@ from orthanc_jobs.api.filters import job_query_from_json, page_of
 from orthanc_jobs.api.responses import OrjsonResponse
 from orthanc_jobs.core.bulk import BULK_ACTIONS, DELETE, plan
 from orthanc_jobs.core.errors import BadRequest, Conflict, ServerUnavailable, UnknownFile
+from orthanc_jobs.core.filters import EVERY_JOB
 from orthanc_jobs.core.model import Job, Server
 from orthanc_jobs.core.orthanc import job_path
 
@@ -70,6 +71,9 @@ async def start_action(request: Request, services: AuthorizedChange) -> Response
         raise BadRequest("DryRun is true or false, Expected a count of jobs")
     registry = services.registry
     query = job_query_from_json(registry, criteria)
+    if query == EVERY_JOB:
+        # {"status": ""} from a script's empty variable must not reach every job of the cluster.
+        raise BadRequest("Filter: at least one filter with a value (every value given was empty)")
     _, matching = await page_of(registry, query, 0, None)
     planned = plan(registry, action, matching)
     summary = planned.summary()

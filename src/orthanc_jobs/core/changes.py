@@ -29,6 +29,8 @@ class JobChanged:
     job: Job
     #: Its state before the change (None: the job is new here).
     previous_state: str | None = None
+    #: The job started for the first time (not again after a resubmit, a pause, a retry).
+    first_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)

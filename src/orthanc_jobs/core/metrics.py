@@ -214,7 +214,8 @@ class Metrics:
         # A job ended in Success ran (a small one in less time than EffectiveRuntime shows); one that
         # failed without running time (cancelled while pending, lost) never started.
         started = job.state in (JobState.RUNNING, JobState.SUCCESS) or ran > 0
-        if previous in (None, JobState.PENDING) and started and not job.presumed:
+        if change.first_start and not job.presumed:
+            # Its first slot only: a job resubmitted hours later keeps its CreationTime.
             # Started: at its Timestamp less what it ran since (both on its Orthanc's clock).
             created, stamp = _seconds(content, "CreationTime"), _seconds(content, "Timestamp")
             if created is not None and stamp is not None:

@@ -168,6 +168,9 @@ class Job:
     #: When its state or progress last changed, on the job-service's clock (None: not seen change since
     #: this process started): a running job still for long is stuck.
     progress_since: float | None = None
+    #: It ran at least once (Running, or ended in Success): a resubmitted or resumed job starts again, but
+    #: it waited for its first slot only once.
+    started: bool = False
 
     @property
     def content(self) -> dict[str, Any]:

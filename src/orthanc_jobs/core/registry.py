@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _UNFINISHED_STATES = [str(state) for state in JobState if state not in TERMINAL_STATES]
 
+# A job seen in one of these states has started (ran at least once).
+_STARTED_STATES = frozenset({JobState.RUNNING, JobState.SUCCESS})
+
 # Orthanc's ErrorCode for an internal error, used for jobs whose owner lost them.
 LOST_JOB_ERROR_CODE = -1
 
@@ -169,6 +172,8 @@ class Registry:
             self._by_incarnation[server.incarnation] = server
         # Indexed in one pass each (no job-by-job insertion in sorted lists).
         for job in jobs:
+            # Kept: anything past Pending ran, or will not wait for a first slot again.
+            job.started = job.state != JobState.PENDING
             self._jobs[job.id] = job
             self._by_state[job.state].add(job.id)
             self._by_server[job.server_url].add(job.id)
@@ -657,6 +662,7 @@ class Registry:
         if existing is not None and existing.timestamp > job.timestamp and not existing.presumed:
             return False
         job.progress_since = _progress_since(existing, job, self._clock())
+        job.started = (existing is not None and existing.started) or job.state in _STARTED_STATES
         self._swap(existing, job)
         return True
 
@@ -742,8 +748,11 @@ class Registry:
             presumed=presumed,
         )
         job.progress_since = _progress_since(existing, job, now)
+        was_started = existing is not None and existing.started
+        job.started = was_started or job.state in _STARTED_STATES
         self._swap(existing, job)
-        self._emit(JobChanged(job, existing.state if existing is not None else None))
+        previous = existing.state if existing is not None else None
+        self._emit(JobChanged(job, previous, first_start=job.started and not was_started))
         return job
 
     def _swap(self, old: Job | None, new: Job | None) -> None:

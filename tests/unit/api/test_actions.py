@@ -139,6 +139,8 @@ async def test_bad_requests_are_refused_with_a_reason(
         ({"Action": "explode", "Filter": {"status": "Failure"}}, 400, "Action"),
         ({"Action": "cancel"}, 400, "Filter"),
         ({"Action": "cancel", "Filter": {}}, 400, "Filter"),
+        ({"Action": "cancel", "Filter": {"status": ""}}, 400, "every value given was empty"),
+        ({"Action": "cancel", "Filter": {"type": "", "server": ",", "ids": [], "q": " "}}, 400, "empty"),
         ({"Action": "cancel", "Filter": {"status": "Bogus"}}, 400, "unknown job state"),
         ({"Action": "cancel", "Filter": {"status": "Failure"}, "Force": True}, 400, "unknown field"),
         ({"Action": "cancel", "Filter": {"status": "Failure"}, "DryRun": "yes"}, 400, "DryRun"),

@@ -101,3 +101,30 @@ def test_a_job_done_in_no_measurable_time_still_waited_and_ran() -> None:
     samples = _samples(metrics)
     assert samples["orthanc_jobs_run_seconds_count", LABELS] == 1
     assert samples["orthanc_jobs_wait_seconds_sum", LABELS] == 2.0
+
+
+def test_a_job_resubmitted_or_resumed_waited_for_its_first_slot_only() -> None:
+    """Orthanc keeps a resubmitted job's CreationTime: its second start is no wait of hours."""
+    _, registry, metrics = _setup()
+    server = register(registry)
+    store = {"Type": "DicomModalityStore", "CreationTime": "20261128T100000.000000"}
+    registry.apply_snapshot(server, job(JOB_A, "Pending", **store, Timestamp="20261128T100000.000000"))
+    registry.apply_snapshot(
+        server, job(JOB_A, "Running", **store, Timestamp="20261128T100003.000000", EffectiveRuntime=0.0)
+    )
+    registry.apply_snapshot(
+        server, job(JOB_A, "Failure", **store, Timestamp="20261128T100004.000000", EffectiveRuntime=1.0)
+    )
+    for stamp, state in [
+        ("20261128T180000", "Pending"),
+        ("20261128T180001", "Running"),
+        ("20261128T180002", "Paused"),
+        ("20261128T180003", "Pending"),
+        ("20261128T180004", "Running"),
+    ]:
+        registry.apply_snapshot(
+            server, job(JOB_A, state, **store, Timestamp=stamp + ".000000", EffectiveRuntime=0.5)
+        )
+    samples = _samples(metrics)
+    assert samples["orthanc_jobs_wait_seconds_count", LABELS] == 1
+    assert samples["orthanc_jobs_wait_seconds_sum", LABELS] == 3.0

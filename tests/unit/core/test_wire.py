@@ -33,7 +33,7 @@ def test_the_registry_tells_each_change_with_a_typed_notice_store_first() -> Non
     job = registry.apply_snapshot(server, {"ID": JOB_ID, "State": "Running", "Type": "Archive"})
     registry.remove_job(JOB_ID)
 
-    assert heard == [ServerSeen(server), JobChanged(job), JobRemoved(JOB_ID)]
+    assert heard == [ServerSeen(server), JobChanged(job, first_start=True), JobRemoved(JOB_ID)]
     assert registry.subscribers[0].__self__.__class__.__name__ == "SqliteStore"  # type: ignore[attr-defined]
 
 
