@@ -98,9 +98,57 @@ export async function readStats(bucket, seconds) {
   return (await request(`${SERVICE}/stats?bucket=${bucket}&window=${seconds}`)).body;
 }
 
+/** Jobs created per period of `bucket` seconds over the last `seconds`, by their state and type. */
+export async function readJobsPerPeriod(bucket, seconds) {
+  return (await request(`${SERVICE}/stats/jobs?bucket=${bucket}&window=${seconds}`)).body;
+}
+
+/** Waiting and running time percentiles of the jobs ended in the last `seconds`, per type. */
+export async function readDurations(seconds) {
+  return (await request(`${SERVICE}/stats/durations?window=${seconds}`)).body;
+}
+
+/** Every webhook and its deliveries; null when the job-service has no such route (an older one). */
+export async function readWebhooks() {
+  try {
+    return (await request(`${SERVICE}/webhooks`)).body;
+  } catch (error) {
+    if (error.status === 404) return null;
+    throw error;
+  }
+}
+
+/** Where the jobs a query matches are downloaded as a file (`format` in the query: csv or json). */
+export const exportUrl = (query) => `${SERVICE}/export?${query}`;
+
+const postJson = (url, body) => request(url, {
+  method: "POST",
+  headers: { "Content-Type": "application/json" },
+  body: JSON.stringify(body),
+});
+
+/** `POST /orthanc-jobs/actions`: with `expected` unset, the dry run (what it would do, what is refused);
+ * with the dry run's count of jobs accepted, the run itself (its ID and Path). */
+export async function postBulkAction(action, filter, expected) {
+  const body = expected === undefined
+    ? { Action: action, Filter: filter, DryRun: true }
+    : { Action: action, Filter: filter, Expected: expected };
+  return (await postJson(`${SERVICE}/actions`, body)).body;
+}
+
+/** Where a run stands (`path` as the service gave it: /orthanc-jobs/actions/<id>). */
+export async function readBulkAction(path) {
+  return (await request(ROOT + path)).body;
+}
+
+/** Stops a run: no more jobs are sent the action. */
+export async function stopBulkAction(path) {
+  return (await postJson(`${ROOT + path}/cancel`, {})).body;
+}
+
 /**
  * Follows the job-service's event stream: `handlers` get the data of each event by its type (job,
- * server, removed, reset); `onConnection(state, retrySeconds)` hears "live", "reconnecting" and
+ * server, removed, reset, action); `onConnection(state, retrySeconds)` hears "live", "reconnecting" and
  * "offline"; `onResumed()` is called when the stream opens again after an interruption.
  *
  * After any interruption a new stream is opened and the page reads its lists again (`onResumed`), rather

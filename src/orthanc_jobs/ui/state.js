@@ -296,10 +296,11 @@ export function stuckLabel(job, now = new Date()) {
 // ---------------------------------------------------------------------------------------------------
 // Durations
 
-/** Seconds as a person reads them: "0.4 s", "12 s", "4 min 12 s", "2 h 5 min", "3 d 4 h"; "—" for none. */
+/** Seconds as a person reads them: "< 0.1 s", "0.4 s", "12 s", "4 min 12 s", "2 h 5 min", "3 d 4 h"; "—" for none. */
 export function formatDuration(seconds) {
   const value = Number(seconds);
   if (seconds === null || seconds === undefined || !Number.isFinite(value) || value < 0) return "—";
+  if (value > 0 && value < 0.1) return "< 0.1 s";
   if (value < 10) return `${Number(value.toFixed(1))} s`;
   const whole = Math.round(value);
   const units = [["d", 86400], ["h", 3600], ["min", 60], ["s", 1]];

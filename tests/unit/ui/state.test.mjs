@@ -422,7 +422,7 @@ describe("stuck jobs", () => {
 describe("durations", () => {
   test("as a person reads them", () => {
     const cases = {
-      0: "0 s", 0.43: "0.4 s", 9.96: "10 s", 12: "12 s", 60: "1 min", 252: "4 min 12 s", 3599.6: "1 h",
+      0: "0 s", 0.004: "< 0.1 s", 0.43: "0.4 s", 9.96: "10 s", 12: "12 s", 60: "1 min", 252: "4 min 12 s", 3599.6: "1 h",
       7200: "2 h", 7500: "2 h 5 min", 90061: "1 d 1 h",
     };
     for (const [seconds, text] of Object.entries(cases)) assert.equal(formatDuration(Number(seconds)), text, seconds);
