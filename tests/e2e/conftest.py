@@ -16,7 +16,11 @@ from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 
 # These run their DICOM servers (which listen on every interface) in a network namespace of their own:
 # tests/e2e/test_own_network.py starts them there, with ORTHANC_JOBS_TEST_OWN_NETWORK set.
-collect_ignore = [] if os.environ.get("ORTHANC_JOBS_TEST_OWN_NETWORK") else ["test_query_retrieve.py"]
+collect_ignore = (
+    []
+    if os.environ.get("ORTHANC_JOBS_TEST_OWN_NETWORK")
+    else ["test_query_retrieve.py", "test_night_of_failures.py"]
+)
 
 # ConcurrentJobs 1 makes pending jobs easy to hold; a long DicomScuTimeout keeps a C-STORE to a silent
 # modality running until the test closes it; the history is large enough to hold every job of the run.

@@ -40,10 +40,13 @@ def dicom_modalities(cluster: ClusterState) -> dict[str, dict[str, object]]:
 class Pacs:
     """The PACS: started with ``studies`` studies; ``client`` speaks to its REST API directly."""
 
-    def __init__(self, orthanc_root: Path | None, cluster: ClusterState, studies: int) -> None:
+    def __init__(
+        self, orthanc_root: Path | None, cluster: ClusterState, studies: int, dicom_port: int | None = None
+    ) -> None:
+        """``dicom_port``: where its DICOM server listens (a PACS that comes back where it was)."""
         assert only_loopback(), "a DICOM server listens on every interface: only in the tests' own network"
         self._folder = Path(tempfile.mkdtemp(prefix="orthanc-jobs-pacs-"))
-        self.http_port, self.dicom_port = free_port(), free_port()
+        self.http_port, self.dicom_port = free_port(), dicom_port or free_port()
         configuration = {
             "Name": "pacs",
             "HttpPort": self.http_port,
