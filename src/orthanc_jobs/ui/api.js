@@ -108,14 +108,24 @@ export async function readDurations(seconds) {
   return (await request(`${SERVICE}/stats/durations?window=${seconds}`)).body;
 }
 
-/** Every webhook and its deliveries; null when the job-service has no such route (an older one). */
+/** Every webhook and its deliveries. */
 export async function readWebhooks() {
-  try {
-    return (await request(`${SERVICE}/webhooks`)).body;
-  } catch (error) {
-    if (error.status === 404) return null;
-    throw error;
-  }
+  return (await request(`${SERVICE}/webhooks`)).body;
+}
+
+/**
+ * What this job-service offers beyond the jobs themselves, from its OpenAPI description: the listing's
+ * search (q, resource, time ranges), the export, the webhooks. A dashboard newer than its service (a
+ * rolling upgrade) then hides what would be answered 404 or ignored.
+ */
+export async function readFeatures() {
+  const { paths = {} } = (await request(`${SERVICE}/openapi.json`)).body || {};
+  const listing = (((paths["/jobs"] || {}).get || {}).parameters || []).map((parameter) => parameter.name);
+  return {
+    search: listing.includes("q"),
+    export: Object.hasOwn(paths, `${SERVICE_PREFIX}/export`),
+    webhooks: Object.hasOwn(paths, `${SERVICE_PREFIX}/webhooks`),
+  };
 }
 
 /** Where the jobs a query matches are downloaded as a file (`format` in the query: csv or json). */

@@ -19,7 +19,7 @@ import { loadStats, loadTimeStats, renderChart, renderTimeChart } from "./chart.
 import { dashboard, showsDetailOf } from "./dashboard.js";
 import { closeDetail, detailClosed, openDetail, runAction } from "./detail.js";
 import { $, dismissProblems } from "./dom.js";
-import { readAddress, renderTypes, syncControls, timeFields, writeAddress } from "./filters.js";
+import { loadFeatures, readAddress, renderTypes, syncControls, timeFields, writeAddress } from "./filters.js";
 import { loadJobs } from "./jobs.js";
 import { goLive } from "./live.js";
 import { loadServers } from "./servers.js";
@@ -214,7 +214,7 @@ function start() {
   loadJobs();
   loadStats();
   loadTimeStats();
-  loadWebhooks();
+  loadFeatures().then(loadWebhooks);
   if (dashboard.view.job) openDetail(dashboard.view.job);
 }
 

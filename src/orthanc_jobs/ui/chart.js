@@ -206,8 +206,8 @@ export function renderTimeChart() {
   const sums = STATES.filter((state) => totals[state]).map((state) => `${totals[state]} ${state}`).join(", ");
   const root = svg("svg", {
     viewBox: `0 0 ${width} ${height}`, width, height, role: "img", class: "chart-svg time-svg",
-    "aria-label": `${what} created per ${bucket < 86400 ? "hour" : "day"}, ${timePeriod().label}, by their state ` +
-      `now: ${sums || "none"}.`,
+    "aria-label": `${what} created per ${bucket < 86400 ? "hour" : "day"} over the ${timePeriod().label.split(",")[0]}, ` +
+      `by their state now: ${sums || "none"}.`,
   });
   // The scale: zero, the highest bar, and half of it when that is a whole number of jobs.
   for (const fraction of scale % 2 ? [0, 1] : [0, 0.5, 1]) {

@@ -33,6 +33,8 @@ export const dashboard = {
   /** The last answers of /orthanc-jobs/stats/jobs and /stats/durations ("Where time goes"). */
   timeStats: null,
   durations: null,
+  /** What the job-service offers beyond the jobs (see api.js readFeatures); none until it is read. */
+  features: { search: false, export: false, webhooks: false },
   /** The jobs selected in the table (by id), or every job matching the filters (`all`). */
   selection: { ids: new Set(), all: false },
   /** The action on many jobs the dialog shows: its Filter, the dry run's answer, then the run's ID and

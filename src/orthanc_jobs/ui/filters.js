@@ -1,7 +1,7 @@
 // The filter form and the address that mirrors it: filters, order, page and the open job survive a
 // reload and can be shared.
 
-import { exportUrl } from "./api.js";
+import { exportUrl, readFeatures } from "./api.js";
 import { dashboard } from "./dashboard.js";
 import { $, element } from "./dom.js";
 import { addressOfView, exportQuery, localInputOfUtc, viewFromAddress } from "./state.js";
@@ -16,6 +16,17 @@ export function writeAddress() {
   const hash = addressOfView(dashboard.view);
   const url = window.location.pathname + window.location.search + (hash ? `#${hash}` : "");
   window.history.replaceState(null, "", url);
+}
+
+/** Learns what the job-service offers, and shows the search fields and the export links if it does. */
+export async function loadFeatures() {
+  try {
+    dashboard.features = await readFeatures();
+  } catch {
+    return; // an older service, or a proxy that hides the description: the jobs and their filters only
+  }
+  $("#search-fields").hidden = !dashboard.features.search;
+  $("#exports").hidden = !dashboard.features.export;
 }
 
 /** The time fields, by the view's key they fill (data-filter). */

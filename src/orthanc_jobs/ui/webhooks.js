@@ -2,6 +2,7 @@
 // The panel stays hidden where the job-service has no webhooks route, or no webhook.
 
 import { readWebhooks } from "./api.js";
+import { dashboard } from "./dashboard.js";
 import { $, element, setProblem } from "./dom.js";
 import { formatDate, parseAnyTime, webhookFailing } from "./state.js";
 
@@ -15,6 +16,7 @@ function timeCell(value) {
 }
 
 export async function loadWebhooks() {
+  if (!dashboard.features.webhooks) return;
   let hooks;
   try {
     hooks = await readWebhooks();
