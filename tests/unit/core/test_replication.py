@@ -314,3 +314,29 @@ async def test_a_replica_away_longer_than_the_log_keeps_reads_the_tables_again(
     assert b.registry.get_job(ids[0]) is None
     assert all(b.registry.get_job(job_id) is not None for job_id in ids[1:])
     assert stream.get_nowait() is None  # its client reconnects, and reloads: what it missed is gone
+
+
+async def test_events_that_change_nothing_kept_reach_every_replicas_stream(
+    replicas: Callable[..., Replica], postgresql_url: str
+) -> None:
+    """A job told stuck and an action's progress are written to the change log as frames alone: the other
+    replica streams them under the same ids, and keeps nothing more."""
+    from orthanc_jobs.core.changes import ActionProgress, JobStuck
+
+    a, b = replicas("a"), replicas("b")
+    server = a.registry.register_server(name="orthanc-1", url=URL, incarnation="inc-1", token="t")
+    job_id = str(uuid.uuid4())
+    running = a.registry.apply_snapshot(server, job(job_id))
+    assert running is not None
+    await a.write()
+    for subscriber in a.registry.subscribers:
+        subscriber(JobStuck(running, stuck=True))
+    a.registry.announce(ActionProgress("action-1", b'{"ID":"action-1","State":"Done"}'))
+    await a.write()
+    await settled(postgresql_url, a, b)
+    seen_a = [(e.id, e.kind, e.data) for e in a.events.since(0) or []]
+    seen_b = [(e.id, e.kind, e.data) for e in b.events.since(0) or []]
+    assert seen_a == seen_b
+    assert [kind for _, kind, _ in seen_b] == ["job", "server", "job", "action"]
+    assert seen_b[-1][2] == b'{"ID":"action-1","State":"Done"}'
+    assert len(b.registry) == 1
