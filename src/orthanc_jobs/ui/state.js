@@ -403,5 +403,11 @@ export function stateTotals(bars) {
 // ---------------------------------------------------------------------------------------------------
 // Webhooks
 
-/** Whether a webhook's deliveries need a look: some failed, or its last error is kept. */
-export const webhookFailing = (hook) => Number(hook.Failed || 0) > 0 || Boolean(hook.LastError);
+/** Whether a webhook's deliveries need a look: alerts were given up, or its last attempt failed after its
+ * last delivery. */
+export function webhookFailing(hook) {
+  if (Number(hook.Failed || 0) > 0) return true;
+  const failed = parseAnyTime(hook.LastFailureAt);
+  const delivered = parseAnyTime(hook.LastDeliveredAt);
+  return Boolean(failed && (!delivered || failed > delivered));
+}

@@ -30,8 +30,8 @@ export async function loadWebhooks() {
   if (panel.hidden) return;
   $("#webhooks-body").replaceChildren(...hooks.map((hook) => {
     const failing = webhookFailing(hook);
-    const filters = [list(hook.Types) && `types ${list(hook.Types)}`, list(hook.Servers) && `servers ${list(hook.Servers)}`]
-      .filter(Boolean).join("; ");
+    const filters = [list(hook.Types) && `types: ${list(hook.Types)}`, list(hook.Servers) && `servers: ${list(hook.Servers)}`]
+      .filter(Boolean).join(" · ");
     const failure = timeCell(hook.LastFailureAt);
     if (hook.LastError) failure.append(element("div", { class: "error-text webhook-error", text: hook.LastError, title: hook.LastError }));
     return element("tr", { class: failing ? "failing" : "", dataset: { webhook: hook.Name } },

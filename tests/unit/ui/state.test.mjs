@@ -545,9 +545,11 @@ describe("jobs per period", () => {
 });
 
 describe("webhooks", () => {
-  test("failing when a delivery failed or an error is kept", () => {
-    assert.equal(webhookFailing({ Failed: 0, LastError: null }), false);
-    assert.equal(webhookFailing({ Failed: 2, LastError: null }), true);
-    assert.equal(webhookFailing({ Failed: 0, LastError: "503" }), true);
+  test("failing when alerts were given up, or the last attempt failed after the last delivery", () => {
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: null }), false);
+    assert.equal(webhookFailing({ Failed: 2, LastFailureAt: null }), true);
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: "20250131T100000" }), true);
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: "20250131T100000", LastDeliveredAt: "20250131T100001" }), false);
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: "20250131T100002", LastDeliveredAt: "20250131T100001" }), true);
   });
 });
