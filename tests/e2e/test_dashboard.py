@@ -682,9 +682,10 @@ def test_a_stuck_job_is_flagged_live(page: Page, own_cluster: ClusterState) -> N
                 timeout=STUCK_AFTER * 1000 + LIVE_TIMEOUT_MS,
             )
             expect(row).to_have_attribute("data-stuck", "true")
+            save_for_readme(page.locator("section.jobs-panel"), "stuck-badge")
             row.get_by_role("button", name=f"Open job {job_id}").click()
             expect(page.locator("#detail-facts .tag.stuck")).to_have_text(badge.text_content() or "")
-            save_for_readme(page, "stuck-badge")
+            save_for_readme(page, "stuck-detail")
             page.keyboard.press("Escape")
         finally:
             modality.close()  # the association breaks: the job fails, and is stuck no more
