@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         description="Jobs per second an action on many jobs (POST /orthanc-jobs/actions) is sent to, at most "
         "4 at once: the owners are the hospital's servers.",
     )
+    webhooks: SecretStr = Field(
+        default=SecretStr(""),
+        description="Webhooks that receive alerts (a job's failure, a stuck job, a server not responding or "
+        "stopped), as a JSON list of {Name, Url, Secret, Events, Types, Servers}; checked at start.",
+    )
+    webhooks_file: str = Field(
+        default="",
+        description="A JSON file holding a list of webhooks, as ORTHANC_JOBS_WEBHOOKS (both: all of them).",
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     body_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a request's body may take to arrive (then 408)."

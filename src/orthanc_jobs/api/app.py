@@ -20,7 +20,7 @@ from orthanc_jobs.api.limits import InProgress, RequestLimits
 from orthanc_jobs.api.responses import describe_problems, error_response, status_error
 from orthanc_jobs.config import Settings
 from orthanc_jobs.core.bulk import BulkActions
-from orthanc_jobs.core.changes import Change
+from orthanc_jobs.core.changes import Change, JobChanged
 from orthanc_jobs.core.errors import OrthancJobsError
 from orthanc_jobs.core.eventlog import EventLog
 from orthanc_jobs.core.housekeeping import Housekeeper
@@ -33,6 +33,7 @@ from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.replication import Leadership, Replication
 from orthanc_jobs.core.store import Store, open_store
 from orthanc_jobs.core.store.postgres import PostgresStore
+from orthanc_jobs.core.webhooks import Webhooks, load_webhooks
 from orthanc_jobs.core.wire import frame_for
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 def build_services(
     settings: Settings, store: Store | None = None, client: OrthancClient | None = None
 ) -> Services:
+    # Checked first: a mistake in them stops the start, before anything is opened.
+    webhook_definitions = load_webhooks(settings.webhooks.get_secret_value(), settings.webhooks_file)
     # This process, in the change log and the lease: a replica restarted, or two given the same name by
     # mistake, are not taken for one another.
     identity = f"{settings.replica}/{uuid.uuid4().hex[:8]}"
@@ -79,12 +82,20 @@ def build_services(
     )
     metrics.pools_replaced.set_function(lambda: client.pools_replaced)
     events = EventLog()
+    webhooks = Webhooks(webhook_definitions, registry, metrics, replica=settings.replica, leading=leading)
+    registry.subscribers.append(webhooks.notice)
     replication = None
     if isinstance(store, PostgresStore):
         # Replicas stream the change log's events, their own included, once written (core/replication.py).
         store.framer = lambda change: frame_for(registry, change)
         replication = Replication(
-            store, registry, events, Leadership(store, store.replica), on_new_server=poller.schedule_resync
+            store,
+            registry,
+            events,
+            Leadership(store, store.replica),
+            on_new_server=poller.schedule_resync,
+            # A job another replica changed: the leader alerts for it as for its own.
+            on_installed_job=lambda job, previous: webhooks.notice(JobChanged(job, previous)),
         )
     else:
         registry.subscribers.append(lambda change: publish(events, registry, change))
@@ -116,6 +127,7 @@ def build_services(
         events=events,
         metrics=metrics,
         bulk_actions=BulkActions(registry, rate=settings.bulk_action_rate),
+        webhooks=webhooks,
         history_moved_aside=moved_aside,
         replication=replication,
     )
@@ -137,6 +149,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             services.replication.start()
         services.poller.start()
         services.housekeeper.start()
+        services.webhooks.start()
         app.state.ready = True
         try:
             yield
@@ -150,6 +163,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if services.replication is not None:
                 await services.replication.stop()
             await services.housekeeper.stop()
+            await services.webhooks.stop()
             await services.client.aclose()
 
     app = JobServiceApp(

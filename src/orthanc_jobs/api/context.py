@@ -17,6 +17,7 @@ from orthanc_jobs.core.poller import Poller
 from orthanc_jobs.core.queries import QueryOwners
 from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.replication import Replication
+from orthanc_jobs.core.webhooks import Webhooks
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Services:
     metrics: Metrics
     #: Actions on many jobs at once (api/actions.py).
     bulk_actions: BulkActions
+    #: Alerts by webhook (core/webhooks.py), sent by the leading replica.
+    webhooks: Webhooks
     #: Where the history file was moved at start, because it was damaged (None: it was not).
     history_moved_aside: str | None = None
     #: With PostgreSQL: how this replica follows the others (None: one service, SQLite).

@@ -1,5 +1,5 @@
-"""The job-service's own routes, under its prefix: servers, event stream, statistics, dashboard; and the
-orchestrator's routes at the root: health, readiness, metrics."""
+"""The job-service's own routes, under its prefix: servers, webhooks, event stream, statistics, dashboard;
+and the orchestrator's routes at the root: health, readiness, metrics."""
 
 import asyncio
 import random
@@ -54,6 +54,11 @@ _UI_FILES = {
 async def list_servers(services: Authorized) -> Response:
     registry = services.registry
     return OrjsonResponse([server_entry(registry, server) for server in registry.servers()])
+
+
+@router.get("/webhooks", summary="The webhooks that receive alerts, and how their deliveries go")
+async def list_webhooks(services: Authorized) -> Response:
+    return OrjsonResponse(services.webhooks.status())
 
 
 @router.get("/", summary="What this service is")

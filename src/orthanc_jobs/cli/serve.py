@@ -23,6 +23,7 @@ def serve(
     from orthanc_jobs.api.app import create_app
     from orthanc_jobs.api.http_server import JobServiceServer, uvicorn_options
     from orthanc_jobs.config import Settings
+    from orthanc_jobs.core.webhooks import WebhookConfigError
 
     settings = Settings()
     if host is not None:
@@ -39,6 +40,8 @@ def serve(
     gc.disable()
     try:
         app = create_app(settings)
+    except WebhookConfigError as error:
+        raise CommandError(f"webhooks: {error}", exit_code=2) from None
     finally:
         gc.enable()
     gc.freeze()

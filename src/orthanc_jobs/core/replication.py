@@ -116,6 +116,7 @@ class Replication:
         leadership: Leadership,
         *,
         on_new_server: Callable[[Server], None] = lambda server: None,
+        on_installed_job: Callable[[Job, str | None], None] = lambda job, previous_state: None,
         feed: ChangeFeed | None = None,
     ) -> None:
         self._store = store
@@ -123,6 +124,7 @@ class Replication:
         self._events = events
         self.leadership = leadership
         self._on_new_server = on_new_server
+        self._on_installed_job = on_installed_job
         self._feed = feed or ChangeFeed(store.url, store.schema, store.channel)
         self._tasks = BackgroundTasks()
         self._reading = asyncio.Lock()
@@ -236,8 +238,11 @@ class Replication:
         if record.kind == "job":
             job = record.job()
             shown = self._newest_in_log(job)
-            if record.replica != self._store.replica and self._registry.install_job(job):
-                self._store.forget_pending_job(job.id)
+            if record.replica != self._store.replica:
+                previous = self._registry.get_job(job.id)
+                if self._registry.install_job(job):
+                    self._store.forget_pending_job(job.id)
+                    self._on_installed_job(job, previous.state if previous is not None else None)
         elif record.replica == self._store.replica:
             pass  # this replica's own: its memory has it already
         elif record.kind == "removed":

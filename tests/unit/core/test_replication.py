@@ -37,6 +37,8 @@ class Replica:
     leadership: Leadership
     replication: Replication
     new_servers: list[str]
+    #: Jobs installed from the others' writes: (id, state, state before), as webhooks are told them.
+    installed: list[tuple[str, str, str | None]]
 
     async def write(self) -> None:
         await asyncio.to_thread(self.store.write, self.store.take_pending())
@@ -73,11 +75,17 @@ async def replicas(postgresql_url: str) -> AsyncIterator[Callable[..., Replica]]
         events = EventLog()
         store.framer = lambda change: frame_for(registry, change)
         new_servers: list[str] = []
+        installed: list[tuple[str, str, str | None]] = []
         replication = Replication(
-            store, registry, events, leadership, on_new_server=lambda server: new_servers.append(server.name)
+            store,
+            registry,
+            events,
+            leadership,
+            on_new_server=lambda server: new_servers.append(server.name),
+            on_installed_job=lambda job, previous: installed.append((job.id, job.state, previous)),
         )
         replication.start()
-        replica = Replica(store, registry, events, leadership, replication, new_servers)
+        replica = Replica(store, registry, events, leadership, replication, new_servers, installed)
         started.append(replica)
         return replica
 
@@ -126,6 +134,8 @@ async def test_what_one_replica_receives_every_replica_answers_and_streams_the_s
     assert seen_a == seen_b
     assert [kind for _, kind, _ in seen_b] == ["job", "server", "job"]
     assert b'"State":"Success"' in seen_b[-1][2]
+    # Told of the others' jobs only, with the state before (a leader's webhooks alert for them).
+    assert b.installed == [(job_id, "Running", None), (job_id, "Success", "Running")] and a.installed == []
 
 
 async def test_an_older_state_written_late_never_replaces_a_newer_one(
