@@ -5,6 +5,7 @@ Chromium is Debian's (scripts/install-system-deps.sh installs it), driven by Pla
 tests/artifacts/, and with SAVE_SCREENSHOTS=1 the README's go to docs/screenshots/.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -658,8 +659,20 @@ def test_search_finds_a_job_and_the_export_downloads_it(
 
 @pytest.fixture(scope="module")
 def own_cluster(orthanc_version: str) -> Iterator[ClusterState]:
-    """A cluster of two servers of this module's own, whose processes the test stops and restarts."""
-    settings = {"stuck_after": str(STUCK_AFTER)}
+    """A cluster of two servers of this module's own, whose processes the test stops and restarts; a job is
+    stuck after STUCK_AFTER seconds, and two webhooks send alerts nowhere."""
+    # Two webhooks whose receivers are down (nothing listens on their ports): their attempts fail.
+    webhooks = [
+        {"Name": "on-call", "Url": f"http://127.0.0.1:{free_port()}/alerts", "Secret": "s" * 16},
+        {
+            "Name": "archive-team",
+            "Url": f"http://127.0.0.1:{free_port()}/archives",
+            "Secret": "a" * 16,
+            "Events": ["job-failure"],
+            "Types": ["Archive"],
+        },
+    ]
+    settings = {"stuck_after": str(STUCK_AFTER), "webhooks": json.dumps(webhooks)}
     with running_cluster("dashboard", orthanc_version, ORTHANC_CONFIG, settings, instances=2) as state:
         yield state
 
@@ -692,6 +705,28 @@ def test_a_stuck_job_is_flagged_live(page: Page, own_cluster: ClusterState) -> N
         expect(row).to_have_attribute("data-state", "Failure", timeout=LIVE_TIMEOUT_MS)
         expect(badge).to_have_count(0)
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_webhook_deliveries(page: Page, own_cluster: ClusterState) -> None:
+    """A failed transfer is an alert for 'on-call', whose receiver is down: it is highlighted with its
+    error; 'archive-team' (failed archives only) has nothing to send."""
+    with httpx.Client(base_url=f"{own_cluster.lb_url}/orthanc-1", auth=DEMO_USER, timeout=30) as direct:
+        study, _ = create_study(direct, "WEBHOOKS")
+        failing_stores(direct, study, 1, "HOOKNOBODY")
+    open_dashboard(page, f"{own_cluster.lb_url}/orthanc-jobs/ui/")
+    panel = page.locator("#webhooks-panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator("#webhooks-body tr")).to_have_count(2)
+    on_call = panel.locator('tr[data-webhook="on-call"]')
+    expect(on_call).to_have_class("failing", timeout=LIVE_TIMEOUT_MS)
+    with httpx.Client(base_url=f"{own_cluster.lb_url}/orthanc-jobs", auth=DEMO_USER, timeout=30) as service:
+        hooks = {hook["Name"]: hook for hook in service.get("/webhooks").json()}
+    assert hooks["on-call"]["LastError"]
+    expect(on_call).to_contain_text(hooks["on-call"]["LastError"])
+    archives = panel.locator('tr[data-webhook="archive-team"]')
+    expect(archives).to_contain_text("types: Archive")
+    expect(archives).not_to_have_class("failing")
+    save_for_readme(panel, "webhooks")
 
 
 def cluster_command(state: ClusterState, *arguments: str) -> None:

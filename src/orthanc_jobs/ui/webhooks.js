@@ -38,7 +38,7 @@ export async function loadWebhooks() {
       element("th", { scope: "row" }, element("strong", { text: hook.Name }), element("div", { class: "url", text: hook.Url })),
       element("td", {}, list(hook.Events) || "every event", filters ? element("div", { class: "muted", text: filters }) : null),
       element("td", { class: "num", text: String(hook.Delivered ?? 0) }),
-      element("td", { class: `num${failing ? " failed" : ""}`, text: String(hook.Failed ?? 0) }),
+      element("td", { class: `num${Number(hook.Failed) > 0 ? " failed" : ""}`, text: String(hook.Failed ?? 0) }),
       element("td", { class: "num", text: String(hook.Queued ?? 0) }),
       timeCell(hook.LastDeliveredAt),
       failure);
