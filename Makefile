@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # plugin's safety and no-loss scenarios on it as well as on the system's Orthanc (1.10.1 on Debian 12).
 ORTHANC_112_ROOT := .cache/orthanc-1.12
 
-.PHONY: demo test test-unit test-e2e bench bench-scale lint format system-deps orthanc-1.12 venv clean
+.PHONY: demo test test-unit test-e2e bench bench-scale bench-search lint format system-deps orthanc-1.12 venv clean
 
 demo: system-deps $(STAMP)
 	$(BIN)/orthanc-jobs demo
@@ -28,6 +28,10 @@ bench: system-deps $(STAMP)
 # 50, 150 and 500 simulated servers, up to 1,000,000 jobs (bench/scale.py): about 12 minutes.
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale
+
+# Listings with each search filter over 100,000 jobs, in process (bench/search.py): about a minute.
+bench-search: $(STAMP)
+	$(BIN)/python -m bench.search --output bench/results/search.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,6 +6,9 @@ where nothing listens; they fail. The administrator counts them with a dry run o
 comes back on its port, and ``orthanc-jobs resubmit --status Failure --type DicomModalityStore --yes``
 resubmits every one on its own server; all 300 end in Success and the PACS holds the instance.
 
+The operator's alert receiver, a webhook, gets a signed ``job-failure`` for each of the 300, and nothing for
+their success.
+
 The PACS is a lone Orthanc whose DICOM server listens on every interface: this module runs in a network of
 its own (tests/e2e/test_own_network.py).
 """
@@ -15,6 +18,7 @@ import sys
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 
 from orthanc_jobs.cluster.demo import create_study
@@ -22,6 +26,7 @@ from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState, free_port
 from tests.e2e.conftest import ORTHANC_CONFIG, orthanc_root, running_cluster
 from tests.e2e.helpers import wait_for
 from tests.e2e.pacs import PACS_AET, Pacs
+from tests.e2e.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -29,9 +34,31 @@ NIGHT = 300
 STORE = "DicomModalityStore"
 
 
+SECRET = "night-shift-webhook-secret"
+
+
 @pytest.fixture(scope="module")
-def night_cluster(orthanc_version: str) -> Iterator[ClusterState]:
-    with running_cluster("night", orthanc_version, {**ORTHANC_CONFIG, "ConcurrentJobs": "2"}) as state:
+def receiver(orthanc_version: str) -> Iterator[Receiver]:
+    """The operator's alert receiver (a chat bot, an incident tool), told of failed transfers only."""
+    found = Receiver(SECRET)
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="module")
+def night_cluster(orthanc_version: str, receiver: Receiver) -> Iterator[ClusterState]:
+    webhooks = [
+        {
+            "Name": "on-call",
+            "Url": f"{receiver.url}/on-call",
+            "Secret": SECRET,
+            "Types": [STORE],
+            "Events": ["job-failure"],
+        }
+    ]
+    settings = {"webhooks": orjson.dumps(webhooks).decode()}
+    config = {**ORTHANC_CONFIG, "ConcurrentJobs": "2"}
+    with running_cluster("night", orthanc_version, config, settings) as state:
         yield state
 
 
@@ -49,7 +76,7 @@ def _command(cluster: ClusterState, *args: str) -> subprocess.CompletedProcess[s
 
 
 def test_a_night_of_failed_transfers_is_resubmitted_with_one_action(
-    night_cluster: ClusterState, orthanc_version: str
+    night_cluster: ClusterState, orthanc_version: str, receiver: Receiver
 ) -> None:
     pacs_port = free_port()
     with httpx.Client(base_url=night_cluster.orthanc_lb_url, auth=DEMO_USER, timeout=60) as lb:
@@ -70,6 +97,16 @@ def test_a_night_of_failed_transfers_is_resubmitted_with_one_action(
         }
         assert len(owners) == len(night_cluster.orthanc_urls)
         wait_for(lambda: _total(lb, status="Failure", type=STORE) == NIGHT, 120, 0.5, "300 failed transfers")
+        # The on-call receiver was told of each failure, signed, with the job as the API answers it.
+        alerted = wait_for(
+            lambda: (found := receiver.alerts("/on-call")) and len(found) >= NIGHT and found,
+            60,
+            0.5,
+            "alerts",
+        )
+        assert {alert["Job"]["ID"] for alert in alerted} == jobs and len(alerted) == NIGHT
+        assert {alert["Event"] for alert in alerted} == {"job-failure"}
+        assert {(alert["Job"]["Type"], alert["Job"]["State"]) for alert in alerted} == {(STORE, "Failure")}
 
         # The morning after: how many, and would any be refused?
         counted = _command(night_cluster, "resubmit", "--status", "Failure", "--type", STORE, "--dry-run")
@@ -107,3 +144,4 @@ def test_a_night_of_failed_transfers_is_resubmitted_with_one_action(
         for state in ("Failure", "Success")
     }
     assert finished == {"Failure": NIGHT, "Success": NIGHT}
+    assert len(receiver.alerts("/on-call")) == NIGHT  # the successes alerted nobody

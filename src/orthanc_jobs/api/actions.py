@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from orthanc_jobs import SERVICE_PREFIX
 from orthanc_jobs.api.context import Authorized, AuthorizedChange, Services
+from orthanc_jobs.api.filters import job_query_from_json, page_of
 from orthanc_jobs.api.responses import OrjsonResponse
 from orthanc_jobs.core.bulk import BULK_ACTIONS, DELETE, plan
 from orthanc_jobs.core.errors import BadRequest, Conflict, ServerUnavailable, UnknownFile
@@ -52,23 +53,6 @@ async def _request_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _matching(services: Services, criteria: dict[str, Any]) -> list[Job]:
-    from orthanc_jobs.api.jobs import _parse_states, _server_urls, _split_values
-
-    def values(name: str) -> list[str]:
-        value = criteria.get(name, [])
-        return [value] if isinstance(value, str) else list(value)
-
-    types = frozenset(value.lower() for value in _split_values(values("type"))) or None
-    jobs = services.registry.list_jobs(
-        states=_parse_states(values("status")),
-        types=types,
-        server_urls=_server_urls(services.registry, values("server")),
-    )
-    ids = set(_split_values(values("ids")))
-    return [job for job in jobs if job.id in ids] if ids else jobs
-
-
 @router.post("/actions", summary="cancel, pause, resume, resubmit or delete every job a filter matches")
 async def start_action(request: Request, services: AuthorizedChange) -> Response:
     body = await _request_body(request)
@@ -85,7 +69,9 @@ async def start_action(request: Request, services: AuthorizedChange) -> Response
     ):
         raise BadRequest("DryRun is true or false, Expected a count of jobs")
     registry = services.registry
-    planned = plan(registry, action, _matching(services, criteria))
+    query = job_query_from_json(registry, criteria)
+    _, matching = await page_of(registry, query, 0, None)
+    planned = plan(registry, action, matching)
     summary = planned.summary()
     if dry_run:
         return OrjsonResponse({**summary, "DryRun": True})

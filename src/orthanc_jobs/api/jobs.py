@@ -13,20 +13,19 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from orthanc_jobs.api.context import Authorized, AuthorizedChange, Services
+from orthanc_jobs.api.filters import ListingQuery, PageLimit, PageOffset, page_of
 from orthanc_jobs.api.responses import MAX_ERROR_BODY, OUTPUT_HEADERS, error_from_owner, raw_json
 from orthanc_jobs.core.errors import BadRequest, Conflict, MethodNotAllowed, ServerUnavailable, UnknownJob
 from orthanc_jobs.core.lookups import Unreadable
 from orthanc_jobs.core.model import (
     Job,
     JobAction,
-    JobState,
     Server,
     is_job_id,
     is_output_key,
     normalize_server_url,
 )
 from orthanc_jobs.core.orthanc import OrthancError, job_path
-from orthanc_jobs.core.registry import Registry
 from orthanc_jobs.core.wire import expanded_jobs, job_json, server_field
 
 # Set by nginx on the requests it sends here (cluster/config.py, deploy/nginx.conf): where it reaches each
@@ -36,33 +35,6 @@ OWNERS_HEADER = "x-orthanc-jobs-owners"
 ACCEL_REDIRECT = "X-Accel-Redirect"
 
 router = APIRouter(tags=["Orthanc-compatible jobs API"])
-
-
-_STATE_NAMES = {state.lower(): state for state in JobState}
-
-
-def _split_values(values: list[str]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-def _parse_states(values: list[str]) -> frozenset[str] | None:
-    names = _split_values(values)
-    if not names:
-        return None
-    states = set()
-    for value in names:
-        state = _STATE_NAMES.get(value.lower())
-        if state is None:
-            raise BadRequest(f"unknown job state {value!r}; expected one of {', '.join(JobState)}")
-        states.add(str(state))
-    return frozenset(states)
-
-
-def _server_urls(registry: Registry, values: list[str]) -> frozenset[str] | None:
-    wanted = set(_split_values(values))
-    if not wanted:
-        return None
-    return frozenset(s.url for s in registry.servers() if s.name in wanted or s.url in wanted)
 
 
 def _expand_requested(request: Request) -> bool:
@@ -75,22 +47,13 @@ def _expand_requested(request: Request) -> bool:
 async def list_jobs(
     request: Request,
     services: Authorized,
+    query: ListingQuery,
     expand: Annotated[str | None, Query(description="Present (and not 'false'): full job objects")] = None,
-    status: Annotated[list[str], Query(description="Orthanc state names, repeated or comma-separated")] = [],  # noqa: B006
-    type: Annotated[list[str], Query(description="Job types, e.g. Archive, ResourceModification")] = [],  # noqa: B006
-    server: Annotated[list[str], Query(description="Owner servers, by Name or URL")] = [],  # noqa: B006
-    limit: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: PageLimit = None,
+    offset: PageOffset = 0,
 ) -> Response:
     registry = services.registry
-    types = frozenset(value.lower() for value in _split_values(type)) or None
-    total, page = registry.page_jobs(
-        states=_parse_states(status),
-        types=types,
-        server_urls=_server_urls(registry, server),
-        offset=offset,
-        limit=limit,
-    )
+    total, page = await page_of(registry, query, offset, limit)
     headers = {"X-Total-Count": str(total)}
     if _expand_requested(request):
         return raw_json(expanded_jobs(registry, page), headers=headers)

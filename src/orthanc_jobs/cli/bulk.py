@@ -28,7 +28,6 @@ def act_on_many(
     client: JobsClient,
     action: str,
     where: JobFilter,
-    ids: list[str],
     *,
     dry_run: bool,
     yes: bool,
@@ -37,7 +36,7 @@ def act_on_many(
     """The dry run, then (unless ``dry_run``) the run, confirmed by the count unless ``yes``. Exits 1 if a
     job was refused or its owner did not answer."""
     console = make_console()
-    plan = client.act_on_many(action, where, ids, dry_run=True)
+    plan = client.act_on_many(action, where, dry_run=True)
     if dry_run:
         if as_json:
             print_json(plan)
@@ -54,7 +53,7 @@ def act_on_many(
         console.print("\n".join(_plan_lines(action, plan)))
         if not typer.confirm(f"{action.capitalize()} {plan['Accepted']} jobs?", default=False):
             raise CommandError("nothing done", 1)
-    started = client.act_on_many(action, where, ids, expected=plan["Accepted"])
+    started = client.act_on_many(action, where, expected=plan["Accepted"])
     progress = Progress(
         TextColumn(action),
         BarColumn(),

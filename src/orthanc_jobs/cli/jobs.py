@@ -3,6 +3,7 @@ watch. Each is a :class:`~orthanc_jobs.cli.connection.ClientCommand`: it takes t
 finds its client in ``ctx.obj``."""
 
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,20 +58,85 @@ LimitOption = Annotated[int, typer.Option(min=0, max=1_000_000, help="Most jobs 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 
 
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+def _time_option(flag: str, what: str, bound: str) -> Any:
+    return typer.Option(
+        flag,
+        metavar="TIME",
+        help=f"Only jobs {what} {bound}: 20250101T120000 (UTC), 2025-01-01T12:00:00Z or 2025-01-01"
+        + (" (the whole day)." if bound == "until" else "."),
+    )
+
+
 @commands.command("list", cls=ClientCommand)
 def list_jobs(
     ctx: typer.Context,
     status: StatusOption = None,
     job_type: TypeOption = None,
     server: ServerOption = None,
-    limit: LimitOption = 50,
+    job_id: Annotated[list[str] | None, _filter_option("--id", "ID", "with this id")] = None,
+    created_since: Annotated[str | None, _time_option("--created-since", "created", "since")] = None,
+    created_until: Annotated[str | None, _time_option("--created-until", "created", "until")] = None,
+    completed_since: Annotated[str | None, _time_option("--completed-since", "finished", "since")] = None,
+    completed_until: Annotated[str | None, _time_option("--completed-until", "finished", "until")] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--q",
+            metavar="TEXT",
+            help="Only jobs with this text (any case) in their ID, Type, Content (Description...), "
+            "ErrorDescription or ErrorDetails.",
+        ),
+    ] = None,
+    resource: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ORTHANC-ID", help="Only jobs whose Content names this patient/study/series/instance."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=1_000_000, help="Most jobs shown (default: 50 in a table, all in csv or json)."
+        ),
+    ] = None,
     offset: Annotated[int, typer.Option(min=0, help="Jobs to skip (the next page).")] = 0,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="A table, or the export's CSV or JSON (for scripts).")
+    ] = OutputFormat.TABLE,
     as_json: JsonOption = False,
 ) -> None:
     """List the cluster's jobs, oldest first: ID, Type, State, Progress, Server, CreationTime."""
-    page = client_of(ctx).list_jobs(
-        JobFilter.of(status or [], job_type or [], server or []), limit=limit, offset=offset
-    )
+    try:
+        where = JobFilter.of(
+            status or [],
+            job_type or [],
+            server or [],
+            job_id or [],
+            created_since=created_since,
+            created_until=created_until,
+            completed_since=completed_since,
+            completed_until=completed_until,
+            text=text,
+            resource=resource,
+        )
+    except ValueError as error:
+        raise CommandError(str(error), exit_code=2) from None
+    if output is not OutputFormat.TABLE:
+        if as_json:
+            raise CommandError("--json and --format csv/json: one or the other", exit_code=2)
+        printed = typer.get_binary_stream("stdout")
+        for chunk in client_of(ctx).export(where, output, limit=limit, offset=offset):
+            printed.write(chunk)
+        printed.flush()
+        return
+    limit = 50 if limit is None else limit
+    page = client_of(ctx).list_jobs(where, limit=limit, offset=offset)
     if as_json:
         print_json(page.jobs)
         return
@@ -140,8 +206,9 @@ def _action_command(action: str) -> Callable[..., None]:
             job = client_of(ctx).act(job_id, action)
             make_console().print(Text.assemble(f"job {job_id}: ", state_text(job.get("State", ""))))
             return
-        ids = [job_id] if job_id is not None else []
-        act_on_many(client_of(ctx), action, where, ids, dry_run=dry_run, yes=yes, as_json=as_json)
+        if job_id is not None:
+            where = JobFilter.of(ids=[job_id])
+        act_on_many(client_of(ctx), action, where, dry_run=dry_run, yes=yes, as_json=as_json)
 
     return act
 

@@ -63,6 +63,16 @@ def _segment(value: str) -> str | None:
     return quote(value, safe="")
 
 
+def _listing_params(where: JobFilter, limit: int | None, offset: int) -> list[tuple[str, str]]:
+    """A listing's filters and paging, as query parameters."""
+    params = where.params()
+    if limit is not None:
+        params.append(("limit", str(limit)))
+    if offset:
+        params.append(("offset", str(offset)))
+    return params
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -123,18 +133,30 @@ class JobsClient:
         expand: bool = True,
     ) -> JobPage:
         """``GET /jobs`` with the service's filters and paging, in creation order."""
-        params: list[tuple[str, str | int]] = [("expand", "")] if expand else []
-        params += where.params()
-        if limit is not None:
-            params.append(("limit", limit))
-        if offset:
-            params.append(("offset", offset))
+        params = ([("expand", "")] if expand else []) + _listing_params(where, limit, offset)
         response = self._request("GET", self.jobs_url, params=params)
         jobs = self._json(response)
         if not isinstance(jobs, list):
             raise ApiError(f"{self.jobs_url} answered something else than a list of jobs")
         total = response.headers.get("x-total-count")
         return JobPage(jobs, int(total) if total and total.isdigit() else None, offset)
+
+    def export(
+        self, where: JobFilter = _EVERY_JOB, output: str = "csv", *, limit: int | None = None, offset: int = 0
+    ) -> Iterator[bytes]:
+        """``GET /orthanc-jobs/export``: the listing's jobs as ``output`` (csv or json), in chunks as they
+        come (a large export is never whole in memory)."""
+        params = [("format", output), *_listing_params(where, limit, offset)]
+        url = f"{self.service_url}/export"
+        try:
+            with self._http.stream("GET", url, params=tuple(params)) as response:
+                if response.status_code != 200:
+                    response.read()
+                    self._check(response)
+                    raise ApiError(f"{url} answered {response.status_code} {response.reason_phrase}")
+                yield from response.iter_bytes()
+        except httpx.RequestError as error:
+            raise self._failure(error) from None
 
     def latest_jobs(self, where: JobFilter = _EVERY_JOB, limit: int = 50) -> JobPage:
         """The newest ``limit`` jobs that match (the last page of the listing)."""
@@ -243,7 +265,6 @@ class JobsClient:
         self,
         action: str,
         where: JobFilter,
-        ids: list[str] | None = None,
         *,
         dry_run: bool = False,
         expected: int | None = None,
@@ -254,8 +275,6 @@ class JobsClient:
         criteria: dict[str, list[str]] = {}
         for name, value in where.params():
             criteria.setdefault(name, []).append(value)
-        if ids:
-            criteria["ids"] = ids
         body: dict[str, Any] = {"Action": action, "Filter": criteria, "DryRun": dry_run}
         if expected is not None:
             body["Expected"] = expected

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from orthanc_jobs.core.changes import (
     ServerSeen,
     Subscriber,
 )
+from orthanc_jobs.core.filters import EVERY_JOB, JobQuery
 from orthanc_jobs.core.model import (
     TERMINAL_STATES,
     Job,
@@ -85,12 +87,20 @@ OrderKey = tuple[str, str]
 ALL = ("", "")
 
 
-def _index_value(job: Job, kind: str) -> str:
-    if kind == "state":
-        return job.state
-    if kind == "type":
-        return job.type.lower()
-    return job.server_url
+#: Jobs judged one by one between two pauses of a search (page_steps): some 20 ms.
+JUDGED_PER_STEP = 10_000
+#: The JobQuery field each kind of index answers.
+_QUERY_FIELDS = {"state": "states", "type": "types", "server": "server_urls"}
+#: Sorted keys, and the positions of a range of them (from the first, to the second excluded).
+KeyRange = tuple[list[OrderKey], int, int]
+
+
+def _copied(ranges: list[KeyRange]) -> Iterable[OrderKey]:
+    """The keys of every range, in order, copied: the registry's changes meanwhile leave them alone."""
+    if len(ranges) == 1:
+        keys, start, stop = ranges[0]
+        return keys[start:stop]
+    return heapq.merge(*(keys[start:stop] for keys, start, stop in ranges))
 
 
 def _indexes(job: Job) -> tuple[tuple[str, str], ...]:
@@ -149,6 +159,8 @@ class Registry:
         self._told_stuck: set[str] = set()
         #: A job's progress not seen to change since this process started counts from its start.
         self._started = clock()
+        #: Jobs judged one by one between two pauses of a search (page_steps).
+        self.judged_per_step = JUDGED_PER_STEP
         #: Told of every change (core/changes.py), in order: the store first, which keeps it.
         self.subscribers: list[Subscriber] = [store.record]
         servers, jobs = store.load()
@@ -505,30 +517,9 @@ class Registry:
             return None
         return min((self._jobs[job_id] for job_id in pending), key=lambda job: job.order_key)
 
-    def list_jobs(
-        self,
-        *,
-        states: frozenset[str] | None = None,
-        types: frozenset[str] | None = None,
-        server_urls: frozenset[str] | None = None,
-    ) -> list[Job]:
-        """Jobs in creation order, filtered; filters are sets of accepted values (None: any), job types in
-        lower case."""
-        keys: Iterable[OrderKey] = self._sorted[ALL]
-        if states is not None:
-            keys = sorted(self._jobs[i].order_key for s in states for i in self._by_state.get(s, ()))
-        candidates = (self._jobs[key[1]] for key in keys)
-        if self._hide_lost_after is not None:
-            hidden_before = self._clock() - self._hide_lost_after
-            candidates = (job for job in candidates if not self._is_hidden(job, hidden_before))
-        if types is None and server_urls is None:
-            return list(candidates)
-        return [
-            job
-            for job in candidates
-            if (types is None or job.type.lower() in types)
-            and (server_urls is None or job.server_url in server_urls)
-        ]
+    def list_jobs(self, query: JobQuery = EVERY_JOB) -> list[Job]:
+        """The jobs that match ``query``, in creation order."""
+        return self.page_jobs(query)[1]
 
     def _is_hidden(self, job: Job, hidden_before: float) -> bool:
         """A job of a process that is gone, finished (or lost) long enough ago, is no longer listed."""
@@ -553,48 +544,86 @@ class Registry:
         return len(doomed)
 
     def page_jobs(
-        self,
-        *,
-        states: frozenset[str] | None = None,
-        types: frozenset[str] | None = None,
-        server_urls: frozenset[str] | None = None,
-        offset: int = 0,
-        limit: int | None = None,
+        self, query: JobQuery = EVERY_JOB, *, offset: int = 0, limit: int | None = None
     ) -> tuple[int, list[Job]]:
         """``list_jobs``' jobs from ``offset``, at most ``limit`` of them, and how many there are in all.
 
-        Filtered on one of state, type or server, a slice of that value's sorted keys (several values:
-        their keys merged); on several, the smallest of those sets read through. Jobs hidden after a while
-        (``hide_lost_after``) are judged one by one: then every listing reads what matches."""
+        Read from the smallest sorted index the query names (its ids, or the keys of its states, types or
+        servers: several values' keys merged), within its creation times; a query that names nothing else
+        is a slice of it. Other criteria are judged job by job, as are jobs hidden after a while
+        (``hide_lost_after``): then every listing reads what matches."""
+        *_, page = self.page_steps(query, offset=offset, limit=limit)
+        assert page is not None  # the last step is the page
+        return page
+
+    def page_steps(
+        self, query: JobQuery = EVERY_JOB, *, offset: int = 0, limit: int | None = None
+    ) -> Iterator[tuple[int, list[Job]] | None]:
+        """``page_jobs`` in steps: where jobs are judged one by one, a pause (None) every
+        ``judged_per_step`` of them, for the caller to let the event loop answer others meanwhile (a search
+        of a million jobs takes seconds), then the page. The registry may change between two steps: each
+        job is judged as it is when it is read."""
         end = None if limit is None else offset + limit
-        if self._hide_lost_after is not None:
-            jobs = self.list_jobs(states=states, types=types, server_urls=server_urls)
-            return len(jobs), jobs[offset:end]
-        filters = [("state", states), ("type", types), ("server", server_urls)]
-        chosen: tuple[int, str, list[list[OrderKey]]] | None = None
-        for kind, values in filters:
-            if values is None:
-                continue
-            lists = [keys for value in values if (keys := self._sorted.get((kind, value)))]
-            size = sum(map(len, lists))
-            if chosen is None or size < chosen[0]:
-                chosen = (size, kind, lists)
-        if chosen is None:
-            keys = self._sorted[ALL]
-            return len(keys), [self._jobs[key[1]] for key in keys[offset:end]]
-        size, kind, lists = chosen
-        merged: Iterable[OrderKey] = lists[0] if len(lists) == 1 else heapq.merge(*lists)
-        others = [(other, values) for other, values in filters if values is not None and other != kind]
-        if not others:
-            if len(lists) == 1:
-                return size, [self._jobs[key[1]] for key in lists[0][offset:end]]
-            return size, [self._jobs[key[1]] for key in itertools.islice(merged, offset, end)]
-        matching = [
-            job
-            for key in merged
-            if all(_index_value(job := self._jobs[key[1]], other) in values for other, values in others)
+        ranges, rest = self._narrowest(query)
+        if rest == EVERY_JOB and self._hide_lost_after is None:
+            size = sum(stop - start for _, start, stop in ranges)
+            if len(ranges) == 1:
+                keys, start, stop = ranges[0]
+                last = stop if end is None else min(stop, start + end)
+                yield size, [self._jobs[key[1]] for key in keys[start + offset : last]]
+                return
+            merged = heapq.merge(*(itertools.islice(keys, start, stop) for keys, start, stop in ranges))
+            yield size, [self._jobs[key[1]] for key in itertools.islice(merged, offset, end)]
+            return
+        hidden_before = None if self._hide_lost_after is None else self._clock() - self._hide_lost_after
+        matching = []
+        for number, key in enumerate(_copied(ranges), start=1):
+            # Changed since the ranges were read (a pause before): judged whole, as it is now.
+            job = self._jobs.get(key[1])
+            if (
+                job is not None
+                and job.order_key == key
+                and query.matches(job)
+                and (hidden_before is None or not self._is_hidden(job, hidden_before))
+            ):
+                matching.append(job)
+            if number % self.judged_per_step == 0:
+                yield None
+        yield len(matching), matching[offset:end]
+
+    def _narrowest(self, query: JobQuery) -> tuple[list[KeyRange], JobQuery]:
+        """The ranges of sorted keys that hold every job matching ``query`` (the fewest keys the indexes
+        give), and the criteria left to judge job by job."""
+        lists: list[list[OrderKey]]
+        if query.ids is not None:
+            lists = [sorted(job.order_key for job_id in query.ids if (job := self._jobs.get(job_id)))]
+            rest = replace(query, ids=None)
+        else:
+            chosen: tuple[int, str, list[list[OrderKey]]] | None = None
+            indexed = (("state", query.states), ("type", query.types), ("server", query.server_urls))
+            for kind, values in indexed:
+                if values is None:
+                    continue
+                found = [keys for value in values if (keys := self._sorted.get((kind, value)))]
+                size = sum(map(len, found))
+                if chosen is None or size < chosen[0]:
+                    chosen = (size, kind, found)
+            if chosen is None:
+                lists, rest = [self._sorted[ALL]], query
+            else:
+                lists, rest = chosen[2], replace(query, **{_QUERY_FIELDS[chosen[1]]: None})
+        created = query.created
+        if created is None:
+            return [(keys, 0, len(keys)) for keys in lists], rest
+        ranges = [
+            (
+                keys,
+                bisect.bisect_left(keys, (created.start, "")),
+                len(keys) if created.end is None else bisect.bisect_left(keys, (created.end, "")),
+            )
+            for keys in lists
         ]
-        return len(matching), matching[offset:end]
+        return ranges, replace(rest, created=None)
 
     def finished_since(self, since: float) -> list[Job]:
         """Jobs that finished (as far as the job-service saw) at ``since`` or later, oldest end first."""

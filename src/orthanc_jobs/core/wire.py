@@ -1,11 +1,15 @@
 """Every shape the job-service writes on the wire, in one place: a job as Orthanc writes it with its
-``Server`` field, a server's entry, an error body as Orthanc writes its own, and the event stream's frames.
+``Server`` field, a server's entry, an error body as Orthanc writes its own, the event stream's frames, and
+the export's CSV rows.
 
 The API's answers, the event stream and the CLI's reading of them cannot drift apart: they all come from
 here.
 """
 
-from collections.abc import Iterable
+import csv
+import io
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -16,10 +20,14 @@ from orthanc_jobs.core.model import Job, Server, orthanc_timestamp
 from orthanc_jobs.core.registry import Registry
 
 __all__ = [
+    "CSV_COLUMNS",
+    "csv_row",
     "error_body",
     "expanded_jobs",
+    "expanded_jobs_chunks",
     "frame_for",
     "job_json",
+    "jobs_csv",
     "server_entry",
     "server_field",
     "sse_frame",
@@ -51,16 +59,77 @@ def job_json(job: Job, server_json: bytes) -> bytes:
 
 def expanded_jobs(registry: Registry, jobs: Iterable[Job]) -> bytes:
     """``GET /jobs?expand``: the jobs, each as ``job_json`` (one ``Server`` field per owner, reused)."""
+    return b"[" + b",".join(_each_job_json(registry, jobs)) + b"]"
+
+
+def expanded_jobs_chunks(registry: Registry, jobs: Iterable[Job], per_chunk: int = 500) -> Iterator[bytes]:
+    """``expanded_jobs``, in chunks of ``per_chunk`` jobs: a large export is sent as it is written."""
+    parts = _each_job_json(registry, jobs)
+    opening = b"["
+    while chunk := list(itertools.islice(parts, per_chunk)):
+        yield opening + b",".join(chunk)
+        opening = b","
+    yield b"]" if opening == b"," else b"[]"
+
+
+def _each_job_json(registry: Registry, jobs: Iterable[Job]) -> Iterator[bytes]:
     fields: dict[tuple[str, str, bool, float | None], bytes] = {}
-    parts = []
     for job in jobs:
         stuck_since = registry.stuck_since(job)
         key = (job.server_url, job.incarnation, job.history_only, stuck_since)
         field = fields.get(key)
         if field is None:
             field = fields[key] = server_field(registry, job, stuck_since)
-        parts.append(job_json(job, field))
-    return b"[" + b",".join(parts) + b"]"
+        yield job_json(job, field)
+
+
+#: The columns of the CSV export, in order: Orthanc's field names, ``Server`` the owner's Name, and
+#: ``Description`` the Content's (archives, media, modifications... have one).
+CSV_COLUMNS = (
+    "ID",
+    "Type",
+    "State",
+    "Server",
+    "Progress",
+    "CreationTime",
+    "CompletionTime",
+    "ErrorCode",
+    "ErrorDescription",
+    "Description",
+)
+
+
+def csv_row(registry: Registry, job: Job) -> list[Any]:
+    """A job as a row of ``CSV_COLUMNS`` (a field it does not have: empty)."""
+    content = job.content
+    server = registry.server_by_url(job.server_url)
+    details = content.get("Content")
+    description = details.get("Description") if isinstance(details, dict) else None
+    return [
+        job.id,
+        job.type,
+        job.state,
+        server.name if server is not None else "",
+        *(content.get(name, "") for name in CSV_COLUMNS[4:9]),
+        description if isinstance(description, str) else "",
+    ]
+
+
+def jobs_csv(registry: Registry, jobs: Iterable[Job], per_chunk: int = 500) -> Iterator[bytes]:
+    """The jobs as CSV (RFC 4180: a header row, CRLF line ends, quoted where needed), in UTF-8, in chunks
+    of ``per_chunk`` jobs."""
+    rows = (csv_row(registry, job) for job in jobs)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    while True:
+        chunk = list(itertools.islice(rows, per_chunk))
+        writer.writerows(chunk)
+        yield buffer.getvalue().encode()
+        if len(chunk) < per_chunk:
+            return
+        buffer.seek(0)
+        buffer.truncate()
 
 
 def server_entry(registry: Registry, server: Server) -> dict[str, Any]:

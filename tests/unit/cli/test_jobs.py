@@ -103,3 +103,77 @@ def test_an_id_and_filters_do_not_go_together() -> None:
     assert result.exit_code == 1 and "not both" in result.output
     result = run(_actions_service([], []), "cancel")
     assert result.exit_code == 1 and "give a job's ID, or filters" in result.output
+
+
+def test_list_sends_the_search_filters() -> None:
+    asked: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(200, json=[job(JOB, "Failure")], headers={"X-Total-Count": "1"})
+
+    result = run(
+        handler,
+        "list",
+        "--q",
+        "ward 7",
+        "--resource",
+        "b9c08539-26f93bde-c81ab0d7-bffaf2cb-a4d0bdd0",
+        "--id",
+        JOB,
+        "--created-since",
+        "2025-01-01",
+        "--created-until",
+        "2025-01-31",
+        "--completed-since",
+        "20250101T000000",
+        "--completed-until",
+        "2025-02-01T00:00:00Z",
+        "--status",
+        "Failure",
+    )
+    assert result.exit_code == 0, result.output
+    assert JOB in result.output and "jobs 1-1 of 1" in result.output
+    assert asked[0].url.params.multi_items() == [
+        ("expand", ""),
+        ("status", "Failure"),
+        ("ids", JOB),
+        ("created-since", "2025-01-01"),
+        ("created-until", "2025-01-31"),
+        ("completed-since", "20250101T000000"),
+        ("completed-until", "2025-02-01T00:00:00Z"),
+        ("q", "ward 7"),
+        ("resource", "b9c08539-26f93bde-c81ab0d7-bffaf2cb-a4d0bdd0"),
+        ("limit", "50"),
+    ]
+
+
+@pytest.mark.parametrize("output", ["csv", "json"])
+def test_list_prints_the_export_for_scripts(output: str) -> None:
+    asked: list[httpx.Request] = []
+    body = b'ID,Description\r\n1,"a, ""b""\nc"\r\n' if output == "csv" else b'[{"ID":"1"}]'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(200, content=body)
+
+    result = run(handler, "list", "--format", output, "--status", "Failure")
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == body  # as the service wrote it, nothing added
+    assert asked[0].url.path == "/orthanc-jobs/export"
+    assert asked[0].url.params.multi_items() == [("format", output), ("status", "Failure")]  # every job
+
+
+def test_list_refuses_what_it_cannot_read_as_a_usage_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing is asked")
+
+    for arguments in (
+        ["--created-since", "yesterday"],
+        ["--resource", "1234"],
+        ["--format", "csv", "--json"],
+    ):
+        result = run(handler, "list", *arguments)
+        assert result.exit_code == 2, (arguments, result.output)
+    assert "'yesterday' is not a time" in run(handler, "list", "--created-since", "yesterday").output
+    assert run(handler, "list", "--format", "xml").exit_code == 2

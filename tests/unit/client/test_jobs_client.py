@@ -219,3 +219,26 @@ def test_events_refused_credentials_after_a_reconnection_are_raised() -> None:
     assert next(stream).id == "1"
     with pytest.raises(BadCredentials):
         next(stream)
+
+
+def test_export_streams_the_listing_in_the_format_asked() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.params.get("format") == "xml":
+            return orthanc_error(400, "format: 'xml' is not one of csv, json")
+        return httpx.Response(200, content=b"ID,Type\r\na,Archive\r\n", headers={"Content-Type": "text/csv"})
+
+    client = client_for(handler)
+    exported = b"".join(client.export(JobFilter.of(text="ward"), "csv", limit=10, offset=5))
+    assert exported == b"ID,Type\r\na,Archive\r\n"
+    assert seen[0].url.path == "/orthanc-jobs/export"
+    assert seen[0].url.params.multi_items() == [
+        ("format", "csv"),
+        ("q", "ward"),
+        ("limit", "10"),
+        ("offset", "5"),
+    ]
+    with pytest.raises(ApiError, match="'xml' is not one of csv, json"):
+        b"".join(client.export(output="xml"))

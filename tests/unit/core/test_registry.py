@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from orthanc_jobs.core.filters import JobQuery, ResourceSearch, TextSearch, TimeRange
 from orthanc_jobs.core.model import Job, Server, ServerStatus
 from orthanc_jobs.core.registry import LOST_JOB_ERROR_CODE, Registry, orthanc_timestamp
 from orthanc_jobs.core.store import SqliteStore
@@ -66,7 +67,7 @@ def test_an_older_snapshot_never_overwrites_a_newer_one(registry: Registry) -> N
     assert registry.get_job(JOB_A).state == "Success"
     registry.apply_snapshot(server, job(JOB_A, "Pending", Timestamp="20261128T100006.000000"))  # resubmitted
     assert registry.get_job(JOB_A).state == "Pending"
-    assert registry.list_jobs(states=frozenset({"Success"})) == []
+    assert registry.list_jobs(JobQuery(states=frozenset({"Success"}))) == []
 
 
 def test_invalid_snapshots_are_ignored(registry: Registry) -> None:
@@ -90,7 +91,7 @@ def test_filters_combine(registry: Registry) -> None:
     registry.apply_snapshot(first, job(JOB_A, "Running", Type="Archive"))
     registry.apply_snapshot(first, job(JOB_B, "Success", Type="ResourceModification"))
     registry.apply_snapshot(second, job(JOB_C, "Running", Type="ResourceModification"))
-    ids = lambda **f: sorted(j.id for j in registry.list_jobs(**f))  # noqa: E731
+    ids = lambda **f: sorted(j.id for j in registry.list_jobs(JobQuery(**f)))  # noqa: E731
     assert ids(states=frozenset({"Running"})) == [JOB_A, JOB_C]
     assert ids(types=frozenset({"resourcemodification"})) == [JOB_B, JOB_C]
     assert ids(server_urls=frozenset({first.url})) == [JOB_A, JOB_B]
@@ -242,7 +243,7 @@ def test_removed_jobs_leave_every_index(registry: Registry) -> None:
     registry.apply_snapshot(server, job(JOB_A, "Success"))
     registry.remove_job(JOB_A)
     assert registry.list_jobs() == []
-    assert registry.list_jobs(states=frozenset({"Success"})) == []
+    assert registry.list_jobs(JobQuery(states=frozenset({"Success"}))) == []
     assert registry.job_counts(server)["Success"] == 0
 
 
@@ -332,7 +333,7 @@ def test_the_store_brings_everything_back_after_a_restart(tmp_path, clock: Clock
     assert again.get_job(JOB_A).content["Content"] == {"ArchiveSize": "10"}
     assert again.get_job(JOB_A).history_only
     assert again.get_job(JOB_B).state == "Running"
-    assert again.list_jobs(states=frozenset({"Running"}))[0].id == JOB_B
+    assert again.list_jobs(JobQuery(states=frozenset({"Running"})))[0].id == JOB_B
 
 
 def test_two_processes_sharing_one_url_are_reported(
@@ -417,7 +418,7 @@ def test_what_another_replica_wrote_is_installed_unless_older_and_not_told_again
     )
     assert registry.install_job(later) is True
     assert registry.get_job(JOB_A) is later and [
-        j.id for j in registry.list_jobs(states=frozenset({"Failure"}))
+        j.id for j in registry.list_jobs(JobQuery(states=frozenset({"Failure"})))
     ]
     assert told == []  # written and streamed by the replica that received it
 
@@ -531,10 +532,9 @@ def test_pages_of_listings_and_counts_follow_every_change(registry: Registry, cl
             [None, frozenset({servers[0].url}), frozenset(s.url for s in servers[1:])]
         )
         offset, limit = generator.randint(0, 40), generator.choice([None, 0, 5, 25])
-        expected = registry.list_jobs(states=chosen_states, types=chosen_types, server_urls=chosen_servers)
-        total, page = registry.page_jobs(
-            states=chosen_states, types=chosen_types, server_urls=chosen_servers, offset=offset, limit=limit
-        )
+        query = JobQuery(states=chosen_states, types=chosen_types, server_urls=chosen_servers)
+        expected = registry.list_jobs(query)
+        total, page = registry.page_jobs(query, offset=offset, limit=limit)
         assert (total, page) == (len(expected), expected[offset : None if limit is None else offset + limit])
     for server in servers:
         counted = {state: 0 for state in [*states, "Retry"]}
@@ -552,3 +552,92 @@ def test_pages_of_listings_and_counts_follow_every_change(registry: Registry, cl
     assert {j.id for j in registry.finished_since(since)} == {
         j.id for j in every if j.finished_at is not None and j.finished_at >= since
     }
+
+
+def test_pages_of_searches_say_what_judging_every_job_says(registry: Registry, clock: Clock) -> None:
+    """Ids and creation times narrow the sorted indexes, alone or with states, types and servers; the
+    other criteria are judged job by job: every page is the slice of what matches among all jobs."""
+    import random
+
+    generator = random.Random(15)
+    servers = [register(registry, f"orthanc-{n}", f"inc-{n}") for n in (1, 2)]
+    studies = [f"{n:08x}-26f93bde-c81ab0d7-bffaf2cb-a4d0bdd0" for n in range(4)]
+    ids = [f"{n:08d}-1111-4111-8111-111111111111" for n in range(150)]
+    for number, job_id in enumerate(ids):
+        clock.now += 1
+        state = generator.choice(["Running", "Success", "Failure"])
+        extra = {"CompletionTime": f"20261129T{number:06d}.000000"} if state != "Running" else {}
+        registry.apply_snapshot(
+            servers[number % 2],
+            job(
+                job_id,
+                state,
+                created=f"20261128T{generator.randrange(100):06d}.{number:06d}",
+                Type=generator.choice(["Archive", "Media"]),
+                Content={
+                    "Description": generator.choice(["Ward 7", "ward 9", "Night"]),
+                    "Resources": [generator.choice(studies)],
+                },
+                **extra,
+            ),
+        )
+    every = registry.list_jobs()
+    found = 0
+    for _ in range(300):
+        query = JobQuery(
+            states=generator.choice([None, frozenset({"Success"}), frozenset({"Running", "Failure"})]),
+            types=generator.choice([None, frozenset({"archive"})]),
+            server_urls=generator.choice([None, frozenset({servers[1].url})]),
+            ids=generator.choice([None, frozenset(generator.sample(ids, 20)), frozenset({JOB_A})]),
+            created=generator.choice(
+                [
+                    None,
+                    TimeRange.between("20261128T000010", "20261128T000050"),
+                    TimeRange.between(None, "20261128T000020"),
+                ]
+            ),
+            completed=generator.choice([None, TimeRange.between("20261129T000100", None)]),
+            text=generator.choice([None, TextSearch("WARD"), TextSearch("night")]),
+            resource=generator.choice([None, ResourceSearch(studies[1])]),
+        )
+        offset, limit = generator.randint(0, 30), generator.choice([None, 0, 7, 40])
+        expected = [each for each in every if query.matches(each)]
+        found += bool(expected)
+        assert registry.list_jobs(query) == expected
+        total, page = registry.page_jobs(query, offset=offset, limit=limit)
+        assert (total, page) == (len(expected), expected[offset : None if limit is None else offset + limit])
+    assert found > 50  # the queries find something, often
+
+
+def test_searches_skip_the_jobs_hidden_after_a_while(clock: Clock) -> None:
+    registry = Registry(
+        SqliteStore(":memory:"), not_responding_after=10, stopped_after=60, hide_lost_after=100, clock=clock
+    )
+    server = register(registry)
+    registry.apply_snapshot(server, job(JOB_A, "Success", Content={"Description": "kept"}))
+    registry.apply_snapshot(server, job(JOB_B, "Running", Content={"Description": "kept"}))
+    registry.mark_server_stopped(server)  # both jobs are now its gone process's, B lost
+    clock.now += 101
+    assert registry.page_jobs(JobQuery(text=TextSearch("kept"))) == (0, [])
+    assert registry.page_jobs(JobQuery(ids=frozenset({JOB_A}))) == (0, [])
+
+
+def test_a_long_search_pauses_and_judges_each_job_as_it_is_when_read(registry: Registry) -> None:
+    server = register(registry)
+    ids = [f"{n:08d}-1111-4111-8111-111111111111" for n in range(6)]
+    for number, job_id in enumerate(ids):
+        registry.apply_snapshot(
+            server, job(job_id, created=f"20261128T10000{number}.000000", Content={"Description": "ward"})
+        )
+    registry.judged_per_step = 2
+    steps = registry.page_steps(JobQuery(states=frozenset({"Running"}), text=TextSearch("WARD")), limit=3)
+    assert next(steps) is None  # two judged: both match
+    registry.remove_job(ids[2])
+    registry.apply_snapshot(
+        server, job(ids[3], "Success", created="20261128T100003.000000", Timestamp="20261128T200000.000000")
+    )
+    assert next(steps) is None and next(steps) is None  # six judged
+    assert next(steps) == (4, [registry.get_job(job_id) for job_id in (ids[0], ids[1], ids[4])])
+    # Listings that read an index without judging jobs one by one do not pause.
+    running = JobQuery(states=frozenset({"Running"}))
+    assert list(registry.page_steps(running)) == [(4, registry.list_jobs(running))]

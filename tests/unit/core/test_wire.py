@@ -1,9 +1,22 @@
 """The wire shapes written in one place, and the registry's typed notices that feed the event stream."""
 
+import csv
+import io
+
 import orjson
 
 from orthanc_jobs.core.changes import Change, JobChanged, JobRemoved, ServerChanged, ServerSeen
-from orthanc_jobs.core.wire import error_body, frame_for, job_json, server_field, sse_frame
+from orthanc_jobs.core.wire import (
+    CSV_COLUMNS,
+    error_body,
+    expanded_jobs,
+    expanded_jobs_chunks,
+    frame_for,
+    job_json,
+    jobs_csv,
+    server_field,
+    sse_frame,
+)
 from tests.unit.fake_orthanc import registry_of
 
 URL = "http://127.0.0.1:8001"
@@ -57,3 +70,22 @@ def test_an_error_body_has_orthancs_fields_in_orthancs_order() -> None:
         "Uri",
     ]
     assert body["HttpError"] == "Not Found" and body["OrthancStatus"] == 17
+
+
+def test_large_exports_are_written_in_chunks_that_make_the_whole() -> None:
+    registry = registry_of([URL])
+    server = registry.server_by_url(URL)
+    assert server is not None
+    for number in range(1200):
+        job = {"ID": f"{number:08d}-0000-4000-8000-000000000000", "State": "Success", "Type": "Media"}
+        registry.apply_snapshot(server, {**job, "CreationTime": f"20261128T{number:06d}", "Timestamp": "1"})
+    jobs = registry.list_jobs()
+    chunks = list(jobs_csv(registry, jobs, per_chunk=500))
+    assert len(chunks) == 3 and all(len(chunk) < 60_000 for chunk in chunks)
+    rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
+    assert rows[0] == list(CSV_COLUMNS) and len(rows) == 1201
+    assert rows[-1][:4] == ["00001199-0000-4000-8000-000000000000", "Media", "Success", "orthanc-1"]
+    parts = list(expanded_jobs_chunks(registry, jobs, per_chunk=500))
+    assert len(parts) == 4 and b"".join(parts) == expanded_jobs(registry, jobs)
+    assert b"".join(expanded_jobs_chunks(registry, [])) == expanded_jobs(registry, []) == b"[]"
+    assert b"".join(jobs_csv(registry, [])) == b",".join(c.encode() for c in CSV_COLUMNS) + b"\r\n"
