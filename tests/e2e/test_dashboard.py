@@ -1,9 +1,11 @@
-"""The dashboard (issue #5) and Orthanc Explorer, in real headless Chromium against the real local cluster.
+"""The dashboard (issues #5 and #15) and Orthanc Explorer, in real headless Chromium against the real local
+cluster.
 
 Chromium is Debian's (scripts/install-system-deps.sh installs it), driven by Playwright; screenshots go to
 tests/artifacts/, and with SAVE_SCREENSHOTS=1 the README's go to docs/screenshots/.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -18,7 +20,14 @@ from playwright.sync_api import Error as PlaywrightError
 
 from orthanc_jobs.cluster.launcher import DEMO_USER, ClusterState
 from tests.e2e.conftest import ORTHANC_CONFIG, running_cluster
-from tests.e2e.helpers import create_async_job, create_study, free_port, wait_for, wait_job_state
+from tests.e2e.helpers import (
+    SilentModality,
+    create_async_job,
+    create_study,
+    free_port,
+    wait_for,
+    wait_job_state,
+)
 from tests.e2e.test_job_actions import blocked
 
 pytestmark = pytest.mark.e2e
@@ -40,11 +49,23 @@ VIEWPORT = {"width": 1280, "height": 800}
 BROWSER_TIMEOUT_MS = 15_000
 LIVE_TIMEOUT_MS = 10_000
 SAVE_SCREENSHOTS = os.environ.get("SAVE_SCREENSHOTS") == "1"
+# The dashboard's own cluster flags a running job stuck after this many seconds without progress.
+STUCK_AFTER = 3
 
 
 def screenshot(page: Page, name: str, full_page: bool = False) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+
+def save_for_readme(shot: Page | Locator, name: str) -> None:
+    """A picture of the page or of one of its parts in tests/artifacts/, and with SAVE_SCREENSHOTS=1 in
+    docs/screenshots/ for the README."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    if SAVE_SCREENSHOTS:
+        README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shot.screenshot(path=str(README_SCREENSHOTS / f"{name}.png"))
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +200,7 @@ def test_dashboard_shows_every_server_and_their_jobs(
         row = job_row(page, job_id)
         expect(row).to_have_attribute("data-server", name)
         expect(row).to_have_attribute("data-state", "Success")
-        expect(row.locator("td").nth(1)).to_have_text("Archive")
+        expect(row.locator("td").nth(2)).to_have_text("Archive")
     expect(page.locator("#servers-foot")).to_contain_text(f"{len(servers)} of {len(servers)} alive")
     expect(page.locator("#chart svg")).to_be_visible()
     screenshot(page, "dashboard")
@@ -313,7 +334,7 @@ def test_dashboard_updates_live(
     job_id = create_async_job(lb, "archive", study)
     # No reload, no polling: the event stream brings the new row, then its final state.
     expect(job_row(page, job_id)).to_have_attribute("data-state", "Success", timeout=LIVE_TIMEOUT_MS)
-    expect(job_row(page, job_id).locator("td").nth(2)).to_have_text(
+    expect(job_row(page, job_id).locator("td").nth(3)).to_have_text(
         lb.get(f"/jobs/{job_id}").json()["Server"]["Name"]
     )
 
@@ -422,11 +443,290 @@ def test_orthanc_explorer_shows_the_jobs_of_every_server(
     expect(page.locator("#job-info")).to_contain_text(f"ID: {job_id}")
 
 
+# ---------------------------------------------------------------------------------------------------
+# Issue #15: actions on many jobs, stuck jobs, where time goes, the address, search and export
+
+
+def failing_stores(client: httpx.Client, study: str, count: int, aet: str) -> list[str]:
+    """C-STOREs to a modality where nothing listens (``aet``, declared on the server ``client`` speaks to):
+    each fails at once, a Failure to resubmit."""
+    name = aet.lower()
+    nobody = {"AET": aet, "Host": "127.0.0.1", "Port": free_port()}
+    assert client.put(f"/modalities/{name}", json=nobody).status_code == 200
+    body = {"Resources": [study], "Asynchronous": True}
+    return [str(client.post(f"/modalities/{name}/store", json=body).json()["ID"]) for _ in range(count)]
+
+
+def bulk_bar(page: Page) -> Locator:
+    return page.get_by_role("group", name="Actions on the selected jobs")
+
+
+def test_resubmit_selected_jobs_through_the_confirmation(
+    page: Page,
+    dashboard_url: str,
+    lb: httpx.Client,
+    jobs_service: httpx.Client,
+    servers: dict[str, httpx.Client],
+) -> None:
+    direct = servers["orthanc-2"]
+    study, _ = create_study(direct, "BULK-RESUBMIT")
+    finished = create_async_job(direct, "archive", study)
+    failed = failing_stores(direct, study, 3, "BULKNOBODY")
+    for job_id in [finished, *failed]:
+        wait_job_state(lb, job_id, {"Success", "Failure"})
+    open_dashboard(page, f"{dashboard_url}#server=orthanc-2")
+
+    # Three failed transfers and a successful archive, ticked (one with the keyboard).
+    page.get_by_label(f"Select job {finished}").press("Space")
+    for job_id in failed:
+        page.get_by_label(f"Select job {job_id}").check()
+    expect(page.locator("#selection-text")).to_have_text("4 jobs selected")
+    bulk_bar(page).get_by_role("button", name="Resubmit").click()
+
+    # The dry run's count, and the refusal with its reason, before anything is done.
+    dry_run = jobs_service.post(
+        "/actions", json={"Action": "resubmit", "Filter": {"ids": [finished, *failed]}, "DryRun": True}
+    ).json()
+    reason = dry_run["RefusedReasons"][0]["Reason"]
+    dialog = page.locator("#bulk")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#bulk-question")).to_have_text(f"Resubmit 3 jobs? 1 refused: {reason}.")
+    expect(dialog.locator("#bulk-reasons")).to_contain_text(f"1 refused: {reason}")
+    confirm = dialog.get_by_role("button", name="Resubmit 3 jobs")
+    expect(confirm).to_be_focused()
+    save_for_readme(page, "bulk-confirm")
+
+    # The run, followed to its results per job.
+    confirm.click()
+    expect(dialog.locator("#bulk-progress-text")).to_have_text(
+        "Finished: 3 of 3 jobs · 3 done · 0 refused · 0 owner unreachable", timeout=LIVE_TIMEOUT_MS
+    )
+    results = dialog.locator("#bulk-results-body tr")
+    expect(results).to_have_count(3)
+    assert sorted(results.evaluate_all("rows => rows.map(row => row.cells[0].textContent)")) == sorted(failed)
+    expect(dialog.locator('#bulk-results-body tr[data-result="done"]')).to_have_count(3)
+    save_for_readme(page, "bulk-results")
+    runs = jobs_service.get("/actions").json()
+    assert (runs[0]["Action"], runs[0]["Done"], runs[0]["State"]) == ("resubmit", 3, "Done")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(bulk_bar(page)).to_be_hidden()  # the selection went with the run
+
+
+def test_cancel_every_job_matching_the_filters(
+    page: Page, dashboard_url: str, lb: httpx.Client, servers: dict[str, httpx.Client]
+) -> None:
+    direct = servers["orthanc-1"]
+    study, _ = create_study(direct, "BULK-CANCEL")
+    with blocked(direct, study):
+        pending = [create_async_job(direct, "archive", study) for _ in range(12)]
+        open_dashboard(page, f"{dashboard_url}#status=Pending&server=orthanc-1&limit=10")
+        expect(page.locator("#page-info")).to_contain_text("of 12,")
+
+        # The page, then every job matching the filters (12, not only the 10 shown).
+        page.get_by_label("Select every job of this page").check()
+        expect(page.locator("#selection-text")).to_have_text("10 jobs selected")
+        page.get_by_role("button", name="Select all 12 jobs matching the filters").click()
+        expect(page.locator("#selection-text")).to_have_text("All 12 jobs matching the filters selected")
+        bulk_bar(page).get_by_role("button", name="Cancel").click()
+        dialog = page.locator("#bulk")
+        expect(dialog.locator("#bulk-question")).to_have_text("Cancel 12 jobs?")
+
+        # Not now: nothing changes.
+        dialog.get_by_role("button", name="Not now").click()
+        expect(dialog).to_be_hidden()
+        assert {lb.get(f"/jobs/{job_id}").json()["State"] for job_id in pending} == {"Pending"}
+
+        bulk_bar(page).get_by_role("button", name="Cancel").click()
+        dialog.get_by_role("button", name="Cancel 12 jobs").click()
+        expect(dialog.locator("#bulk-progress-text")).to_contain_text(
+            "Finished: 12 of 12 jobs · 12 done", timeout=LIVE_TIMEOUT_MS
+        )
+        expect(dialog.locator('#bulk-results-body tr[data-result="done"]')).to_have_count(12)
+        for job_id in pending:
+            assert wait_job_state(lb, job_id, {"Failure"}, timeout=10)["ErrorCode"] == 37  # cancelled
+        dialog.get_by_role("button", name="Close").click()
+        expect(page.locator("#page-info")).to_contain_text("0 of 0 jobs", timeout=LIVE_TIMEOUT_MS)
+
+
+def test_where_time_goes(
+    page: Page, dashboard_url: str, jobs_service: httpx.Client, jobs_by_server: dict[str, str]
+) -> None:
+    open_dashboard(page, dashboard_url)
+    chart = page.locator("#time-chart svg")
+    expect(chart).to_have_attribute(
+        "aria-label",
+        re.compile(r"^Jobs created per hour over the last 24 hours, by their state now: .*\d+ Success"),
+    )
+
+    # Every job created in the last 24 hours is in a bar, as the API counts them.
+    def created(params: dict[str, int]) -> int:
+        periods = jobs_service.get("/stats/jobs", params=params).json()["Periods"]
+        return sum(sum(by_type.values()) for period in periods for by_type in period["States"].values())
+
+    def drawn() -> int:
+        return sum(
+            map(int, chart.locator("g.period").evaluate_all("bars => bars.map(bar => bar.dataset.total)"))
+        )
+
+    wait_for(lambda: drawn() == created({"bucket": 3600, "window": 86400}), 10, what="every job in a bar")
+
+    # The waiting and running times of the archives, in words.
+    durations = jobs_service.get("/stats/durations", params={"window": 86400}).json()["Types"]
+    archives = page.locator('#durations-body tr[data-type="Archive"]')
+    expect(archives.locator("td").first).to_have_text(re.compile(r"^\d+$"))
+    assert int(archives.locator("td").first.text_content() or 0) >= min(durations["Archive"]["Count"], 1)
+    for cell in archives.locator("td").all()[1:]:
+        assert re.fullmatch(
+            r"< 0\.1 s|\d+(\.\d)? s|\d+ (min|h|d)( \d+ (s|min|h))?", cell.text_content() or ""
+        ), cell.text_content()
+
+    # One type, over the last 7 days by day.
+    page.get_by_label("Job type", exact=True).select_option("Archive")
+    expect(chart).to_have_attribute("aria-label", re.compile(r"^Archive jobs created per hour"))
+    page.locator("section.insights").get_by_label("Period").select_option("week")
+    expect(page.locator("#time-chart svg")).to_have_attribute(
+        "aria-label", re.compile(r"^Archive jobs created per day over the last 7 days")
+    )
+    expect(page.locator("#time-chart g.period")).to_have_count(8)  # 7 days back from now: 8 days touched
+    page.get_by_label("Job type", exact=True).select_option("")
+    page.locator("section.insights").get_by_label("Period").select_option("day")
+    expect(page.locator("#time-chart svg")).to_have_attribute(
+        "aria-label", re.compile(r"^Jobs created per hour")
+    )
+    save_for_readme(page.locator("section.insights"), "time-charts")
+
+
+def test_a_bookmarked_address_restores_the_view(
+    page: Page, dashboard_url: str, lb: httpx.Client, jobs_by_server: dict[str, str]
+) -> None:
+    name, job_id = sorted(jobs_by_server.items())[0]
+    address = f"{dashboard_url}#status=Success&type=Archive&server={name}&sort=asc&limit=10"
+    open_dashboard(page, address)
+    expect(page.get_by_label("State", exact=True)).to_have_value("Success")
+    expect(page.get_by_label("Type", exact=True)).to_have_value("Archive")
+    expect(page.get_by_label("Server", exact=True)).to_have_value(name)
+    expect(page.get_by_label("Order", exact=True)).to_have_value("asc")
+    expect(page.get_by_label("Per page", exact=True)).to_have_value("10")
+    expected = lb.get(
+        "/jobs", params={"status": "Success", "type": "Archive", "server": name, "limit": 10}
+    ).json()
+    wait_for(lambda: shown(page, "jobId") == expected, timeout=10, what="the bookmarked view's jobs")
+    assert job_id in expected
+
+    # A change of filter is in the address at once; a new tab on that address shows the same.
+    page.get_by_label("State", exact=True).select_option("Failure")
+    wait_for(lambda: "status=Failure" in page.url, timeout=5, what="the new state in the address")
+    other = page.context.new_page()
+    try:
+        open_dashboard(other, page.url)
+        expect(other.get_by_label("State", exact=True)).to_have_value("Failure")
+        expect(other.get_by_label("Server", exact=True)).to_have_value(name)
+        expect(other.get_by_label("Order", exact=True)).to_have_value("asc")
+    finally:
+        other.close()
+
+
+def search_is_served(lb: httpx.Client) -> bool:
+    """Whether the listing searches (q): a text no job holds matches nothing."""
+    answer = lb.get("/jobs", params={"q": "no job holds this text", "limit": 0})
+    return answer.status_code == 200 and answer.headers.get("X-Total-Count") == "0"
+
+
+def test_search_finds_a_job_and_the_export_downloads_it(
+    page: Page, dashboard_url: str, lb: httpx.Client, servers: dict[str, httpx.Client]
+) -> None:
+    if not search_is_served(lb):
+        pytest.skip("this job-service's listing has no search (q) yet")
+    direct = servers["orthanc-3"]
+    study, _ = create_study(direct, "SEARCH")
+    aet = f"FIND{os.urandom(4).hex().upper()}"  # in the job's Content (RemoteAet) only
+    (job_id,) = failing_stores(direct, study, 1, aet)
+    wait_job_state(lb, job_id, {"Failure"})
+    open_dashboard(page, dashboard_url)
+    page.get_by_label("Search", exact=True).fill(aet.lower())
+    page.get_by_label("Search", exact=True).press("Enter")
+    wait_for(lambda: shown(page, "jobId") == [job_id], timeout=10, what="only the job searched for")
+    assert f"q={aet.lower()}" in page.url
+
+    with page.expect_download() as downloading:
+        page.get_by_role("link", name="Export CSV").click()
+    path = downloading.value.path()
+    assert path is not None
+    lines = Path(path).read_text().splitlines()
+    assert lines[0].startswith("ID,") and len(lines) == 2 and lines[1].startswith(job_id)
+
+
 @pytest.fixture(scope="module")
 def own_cluster(orthanc_version: str) -> Iterator[ClusterState]:
-    """A cluster of two servers of this module's own, whose processes the test stops and restarts."""
-    with running_cluster("dashboard", orthanc_version, ORTHANC_CONFIG, instances=2) as state:
+    """A cluster of two servers of this module's own, whose processes the test stops and restarts; a job is
+    stuck after STUCK_AFTER seconds, and two webhooks send alerts nowhere."""
+    # Two webhooks whose receivers are down (nothing listens on their ports): their attempts fail.
+    webhooks = [
+        {"Name": "on-call", "Url": f"http://127.0.0.1:{free_port()}/alerts", "Secret": "s" * 16},
+        {
+            "Name": "archive-team",
+            "Url": f"http://127.0.0.1:{free_port()}/archives",
+            "Secret": "a" * 16,
+            "Events": ["job-failure"],
+            "Types": ["Archive"],
+        },
+    ]
+    settings = {"stuck_after": str(STUCK_AFTER), "webhooks": json.dumps(webhooks)}
+    with running_cluster("dashboard", orthanc_version, ORTHANC_CONFIG, settings, instances=2) as state:
         yield state
+
+
+def test_a_stuck_job_is_flagged_live(page: Page, own_cluster: ClusterState) -> None:
+    """A C-STORE to a modality that never answers: Running, its progress still; after STUCK_AFTER seconds
+    the row and the detail say since when, without a reload, until the job ends."""
+    open_dashboard(page, f"{own_cluster.lb_url}/orthanc-jobs/ui/")
+    page.evaluate("window.notReloaded = true")
+    modality = SilentModality()
+    with httpx.Client(base_url=f"{own_cluster.lb_url}/orthanc-1", auth=DEMO_USER, timeout=30) as direct:
+        study, _ = create_study(direct, "STUCK")
+        try:
+            job_id = modality.store(direct, study)
+            row = job_row(page, job_id)
+            expect(row).to_have_attribute("data-state", "Running", timeout=LIVE_TIMEOUT_MS)
+            badge = row.locator(".tag.stuck")
+            expect(badge).to_have_text(
+                re.compile(r"^stuck since (\d{4}-\d\d-\d\d )?\d\d:\d\d$"),
+                timeout=STUCK_AFTER * 1000 + LIVE_TIMEOUT_MS,
+            )
+            expect(row).to_have_attribute("data-stuck", "true")
+            save_for_readme(page.locator("section.jobs-panel"), "stuck-badge")
+            row.get_by_role("button", name=f"Open job {job_id}").click()
+            expect(page.locator("#detail-facts .tag.stuck")).to_have_text(badge.text_content() or "")
+            save_for_readme(page, "stuck-detail")
+            page.keyboard.press("Escape")
+        finally:
+            modality.close()  # the association breaks: the job fails, and is stuck no more
+        expect(row).to_have_attribute("data-state", "Failure", timeout=LIVE_TIMEOUT_MS)
+        expect(badge).to_have_count(0)
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_webhook_deliveries(page: Page, own_cluster: ClusterState) -> None:
+    """A failed transfer is an alert for 'on-call', whose receiver is down: it is highlighted with its
+    error; 'archive-team' (failed archives only) has nothing to send."""
+    with httpx.Client(base_url=f"{own_cluster.lb_url}/orthanc-1", auth=DEMO_USER, timeout=30) as direct:
+        study, _ = create_study(direct, "WEBHOOKS")
+        failing_stores(direct, study, 1, "HOOKNOBODY")
+    open_dashboard(page, f"{own_cluster.lb_url}/orthanc-jobs/ui/")
+    panel = page.locator("#webhooks-panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator("#webhooks-body tr")).to_have_count(2)
+    on_call = panel.locator('tr[data-webhook="on-call"]')
+    expect(on_call).to_have_class("failing", timeout=LIVE_TIMEOUT_MS)
+    with httpx.Client(base_url=f"{own_cluster.lb_url}/orthanc-jobs", auth=DEMO_USER, timeout=30) as service:
+        hooks = {hook["Name"]: hook for hook in service.get("/webhooks").json()}
+    assert hooks["on-call"]["LastError"]
+    expect(on_call).to_contain_text(hooks["on-call"]["LastError"])
+    archives = panel.locator('tr[data-webhook="archive-team"]')
+    expect(archives).to_contain_text("types: Archive")
+    expect(archives).not_to_have_class("failing")
+    save_for_readme(panel, "webhooks")
 
 
 def cluster_command(state: ClusterState, *arguments: str) -> None:

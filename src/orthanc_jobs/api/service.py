@@ -35,6 +35,7 @@ _UI_FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
+    "bulk.js": "text/javascript; charset=utf-8",
     "chart.js": "text/javascript; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "detail.js": "text/javascript; charset=utf-8",
@@ -44,8 +45,8 @@ _UI_FILES = {
     "live.js": "text/javascript; charset=utf-8",
     "servers.js": "text/javascript; charset=utf-8",
     "state.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
     "webhooks.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
 }
 
 

@@ -93,19 +93,72 @@ export async function readServers() {
   return (await request(`${SERVICE}/servers`)).body;
 }
 
-/** Every webhook of the service, and how its deliveries went (never its secret). */
-export async function readWebhooks() {
-  return (await request(`${SERVICE}/webhooks`)).body;
-}
-
 /** Jobs completed and failed per server, in buckets of `bucket` seconds over the last `seconds`. */
 export async function readStats(bucket, seconds) {
   return (await request(`${SERVICE}/stats?bucket=${bucket}&window=${seconds}`)).body;
 }
 
+/** Jobs created per period of `bucket` seconds over the last `seconds`, by their state and type. */
+export async function readJobsPerPeriod(bucket, seconds) {
+  return (await request(`${SERVICE}/stats/jobs?bucket=${bucket}&window=${seconds}`)).body;
+}
+
+/** Waiting and running time percentiles of the jobs ended in the last `seconds`, per type. */
+export async function readDurations(seconds) {
+  return (await request(`${SERVICE}/stats/durations?window=${seconds}`)).body;
+}
+
+/** Every webhook and its deliveries. */
+export async function readWebhooks() {
+  return (await request(`${SERVICE}/webhooks`)).body;
+}
+
+/**
+ * What this job-service offers beyond the jobs themselves, from its OpenAPI description: the listing's
+ * search (q, resource, time ranges), the export, the webhooks. A dashboard newer than its service (a
+ * rolling upgrade) then hides what would be answered 404 or ignored.
+ */
+export async function readFeatures() {
+  const { paths = {} } = (await request(`${SERVICE}/openapi.json`)).body || {};
+  const listing = (((paths["/jobs"] || {}).get || {}).parameters || []).map((parameter) => parameter.name);
+  return {
+    search: listing.includes("q"),
+    export: Object.hasOwn(paths, `${SERVICE_PREFIX}/export`),
+    webhooks: Object.hasOwn(paths, `${SERVICE_PREFIX}/webhooks`),
+  };
+}
+
+/** Where the jobs a query matches are downloaded as a file (`format` in the query: csv or json). */
+export const exportUrl = (query) => `${SERVICE}/export?${query}`;
+
+const postJson = (url, body) => request(url, {
+  method: "POST",
+  headers: { "Content-Type": "application/json" },
+  body: JSON.stringify(body),
+});
+
+/** `POST /orthanc-jobs/actions`: with `expected` unset, the dry run (what it would do, what is refused);
+ * with the dry run's count of jobs accepted, the run itself (its ID and Path). */
+export async function postBulkAction(action, filter, expected) {
+  const body = expected === undefined
+    ? { Action: action, Filter: filter, DryRun: true }
+    : { Action: action, Filter: filter, Expected: expected };
+  return (await postJson(`${SERVICE}/actions`, body)).body;
+}
+
+/** Where a run stands (`path` as the service gave it: /orthanc-jobs/actions/<id>). */
+export async function readBulkAction(path) {
+  return (await request(ROOT + path)).body;
+}
+
+/** Stops a run: no more jobs are sent the action. */
+export async function stopBulkAction(path) {
+  return (await postJson(`${ROOT + path}/cancel`, {})).body;
+}
+
 /**
  * Follows the job-service's event stream: `handlers` get the data of each event by its type (job,
- * server, removed, reset); `onConnection(state, retrySeconds)` hears "live", "reconnecting" and
+ * server, removed, reset, action); `onConnection(state, retrySeconds)` hears "live", "reconnecting" and
  * "offline"; `onResumed()` is called when the stream opens again after an interruption.
  *
  * After any interruption a new stream is opened and the page reads its lists again (`onResumed`), rather

@@ -30,8 +30,20 @@ export const dashboard = {
   detail: { job: null, opener: null },
   /** The last answer of /orthanc-jobs/stats, drawn again when the chart's width changes. */
   stats: null,
-  /** The entries of /orthanc-jobs/webhooks (empty: none is configured, the panel is hidden). */
-  webhooks: [],
+  /** The last answers of /orthanc-jobs/stats/jobs and /stats/durations ("Where time goes"). */
+  timeStats: null,
+  durations: null,
+  /** What the job-service offers beyond the jobs (see api.js readFeatures); none until it is read. */
+  features: { search: false, export: false, webhooks: false },
+  /** The jobs selected in the table (by id), or every job matching the filters (`all`). */
+  selection: { ids: new Set(), all: false },
+  /** The action on many jobs the dialog shows: its Filter, the dry run's answer, then the run's ID and
+   * the last word on its progress (an `action` event or a read of its Path), and when that came. */
+  bulk: {
+    filter: null, summary: null, id: "", path: "", progress: null, heardAt: 0, opener: null,
+    /** While the run's answer is awaited, the `action` events of runs by their ID (one may be it). */
+    starting: false, early: new Map(),
+  },
   /** What the page could not read, by what it was reading: shown in the banner. */
   problems: new Map(),
   /** Tasks waiting to run once (see `runOnce`), by name. */

@@ -2,7 +2,7 @@
 
 import { archiveUrl, postJobAction, readJob } from "./api.js";
 import { dashboard, showsDetailOf } from "./dashboard.js";
-import { $, element, progressBar, stateBadge, statusBadge, timeElement } from "./dom.js";
+import { $, element, progressBar, stateBadge, statusBadge, stuckBadge, timeElement } from "./dom.js";
 import { writeAddress } from "./filters.js";
 import { noteJob, updateRow } from "./jobs.js";
 import { allowsAction, offersArchive } from "./state.js";
@@ -83,7 +83,7 @@ export function renderDetail(job) {
   const facts = $("#detail-facts");
   facts.replaceChildren();
   fact(facts, "ID", element("span", { class: "mono", text: job.ID }));
-  fact(facts, "State", stateBadge(job.State));
+  fact(facts, "State", stateBadge(job.State), stuckBadge(job) && " ", stuckBadge(job));
   fact(facts, "Type", job.Type || "—");
   const owner = [element("strong", { text: server.Name || "?" }), " ", statusBadge(server.Status)];
   if (server.Url) owner.push(element("div", { class: "url", text: server.Url }));

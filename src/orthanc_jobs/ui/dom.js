@@ -1,7 +1,7 @@
 // Building blocks of the page: elements, badges, progress bars, times, and the banner of problems.
 
 import { dashboard } from "./dashboard.js";
-import { formatDate, parseOrthancTime } from "./state.js";
+import { formatDate, parseOrthancTime, stuckLabel } from "./state.js";
 
 export const $ = (selector) => document.querySelector(selector);
 
@@ -40,6 +40,16 @@ export function timeElement(value) {
 
 export function stateBadge(state) {
   return element("span", { class: `badge state-${String(state).toLowerCase()}`, text: state });
+}
+
+/** "stuck since 16:45" for a running job whose progress has not moved for a while; null for others. */
+export function stuckBadge(job) {
+  const label = stuckLabel(job);
+  if (!label) return null;
+  const since = parseOrthancTime(job.Server.StuckSince);
+  const title = `Running, its progress still since ${since ? formatDate(since) : "a while"}: a modality that ` +
+    "stopped answering, or a job waiting on something that does not come";
+  return element("span", { class: "tag stuck", text: label, title });
 }
 
 const STATUS_LABELS = { alive: "alive", "not-responding": "not responding", stopped: "stopped" };

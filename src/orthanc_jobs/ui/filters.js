@@ -1,9 +1,10 @@
 // The filter form and the address that mirrors it: filters, order, page and the open job survive a
 // reload and can be shared.
 
+import { exportUrl, readFeatures } from "./api.js";
 import { dashboard } from "./dashboard.js";
 import { $, element } from "./dom.js";
-import { addressOfView, viewFromAddress } from "./state.js";
+import { addressOfView, exportQuery, localInputOfUtc, viewFromAddress } from "./state.js";
 
 /** Reads the view from the address. */
 export function readAddress() {
@@ -17,11 +18,29 @@ export function writeAddress() {
   window.history.replaceState(null, "", url);
 }
 
-/** Shows the view in the form and in the table's header. */
+/** Learns what the job-service offers, and shows the search fields and the export links if it does. */
+export async function loadFeatures() {
+  try {
+    dashboard.features = await readFeatures();
+  } catch {
+    return; // an older service, or a proxy that hides the description: the jobs and their filters only
+  }
+  $("#search-fields").hidden = !dashboard.features.search;
+  $("#exports").hidden = !dashboard.features.export;
+}
+
+/** The time fields, by the view's key they fill (data-filter). */
+export const timeFields = () => document.querySelectorAll("#filters input[data-filter]");
+
+/** Shows the view in the form, in the table's header and in the export links. */
 export function syncControls() {
   const { view } = dashboard;
   $("#filter-status").value = view.status;
   $("#filter-type").value = view.type;
+  $("#filter-q").value = view.q;
+  $("#filter-resource").value = view.resource;
+  for (const field of timeFields()) field.value = localInputOfUtc(view[field.dataset.filter]);
+  for (const format of ["csv", "json"]) $(`#export-${format}`).href = exportUrl(exportQuery(view, format));
   ensureServerOption(view.server);
   $("#filter-server").value = view.server;
   $("#sort").value = view.sort;

@@ -2,12 +2,16 @@
 // with the event stream row by row, and its pager.
 
 import { readJobs } from "./api.js";
+import { renderSelection } from "./bulk.js";
 import { cancelRun, dashboard, rememberJob, runOnce } from "./dashboard.js";
-import { $, element, progressBar, setProblem, setProgress, stateBadge, timeElement } from "./dom.js";
+import { $, element, progressBar, setProblem, setProgress, stateBadge, stuckBadge, timeElement } from "./dom.js";
 import { renderTypes, writeAddress } from "./filters.js";
 import {
   hasFilters, isUnfinished, jobsQuery, lastPage, matchesView, pageCount, pageSlice, pageSummary,
 } from "./state.js";
+
+// The table's columns: the checkbox, the job's id, and what fillRow writes.
+const COLUMNS = 8;
 
 // Reloads caused by events are grouped: at most one list request per this many milliseconds.
 const RELOAD_INTERVAL_MS = 2000;
@@ -52,7 +56,7 @@ export async function loadJobs() {
     setProblem("jobs", `Jobs could not be read: ${error.message}`);
     if (!dashboard.rows.length) {
       $("#jobs-body").replaceChildren(element("tr", { class: "placeholder" },
-        element("td", { colspan: 7, text: "The jobs could not be read." })));
+        element("td", { colspan: COLUMNS, text: "The jobs could not be read." })));
     }
   } finally {
     if (ticket === dashboard.jobsRequest) table.removeAttribute("aria-busy");
@@ -81,19 +85,27 @@ function renderJobs(jobs) {
   }
   if (!dashboard.rows.length) {
     const text = hasFilters(dashboard.view) ? "No job matches these filters." : "No job in the cluster yet.";
-    body.append(element("tr", { class: "placeholder" }, element("td", { colspan: 7, text })));
+    body.append(element("tr", { class: "placeholder" }, element("td", { colspan: COLUMNS, text })));
   }
   renderPager();
   renderTypes();
+  renderSelection();
 }
 
-/** A row: its job's id is a button that opens the job (the app listens to the table's clicks). */
+/** A row: its checkbox selects it, its job's id is a button that opens the job (the app listens to the
+ * table's clicks and changes). */
 function makeRow(job) {
+  const { selection } = dashboard;
+  const select = element("input", {
+    type: "checkbox", class: "select-job", "aria-label": `Select job ${job.ID}`,
+    checked: selection.all || selection.ids.has(job.ID),
+  });
   const open = element("button", {
     type: "button", class: "job-link", text: job.ID, "aria-label": `Open job ${job.ID}`,
   });
-  const tr = element("tr", { dataset: { jobId: job.ID } }, element("td", { class: "id" }, open));
-  for (let i = 0; i < 6; i += 1) tr.append(element("td"));
+  const tr = element("tr", { dataset: { jobId: job.ID } },
+    element("td", { class: "select" }, select), element("td", { class: "id" }, open));
+  for (let i = 2; i < COLUMNS; i += 1) tr.append(element("td"));
   fillRow(tr, job);
   dashboard.rowElements.set(job.ID, tr);
   return tr;
@@ -101,7 +113,7 @@ function makeRow(job) {
 
 /** Writes a job into its row (everything but the id), so that live updates keep the row in place. */
 function fillRow(tr, job) {
-  const [, type, owner, state, progress, created, completed] = tr.cells;
+  const [, , type, owner, state, progress, created, completed] = tr.cells;
   tr.dataset.state = job.State;
   tr.dataset.type = job.Type || "";
   tr.dataset.server = (job.Server && job.Server.Name) || "";
@@ -118,7 +130,8 @@ function fillRow(tr, job) {
     }));
   }
   owner.replaceChildren(...ownerChildren);
-  state.replaceChildren(stateBadge(job.State));
+  tr.dataset.stuck = String(Boolean(server.Stuck && job.State === "Running"));
+  state.replaceChildren(...[stateBadge(job.State), stuckBadge(job)].filter(Boolean));
   if (isUnfinished(job.State)) {
     if (!setProgress(progress, job.Progress)) {
       progress.replaceChildren(progressBar(job.Progress, `Progress of job ${job.ID}`));

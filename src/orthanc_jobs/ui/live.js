@@ -1,8 +1,9 @@
-// Live updates: the job-service's event stream keeps rows, counts, progress bars and the chart in step
-// with the cluster, without polling.
+// Live updates: the job-service's event stream keeps rows, counts, progress bars, stuck badges, the charts
+// and the progress of an action on many jobs in step with the cluster, without polling.
 
 import { followEvents } from "./api.js";
-import { loadStats, scheduleStats } from "./chart.js";
+import { onActionEvent } from "./bulk.js";
+import { loadStats, loadTimeStats, scheduleStats, scheduleTimeStats } from "./chart.js";
 import { dashboard, showsDetailOf } from "./dashboard.js";
 import { $ } from "./dom.js";
 import { detailGone, refreshDetail, renderDetail } from "./detail.js";
@@ -17,12 +18,13 @@ function reloadAll() {
   loadServers();
   loadJobs();
   loadStats();
+  loadTimeStats();
   if (dashboard.detail.job) refreshDetail();
 }
 
 export function goLive() {
   followEvents(
-    { job: onJobEvent, server: onServerEvent, removed: onRemovedEvent, reset: reloadAll },
+    { job: onJobEvent, server: onServerEvent, removed: onRemovedEvent, reset: reloadAll, action: onActionEvent },
     { onConnection: showConnection, onResumed: reloadAll },
   );
 }
@@ -41,6 +43,7 @@ function onJobEvent(job) {
   if (stateChanged) {
     expectServerUpdate(job.Server && job.Server.Url);
     if (isTerminal(job.State)) scheduleStats();
+    scheduleTimeStats();
   }
   if (showsDetailOf(job.ID)) renderDetail(job);
 

@@ -1,47 +1,46 @@
-// Alerts by webhook: each webhook the operator configured, the alerts it receives, and how their deliveries
-// went (delivered, given up, still waiting, the last failed attempt). Hidden when there is none.
+// The webhooks' deliveries: each webhook, what it was sent, what failed and why (GET /orthanc-jobs/webhooks).
+// The panel stays hidden where the job-service has no webhooks route, or no webhook.
 
 import { readWebhooks } from "./api.js";
 import { dashboard } from "./dashboard.js";
-import { $, element, setProblem, timeElement } from "./dom.js";
+import { $, element, setProblem } from "./dom.js";
+import { formatDate, parseAnyTime, webhookFailing } from "./state.js";
+
+const list = (values) => (Array.isArray(values) && values.length ? values.join(", ") : "");
+
+function timeCell(value) {
+  const date = parseAnyTime(value);
+  return element("td", {}, date
+    ? element("time", { datetime: date.toISOString(), title: `${date.toISOString()} (UTC)`, text: formatDate(date) })
+    : element("span", { class: "muted", text: "—" }));
+}
 
 export async function loadWebhooks() {
+  if (!dashboard.features.webhooks) return;
+  let hooks;
   try {
-    dashboard.webhooks = await readWebhooks();
+    hooks = await readWebhooks();
     setProblem("webhooks", null);
   } catch (error) {
-    setProblem("webhooks", `Webhooks could not be read: ${error.message}`);
+    setProblem("webhooks", `The webhooks could not be read: ${error.message}`);
+    return;
   }
-  renderWebhooks();
-}
-
-/** Which alerts a webhook receives: its events, and the types and servers it is limited to. */
-function describeFilter(webhook) {
-  const parts = [webhook.Events.join(", ")];
-  if (webhook.Types) parts.push(`types: ${webhook.Types.join(", ")}`);
-  if (webhook.Servers) parts.push(`servers: ${webhook.Servers.join(", ")}`);
-  return parts.join(" · ");
-}
-
-function renderWebhooks() {
-  const hooks = Array.isArray(dashboard.webhooks) ? dashboard.webhooks : [];
-  $("#webhooks-panel").hidden = !hooks.length;
-  const body = $("#webhooks-body");
-  body.replaceChildren();
-  for (const hook of hooks) {
-    // Failing: alerts were given up, or the last attempt failed after the last delivery.
-    const failing = hook.Failed > 0 || Boolean(hook.LastFailureAt && (!hook.LastDeliveredAt ||
-      hook.LastFailureAt > hook.LastDeliveredAt));
-    const lastFailure = hook.LastFailureAt
-      ? element("div", {}, timeElement(hook.LastFailureAt),
-        element("div", { class: "last-error", text: hook.LastError || "" }))
-      : element("span", { class: "muted", text: "—" });
-    body.append(element("tr", { class: failing ? "failing" : null, dataset: { webhook: hook.Name } },
-      element("th", { scope: "row" }, hook.Name, element("div", { class: "url", text: hook.Url })),
-      element("td", { text: describeFilter(hook) }),
-      element("td", { class: "num", text: String(hook.Delivered) }),
-      element("td", { class: "num failed-count", text: String(hook.Failed) }),
-      element("td", { class: "num", text: String(hook.Queued) }),
-      element("td", {}, lastFailure)));
-  }
+  const panel = $("#webhooks-panel");
+  panel.hidden = !Array.isArray(hooks) || hooks.length === 0;
+  if (panel.hidden) return;
+  $("#webhooks-body").replaceChildren(...hooks.map((hook) => {
+    const failing = webhookFailing(hook);
+    const filters = [list(hook.Types) && `types: ${list(hook.Types)}`, list(hook.Servers) && `servers: ${list(hook.Servers)}`]
+      .filter(Boolean).join(" · ");
+    const failure = timeCell(hook.LastFailureAt);
+    if (hook.LastError) failure.append(element("div", { class: "error-text webhook-error", text: hook.LastError, title: hook.LastError }));
+    return element("tr", { class: failing ? "failing" : "", dataset: { webhook: hook.Name } },
+      element("th", { scope: "row" }, element("strong", { text: hook.Name }), element("div", { class: "url", text: hook.Url })),
+      element("td", {}, list(hook.Events) || "every event", filters ? element("div", { class: "muted", text: filters }) : null),
+      element("td", { class: "num", text: String(hook.Delivered ?? 0) }),
+      element("td", { class: `num${Number(hook.Failed) > 0 ? " failed" : ""}`, text: String(hook.Failed ?? 0) }),
+      element("td", { class: "num", text: String(hook.Queued ?? 0) }),
+      timeCell(hook.LastDeliveredAt),
+      failure);
+  }));
 }

@@ -5,12 +5,16 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
-  ACTIONS, ACTION_STATES, KNOWN_TYPES, PAGE_SIZES, STATES, TERMINAL_STATES, addressOfView, allowsAction,
-  defaultView, formatClock, formatDate, hasFilters, isJobId, isTerminal, isUnfinished, jobsQuery, lastPage,
-  matchesView, offersArchive, pageCount, pageForLimit, pageSlice, pageSummary, parseOrthancTime, viewFromAddress,
+  ACTIONS, ACTION_STATES, BULK_ACTIONS, FILTERS, KNOWN_TYPES, PAGE_SIZES, PERIODS, STATES, TERMINAL_STATES,
+  actionFilter, actionProgressText, addressOfView, allowsAction, confirmationText, defaultView, exportQuery,
+  formatClock, formatDate, formatDuration, formatWhen, hasFilters, isJobId, isNewerProgress, isResourceId,
+  isStuck, isTerminal, isUnfinished, jobsQuery, lastPage, localInputOfUtc, matchesView, offersArchive, pageCount,
+  pageForLimit, pageSlice, pageSummary, parseAnyTime, parseOrthancTime, selectionText, sortedResults,
+  stackPeriods, stateTotals, stuckLabel, utcOfLocalInput, viewFromAddress, webhookFailing,
 } from "../../../src/orthanc_jobs/ui/state.js";
 
 const ID = "0dc42374-3171-42f0-88f3-0bb3170f77ad";
+const RESOURCE = "6e2c0ec2-5d99bd1c-e9d0e7d5-f1a2b0c3-8d4e5f60";
 const job = (fields = {}) => ({
   ID, State: "Running", Type: "Archive", Server: { Name: "orthanc-1", Url: "http://127.0.0.1:8042" }, ...fields,
 });
@@ -123,6 +127,8 @@ describe("the address", () => {
   test("every setting survives a round trip", () => {
     const changed = {
       status: "Failure", type: "DicomMoveScu", server: "orthanc 2&3", sort: "asc", limit: 100, page: 4, job: ID,
+      q: "CT head & neck", resource: RESOURCE, createdSince: "2025-01-31T14:45Z", createdUntil: "2025-02-01T00:00Z",
+      completedSince: "2025-01-01T08:00Z", completedUntil: "2025-12-31T23:59Z",
     };
     assert.deepEqual(viewFromAddress(`#${addressOfView(changed)}`), changed);
     assert.deepEqual(viewFromAddress(addressOfView(changed)), changed); // with or without "#"
@@ -163,6 +169,27 @@ describe("the address", () => {
     assert.equal(viewFromAddress(`#job=${ID}x`).job, "");
   });
 
+  test("the search fields are named as the listing's parameters", () => {
+    assert.equal(
+      addressOfView(view({ q: "Dr Who", createdSince: "2025-01-31T14:45Z", completedUntil: "2025-02-01T10:00Z" })),
+      "q=Dr+Who&created-since=2025-01-31T14%3A45Z&completed-until=2025-02-01T10%3A00Z",
+    );
+    assert.deepEqual(FILTERS.map(({ param }) => param), [
+      "status", "type", "server", "q", "resource", "created-since", "created-until", "completed-since",
+      "completed-until",
+    ]);
+  });
+
+  test("a time must be UTC to the minute, a resource an Orthanc id; anything else is no filter", () => {
+    for (const wrong of ["2025-01-31", "2025-01-31T14:45", "2025-13-01T00:00Z", "2025-02-30T10:00Z", "now"]) {
+      assert.equal(viewFromAddress(`#created-since=${wrong}`).createdSince, "", wrong);
+    }
+    assert.equal(viewFromAddress("#completed-until=2025-01-31T23:59Z").completedUntil, "2025-01-31T23:59Z");
+    assert.equal(viewFromAddress(`#resource=${RESOURCE.toUpperCase()}`).resource, RESOURCE);
+    assert.equal(viewFromAddress("#resource=12345").resource, "");
+    assert.equal(viewFromAddress("#q=%20%20").q, "");
+  });
+
   test("type and server are kept as written, decoded", () => {
     const parsed = viewFromAddress("#type=Dicom%20Move&server=http%3A%2F%2Fhost%3A8042");
     assert.equal(parsed.type, "Dicom Move");
@@ -175,6 +202,36 @@ describe("filters", () => {
     assert.equal(jobsQuery(defaultView()).toString(), "expand=");
     const query = jobsQuery(view({ status: "Retry", type: "Media", server: "orthanc-2", page: 3, sort: "asc" }));
     assert.equal(query.toString(), "expand=&status=Retry&type=Media&server=orthanc-2");
+  });
+
+  test("the search fields go to the API under their parameter names", () => {
+    const query = jobsQuery(view({ q: "knee", resource: RESOURCE, createdSince: "2025-01-31T14:45Z" }));
+    assert.equal(query.get("q"), "knee");
+    assert.equal(query.get("resource"), RESOURCE);
+    assert.equal(query.get("created-since"), "2025-01-31T14:45Z");
+  });
+
+  test("the export asks for the view's filters, not its page", () => {
+    const query = exportQuery(view({ status: "Failure", q: "knee", page: 3, limit: 10 }), "csv");
+    assert.equal(query.toString(), "status=Failure&q=knee&format=csv");
+  });
+
+  test("a job's times are judged to the minute, bounds included", () => {
+    const created = job({ CreationTime: "20250131T144559.900000", CompletionTime: "20250131T150000.000000" });
+    assert.equal(matchesView(created, view({ createdSince: "2025-01-31T14:45Z" })), true);
+    assert.equal(matchesView(created, view({ createdUntil: "2025-01-31T14:45Z" })), true);
+    assert.equal(matchesView(created, view({ createdSince: "2025-01-31T14:46Z" })), false);
+    assert.equal(matchesView(created, view({ completedUntil: "2025-01-31T14:59Z" })), false);
+    assert.equal(matchesView(job(), view({ completedSince: "2025-01-01T00:00Z" })), false); // not completed
+  });
+
+  test("a text or a resource is looked for in the whole job, in any case", () => {
+    const described = job({ Content: { Description: "CT Head", Resources: [RESOURCE] } });
+    assert.equal(matchesView(described, view({ q: "ct head" })), true);
+    assert.equal(matchesView(described, view({ q: "MR" })), false);
+    assert.equal(matchesView(described, view({ resource: RESOURCE })), true);
+    assert.equal(hasFilters(view({ q: "x" })), true);
+    assert.equal(hasFilters(view({ completedUntil: "2025-01-31T14:45Z" })), true);
   });
 
   test("no filter matches every job", () => {
@@ -305,5 +362,194 @@ describe("Orthanc's time format", () => {
     process.env.TZ = "America/New_York"; // UTC-05:00 in winter
     assert.equal(formatDate(parseOrthancTime("20240101T030000")), "2023-12-31 22:00:00");
     assert.equal(formatClock(parseOrthancTime("20240101T030000")), "22:00");
+  });
+});
+
+describe("time fields", () => {
+  test("a field's local time is sent as UTC to the minute, and shown back in local time", (context) => {
+    const zone = process.env.TZ;
+    context.after(() => {
+      if (zone === undefined) delete process.env.TZ;
+      else process.env.TZ = zone;
+    });
+    process.env.TZ = "Europe/Brussels"; // UTC+01:00 in winter, +02:00 in summer
+    assert.equal(utcOfLocalInput("2025-01-31T15:45"), "2025-01-31T14:45Z");
+    assert.equal(utcOfLocalInput("2025-07-01T00:30"), "2025-06-30T22:30Z");
+    assert.equal(localInputOfUtc("2025-01-31T14:45Z"), "2025-01-31T15:45");
+    assert.equal(localInputOfUtc("2025-06-30T22:30Z"), "2025-07-01T00:30");
+    for (const wrong of ["", "2025-01-31", "2025-01-31 15:45", "tomorrow", null]) {
+      assert.equal(utcOfLocalInput(wrong), "", String(wrong));
+      assert.equal(localInputOfUtc(wrong), "", String(wrong));
+    }
+  });
+
+  test("the service's times are Orthanc's or ISO 8601", () => {
+    assert.equal(parseAnyTime("20250131T144500").toISOString(), "2025-01-31T14:45:00.000Z");
+    assert.equal(parseAnyTime("2025-01-31T14:45:00+00:00").toISOString(), "2025-01-31T14:45:00.000Z");
+    for (const wrong of ["", null, "yesterday", "2025-01-31Tnoon"]) assert.equal(parseAnyTime(wrong), null);
+  });
+
+  test("a time of today is shown by its clock, another day's with its date", () => {
+    const now = new Date(2025, 0, 31, 18, 0);
+    assert.equal(formatWhen(new Date(2025, 0, 31, 16, 45), now), "16:45");
+    assert.equal(formatWhen(new Date(2025, 0, 30, 16, 45), now), "2025-01-30 16:45");
+  });
+
+  test("resource ids are Orthanc's", () => {
+    assert.equal(isResourceId(RESOURCE), true);
+    for (const wrong of [ID, "", RESOURCE.slice(1), `${RESOURCE}-`, null]) assert.equal(isResourceId(wrong), false);
+  });
+});
+
+describe("stuck jobs", () => {
+  const stuck = (fields = {}) => job({ Server: { Name: "orthanc-1", Stuck: true, StuckSince: "20250131T154500" }, ...fields });
+
+  test("a running job the service flags stuck, since when", () => {
+    const now = parseOrthancTime("20250131T170000");
+    assert.equal(isStuck(stuck()), true);
+    assert.equal(stuckLabel(stuck(), now), `stuck since ${formatWhen(parseOrthancTime("20250131T154500"), now)}`);
+    assert.equal(stuckLabel(stuck({ Server: { Stuck: true, StuckSince: null } })), "stuck");
+  });
+
+  test("no badge for a job not flagged, or no longer running", () => {
+    assert.equal(stuckLabel(job()), "");
+    assert.equal(stuckLabel(job({ Server: { Stuck: false, StuckSince: null } })), "");
+    assert.equal(stuckLabel(stuck({ State: "Failure" })), "");
+    assert.equal(isStuck(null), false);
+  });
+});
+
+describe("durations", () => {
+  test("as a person reads them", () => {
+    const cases = {
+      0: "0 s", 0.004: "< 0.1 s", 0.43: "0.4 s", 9.96: "10 s", 12: "12 s", 60: "1 min", 252: "4 min 12 s", 3599.6: "1 h",
+      7200: "2 h", 7500: "2 h 5 min", 90061: "1 d 1 h",
+    };
+    for (const [seconds, text] of Object.entries(cases)) assert.equal(formatDuration(Number(seconds)), text, seconds);
+  });
+
+  test("no duration is a dash", () => {
+    for (const value of [null, undefined, NaN, -1, "abc"]) assert.equal(formatDuration(value), "—", String(value));
+  });
+});
+
+describe("actions on many jobs", () => {
+  const selection = (ids, all = false) => ({ ids: new Set(ids), all });
+  const OTHER = "1dc42374-3171-42f0-88f3-0bb3170f77ad";
+
+  test("every action of one job, and delete", () => {
+    assert.deepEqual([...BULK_ACTIONS], [...ACTIONS, "delete"]);
+  });
+
+  test("the jobs selected are sent by id", () => {
+    assert.deepEqual(actionFilter(view({ status: "Failure" }), selection([ID, OTHER])), { ids: [ID, OTHER] });
+  });
+
+  test("all matching: the view's filters, by the listing's names", () => {
+    const filters = view({ status: "Failure", type: "DicomModalityStore", q: "knee", createdSince: "2025-01-31T14:45Z" });
+    assert.deepEqual(actionFilter(filters, selection([], true)), {
+      status: ["Failure"], type: "DicomModalityStore", q: "knee", "created-since": "2025-01-31T14:45Z",
+    });
+  });
+
+  test("all matching without any filter: every state, since the API wants one filter at least", () => {
+    assert.deepEqual(actionFilter(defaultView(), selection([], true)), { status: [...STATES] });
+  });
+
+  test("the action bar says what is selected", () => {
+    assert.equal(selectionText(selection([]), 40), "");
+    assert.equal(selectionText(selection([ID]), 40), "1 job selected");
+    assert.equal(selectionText(selection([ID, OTHER]), 40), "2 jobs selected");
+    assert.equal(selectionText(selection([ID], true), 300), "All 300 jobs matching the filters selected");
+  });
+
+  test("the confirmation counts the jobs and the refusals by reason", () => {
+    const reason = "the job is Success: Orthanc can resubmit only a job that is Failure";
+    assert.equal(confirmationText({ Action: "resubmit", Matching: 300, Accepted: 300, Refused: 0, RefusedReasons: [] }),
+      "Resubmit 300 jobs?");
+    assert.equal(confirmationText({
+      Action: "resubmit", Matching: 302, Accepted: 300, Refused: 2, RefusedReasons: [{ Reason: reason, Count: 2 }],
+    }), `Resubmit 300 jobs? 2 refused: ${reason}.`);
+    assert.equal(confirmationText({
+      Action: "cancel", Matching: 4, Accepted: 1, Refused: 3,
+      RefusedReasons: [{ Reason: "a", Count: 2 }, { Reason: "b", Count: 1 }],
+    }), "Cancel 1 job? 3 refused: a (2); b (1).");
+  });
+
+  test("nothing to do: said so, with why", () => {
+    assert.equal(confirmationText({ Action: "pause", Matching: 0, Accepted: 0, Refused: 0, RefusedReasons: [] }),
+      "Nothing to pause: no job matches.");
+    assert.equal(confirmationText({
+      Action: "resume", Matching: 2, Accepted: 0, Refused: 2, RefusedReasons: [{ Reason: "the job is Running", Count: 2 }],
+    }), "Nothing to resume: all 2 jobs refused: the job is Running.");
+  });
+
+  test("a run's progress, and its end", () => {
+    const progress = { State: "Running", Total: 300, Processed: 120, Done: 118, Refused: 2, Unreachable: 0 };
+    assert.equal(actionProgressText(progress), "120 of 300 jobs · 118 done · 2 refused · 0 owner unreachable");
+    assert.equal(actionProgressText({ ...progress, State: "Done", Processed: 300, Done: 298 }),
+      "Finished: 300 of 300 jobs · 298 done · 2 refused · 0 owner unreachable");
+    assert.equal(actionProgressText({ ...progress, State: "Cancelled" }).split(":")[0], "Stopped");
+  });
+
+  test("progress never goes backwards, and the end is shown once", () => {
+    const running = (processed) => ({ State: "Running", Processed: processed });
+    assert.equal(isNewerProgress(null, running(0)), true);
+    assert.equal(isNewerProgress(running(5), running(7)), true);
+    assert.equal(isNewerProgress(running(7), running(5)), false);
+    assert.equal(isNewerProgress(running(7), { State: "Done", Processed: 9 }), true);
+    assert.equal(isNewerProgress({ State: "Done", Processed: 9 }, { State: "Done", Processed: 9 }), false);
+  });
+
+  test("results not done come first", () => {
+    const results = [{ Result: "done" }, { Result: "refused" }, { Result: "unreachable" }, { Result: "done" }];
+    assert.deepEqual(sortedResults(results).map((result) => result.Result), ["unreachable", "refused", "done", "done"]);
+    assert.deepEqual(sortedResults(undefined), []);
+  });
+});
+
+describe("jobs per period", () => {
+  const stats = {
+    Types: ["Archive", "DicomModalityStore"],
+    Periods: [
+      { Time: "2025-01-31T14:00:00+00:00", States: { Success: { Archive: 3, DicomModalityStore: 1 }, Failure: { DicomModalityStore: 2 } } },
+      { Time: "2025-01-31T15:00:00+00:00", States: {} },
+      { Time: "2025-01-31T16:00:00+00:00", States: { Running: { Archive: 1 } } },
+    ],
+  };
+
+  test("every type: the states stacked in their order, the highest bar", () => {
+    const { bars, max } = stackPeriods(stats);
+    assert.equal(max, 6);
+    assert.deepEqual(bars.map((bar) => bar.total), [6, 0, 1]);
+    assert.deepEqual(Object.keys(bars[0].counts), [...STATES]);
+    assert.equal(bars[0].counts.Failure, 2);
+    assert.equal(bars[0].time, Date.UTC(2025, 0, 31, 14));
+    assert.deepEqual(stateTotals(bars), { Pending: 0, Running: 1, Paused: 0, Retry: 0, Success: 4, Failure: 2 });
+  });
+
+  test("one type", () => {
+    const { bars, max } = stackPeriods(stats, "DicomModalityStore");
+    assert.equal(max, 3);
+    assert.deepEqual(bars.map((bar) => bar.total), [3, 0, 0]);
+  });
+
+  test("no answer yet: no bar", () => {
+    assert.deepEqual(stackPeriods(null), { bars: [], max: 0 });
+  });
+
+  test("the periods offered", () => {
+    assert.deepEqual({ ...PERIODS.day }, { window: 86400, bucket: 3600, label: "last 24 hours, by hour" });
+    assert.equal(PERIODS.week.window / PERIODS.week.bucket, 7);
+  });
+});
+
+describe("webhooks", () => {
+  test("failing when alerts were given up, or the last attempt failed after the last delivery", () => {
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: null }), false);
+    assert.equal(webhookFailing({ Failed: 2, LastFailureAt: null }), true);
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: "20250131T100000" }), true);
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: "20250131T100000", LastDeliveredAt: "20250131T100001" }), false);
+    assert.equal(webhookFailing({ Failed: 0, LastFailureAt: "20250131T100002", LastDeliveredAt: "20250131T100001" }), true);
   });
 });
