@@ -39,6 +39,9 @@ _DELETE_SINCE = (1, 12, 2)
 MAX_KEPT_ACTIONS = 20
 # Progress is told at most this often (seconds), and once at the end.
 PROGRESS_EVERY = 0.5
+#: Results in the last event of a run (the rest by GET /orthanc-jobs/actions/{id}): every stream client and,
+#: with replicas, the change log receive it.
+MAX_RESULTS_IN_EVENT = 1000
 
 
 class Outcome(StrEnum):
@@ -72,9 +75,13 @@ def refusal(registry: Registry, action: str, job: Job) -> str | None:
     owner = registry.owner(job)
     if owner is None or registry.is_history_only(job):
         return "only the history holds this job: the Orthanc process that ran it is gone or forgot it"
-    if action == DELETE and _version(owner.orthanc_version) < _DELETE_SINCE:
-        version = owner.orthanc_version or "(unknown)"
-        return f"its server {owner.name} runs Orthanc {version}: DELETE /jobs/{{id}} needs 1.12.2 or later"
+    version = _version(owner.orthanc_version)
+    # A version without numbers ("mainline", a build of Orthanc's default branch) is newer than any release.
+    if action == DELETE and version and version < _DELETE_SINCE:
+        return (
+            f"its server {owner.name} runs Orthanc {owner.orthanc_version}: DELETE /jobs/{{id}} needs 1.12.2 "
+            "or later"
+        )
     return None
 
 
@@ -124,6 +131,8 @@ class BulkAction:
     id: str
     plan: Plan
     created_at: float
+    total: int = 0
+    refused_beforehand: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
     state: str = "Running"
     completed_at: float | None = None
@@ -135,7 +144,7 @@ class BulkAction:
             counts[result["Result"]] += 1
         return counts
 
-    def summary(self, with_results: bool = True) -> dict[str, Any]:
+    def summary(self, with_results: bool = True, max_results: int | None = None) -> dict[str, Any]:
         counts = self.counts()
         answer: dict[str, Any] = {
             "ID": self.id,
@@ -143,15 +152,17 @@ class BulkAction:
             "State": self.state,
             "CreationTime": orthanc_timestamp(self.created_at),
             "CompletionTime": orthanc_timestamp(self.completed_at) if self.completed_at else None,
-            "Total": len(self.plan.accepted),
-            "RefusedBeforehand": len(self.plan.refused),
+            "Total": self.total,
+            "RefusedBeforehand": self.refused_beforehand,
             "Processed": len(self.results),
             "Done": counts[Outcome.DONE],
             "Refused": counts[Outcome.REFUSED],
             "Unreachable": counts[Outcome.UNREACHABLE],
         }
         if with_results:
-            answer["Results"] = self.results
+            answer["Results"] = self.results[:max_results]
+            if max_results is not None and len(self.results) > max_results:
+                answer["ResultsTruncated"] = True  # the whole list: GET /orthanc-jobs/actions/{id}
         return answer
 
 
@@ -189,13 +200,18 @@ class BulkActions:
     ) -> BulkAction:
         """Run ``plan`` in the background; ``after(owner, job_id)`` once an action was accepted (to read
         the job back: Orthanc reports a pause or a resume by no event)."""
-        action = BulkAction(id=str(uuid.uuid4()), plan=plan, created_at=self._clock())
+        action = BulkAction(
+            id=str(uuid.uuid4()),
+            plan=plan,
+            created_at=self._clock(),
+            total=len(plan.accepted),
+            refused_beforehand=len(plan.refused),
+        )
         self._actions[action.id] = action
-        while len(self._actions) > MAX_KEPT_ACTIONS:
-            oldest = next(iter(self._actions.values()))
-            if oldest.state == "Running":
-                break
-            self._actions.popitem(last=False)
+        # The oldest ended ones go first; a long run stays kept however many short ones came after it.
+        ended = [kept.id for kept in self._actions.values() if kept.state != "Running"]
+        for action_id in ended[: max(0, len(self._actions) - MAX_KEPT_ACTIONS)]:
+            del self._actions[action_id]
         task = asyncio.get_running_loop().create_task(self._run(action, perform, after))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -240,6 +256,9 @@ class BulkActions:
                 task.cancel()
             action.state = "Cancelled" if action.cancelled else "Done"
             action.completed_at = self._clock()
+            # Its results say what was done: the jobs it was planned on need not stay in memory.
+            action.plan.accepted.clear()
+            action.plan.refused.clear()
             counts = action.counts()
             log.info(
                 "bulk %s %s: %d done, %d refused, %d owner unreachable, %d refused beforehand",
@@ -287,7 +306,7 @@ class BulkActions:
             log.exception("reading job %s back after a bulk %s failed", job_id, action.plan.action)
 
     def _tell(self, action: BulkAction, final: bool) -> None:
-        data = orjson.dumps(action.summary(with_results=final))
+        data = orjson.dumps(action.summary(with_results=final, max_results=MAX_RESULTS_IN_EVENT))
         self._registry.announce(ActionProgress(action.id, data))
 
 

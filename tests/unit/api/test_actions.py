@@ -117,15 +117,18 @@ async def test_a_job_that_moved_since_the_plan_is_refused_by_its_owner_or_the_st
 
 
 async def test_delete_is_refused_for_an_orthanc_without_it(
-    service: httpx.AsyncClient, orthanc: FakeOrthanc
+    service: httpx.AsyncClient, orthanc: FakeOrthanc, service_app: JobServiceApp
 ) -> None:
     job_id = orthanc.add_job(URL1, "Success")
     await _known(service, job_id)
+    server = service_app.state.services.registry.server_by_url(URL1)
     body = {"Action": "delete", "Filter": {"ids": [job_id]}, "DryRun": True}
-    summary = (await service.post(ACTIONS, json=body, headers=public())).json()
-    assert (
-        summary["Accepted"] == 0 and "DELETE /jobs/{id} needs 1.12.2" in summary["RefusedJobs"][0]["Reason"]
-    )
+    for version, accepted in [("1.10.1", 0), ("1.12.1", 0), ("1.12.2", 1), ("1.12.10", 1), ("mainline", 1)]:
+        server.orthanc_version = version
+        summary = (await service.post(ACTIONS, json=body, headers=public())).json()
+        assert summary["Accepted"] == accepted, version
+        if not accepted:
+            assert "DELETE /jobs/{id} needs 1.12.2" in summary["RefusedJobs"][0]["Reason"]
 
 
 async def test_bad_requests_are_refused_with_a_reason(

@@ -1,7 +1,9 @@
 """The dashboard's statistics: jobs created per period by state and type, and where the time of each
 type's jobs went (waiting for a slot, running)."""
 
+import asyncio
 import time
+from typing import Any
 
 import httpx
 
@@ -76,3 +78,30 @@ async def test_jobs_created_per_period_by_state_and_type(
     )
     assert too_many.status_code == 400 and "buckets" in too_many.json()["Message"]
     assert (await service.get("/orthanc-jobs/stats/durations")).status_code == 401
+
+
+async def test_a_long_reading_lets_other_requests_through(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc, service_app: Any
+) -> None:
+    ids = [_ended(orthanc, URL1, "Archive", "Success", waited=1, ran=1) for _ in range(6)]
+    await _read(service, *ids)
+    service_app.state.services.registry.judged_per_step = 2
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    beside = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    for path in ("/orthanc-jobs/stats/durations", "/orthanc-jobs/stats/jobs"):
+        before = turns
+        answer = await service.get(path, params={"window": 3600}, headers=public())
+        assert answer.status_code == 200
+        assert turns - before >= 3  # at least one pause per 2 jobs
+    beside.cancel()
+    assert (await service.get("/orthanc-jobs/stats/durations", headers=public())).json()["Types"]["Archive"][
+        "Count"
+    ] == 6

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from orthanc_jobs.core.bulk import BulkActions, plan
 from orthanc_jobs.core.changes import ActionProgress, Change
 from orthanc_jobs.core.model import Job, Server
@@ -81,3 +83,56 @@ async def test_an_owner_that_does_not_answer_is_told_apart_from_a_refusal() -> N
         await asyncio.sleep(0.01)
     assert [result["Result"] for result in run.results] == ["unreachable", "unreachable"]
     assert "connection refused" in run.results[0]["Reason"]
+
+
+async def test_kept_runs_are_bounded_even_behind_a_long_one_and_forget_their_plans() -> None:
+    from orthanc_jobs.core.bulk import MAX_KEPT_ACTIONS
+
+    registry, _ = _registry()
+    release = asyncio.Event()
+
+    async def slow(owner: Server, job: Job) -> tuple[int, str]:
+        await release.wait()
+        return 200, ""
+
+    async def quick(owner: Server, job: Job) -> tuple[int, str]:
+        return 200, ""
+
+    runs = BulkActions(registry, rate=1000)
+    long_run = runs.start(plan(registry, "resubmit", registry.list_jobs()[:1]), slow, _nothing)
+    short = [
+        runs.start(plan(registry, "resubmit", registry.list_jobs()[:1]), quick, _nothing) for _ in range(50)
+    ]
+    for run in short:
+        while run.state == "Running":
+            await asyncio.sleep(0.001)
+    runs.start(plan(registry, "resubmit", []), quick, _nothing)
+    kept = runs.recent()
+    assert len(kept) <= MAX_KEPT_ACTIONS + 1 and long_run in kept
+    assert short[-1].plan.accepted == [] and short[-1].summary()["Total"] == 1
+    release.set()
+    while long_run.state == "Running":
+        await asyncio.sleep(0.001)
+
+
+async def test_the_last_event_carries_a_bounded_part_of_the_results(
+    monkeypatch: "pytest.MonkeyPatch",
+) -> None:
+    import orjson
+
+    from orthanc_jobs.core import bulk
+
+    monkeypatch.setattr(bulk, "MAX_RESULTS_IN_EVENT", 5)
+    registry, told = _registry()
+
+    async def perform(owner: Server, job: Job) -> tuple[int, str]:
+        return 200, ""
+
+    run = BulkActions(registry, rate=1000).start(
+        plan(registry, "resubmit", registry.list_jobs()), perform, _nothing
+    )
+    while run.state == "Running":
+        await asyncio.sleep(0.01)
+    last = orjson.loads([change for change in told if isinstance(change, ActionProgress)][-1].summary)
+    assert len(last["Results"]) == 5 and last["ResultsTruncated"] is True and last["Done"] == 30
+    assert len(run.summary()["Results"]) == 30  # the whole list, by its route
