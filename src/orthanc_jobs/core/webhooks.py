@@ -254,6 +254,7 @@ class WebhookSender:
         metrics: Metrics,
         stopping: asyncio.Event,
         *,
+        timeout: float,
         queue_size: int,
         attempts: int,
         first_delay: float,
@@ -263,6 +264,7 @@ class WebhookSender:
     ) -> None:
         self.webhook = webhook
         self._client = client
+        self._timeout = timeout
         self._stopping = stopping
         self._queue: deque[Alert] = deque()
         self._queue_size = queue_size
@@ -367,18 +369,23 @@ class WebhookSender:
             "X-Orthanc-Jobs-Delivery": alert.delivery,
             "X-Orthanc-Jobs-Signature": signature(self.webhook.secret, alert.body),
         }
+        # The whole attempt has the timeout (httpx's is per read: a receiver sending a byte at a time would
+        # hold it for ever), and only the status is read: the answer's body, maybe endless, never is.
         try:
-            response = await self._client.post(self.webhook.url, content=alert.body, headers=headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._timeout):
+                request = self._client.stream("POST", self.webhook.url, content=alert.body, headers=headers)
+                async with request as response:
+                    status = response.status_code
+                    answer = f"HTTP {status} {response.reason_phrase}".strip()
+                    retry_after = _retry_after(response)
+        except (TimeoutError, httpx.TimeoutException):
             return _Outcome(False, retry=True, error="no answer in time")
         except httpx.TransportError as error:
             return _Outcome(False, retry=True, error=f"{type(error).__name__}: {error}".rstrip(": "))
-        status = response.status_code
         if 200 <= status < 300:
             return _Outcome(True)
-        answer = f"HTTP {status} {response.reason_phrase}".strip()
         if status == 429 or status >= 500:
-            return _Outcome(False, retry=True, error=answer, retry_after=_retry_after(response))
+            return _Outcome(False, retry=True, error=answer, retry_after=retry_after)
         return _Outcome(False, error=answer)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -481,6 +488,7 @@ class Webhooks:
                 self._client,
                 metrics,
                 self._stopping,
+                timeout=timeout,
                 queue_size=queue_size,
                 attempts=attempts,
                 first_delay=first_delay,
