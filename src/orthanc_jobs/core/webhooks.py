@@ -180,11 +180,12 @@ def _parse_entry(entry: Any, where: str) -> Webhook:
     url = entry.get("Url")
     if not isinstance(url, str) or not url.strip():
         raise WebhookConfigError(f"{where}: Url is missing")
-    parts = urlsplit(url)
+    # Not the URL itself in the message: it may hold a password, and cannot be split to take it out.
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018  # raises on a port that is not one
     except ValueError:
-        raise WebhookConfigError(f"{where}: Url {public_url(url)!r} has a bad port") from None
+        raise WebhookConfigError(f"{where}: Url has a bad host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookConfigError(f"{where}: Url must be an http:// or https:// URL with a host")
     secret = entry.get("Secret")

@@ -54,7 +54,9 @@ def test_a_webhook_needs_only_a_name_a_url_and_a_secret() -> None:
         ({"Url": None}, "webhook 1 ('ops'): Url is missing"),
         ({"Url": "ftp://alerts.example/"}, "must be an http:// or https:// URL"),
         ({"Url": "http:///path"}, "must be an http:// or https:// URL"),
-        ({"Url": "http://alerts.example:99999/"}, "has a bad port"),
+        ({"Url": "http://alerts.example:99999/"}, "Url has a bad host or port"),
+        ({"Url": "https://bot:pa55word@alerts.example.org:44x/hook"}, "Url has a bad host or port"),
+        ({"Url": "http://[::1"}, "Url has a bad host or port"),
         ({"Secret": None}, "Secret is missing"),
         ({"Secret": "short-secret"}, "Secret is too short (at least 16 characters)"),
         ({"Events": ["job-failure", "job-lost"]}, "unknown event job-lost (known: job-failure, job-stuck"),
@@ -71,7 +73,7 @@ def test_a_bad_entry_is_named_with_what_is_wrong(bad: dict[str, Any], said: str)
         parse_webhooks(orjson.dumps([entry(Name="first"), fields]).decode(), "ORTHANC_JOBS_WEBHOOKS")
     message = str(raised.value).replace("webhook 2", "webhook 1")
     assert message.startswith("ORTHANC_JOBS_WEBHOOKS, webhook 1") and said in message
-    assert SECRET not in message
+    assert SECRET not in message and "pa55word" not in message
 
 
 def test_not_a_list_not_json_and_twice_the_same_name_are_refused() -> None:
