@@ -180,7 +180,10 @@ class TextSearch:
         fields = (content.get("ID"), content.get("ErrorDescription"), content.get("ErrorDetails"))
         if any(isinstance(value, str) and lower in value.lower() for value in fields):
             return True
-        return lower in orjson.dumps(content.get("Content")).decode().lower()
+        # As it is (a piece of the JSON: `"RemoteAet":"PACS2"`) or escaped as the JSON writes a string
+        # (`Ward "7" C:\PACS` is `Ward \"7\" C:\\PACS` there).
+        content_json = orjson.dumps(content.get("Content")).decode().lower()
+        return any(form in content_json for form in self._forms)
 
 
 def is_resource_id(value: str) -> bool:

@@ -168,6 +168,15 @@ async def test_a_filter_the_listing_cannot_read_is_an_orthanc_shaped_400(service
     assert (await service.get("/jobs?created-since=yesterday")).status_code == 401
 
 
+async def test_text_with_quotes_and_backslashes_is_found_through_the_listing(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = await _known(service, orthanc, URL1, Content={"Description": 'Ward "7" C:\\PACS'})
+    for text in ['WARD "7"', "c:\\pacs"]:
+        answer = await service.get("/jobs", params={"q": text}, headers=public())
+        assert answer.json() == [job_id], text
+
+
 async def test_times_beyond_the_calendar_are_its_ends_and_a_bad_zone_is_a_clear_400(
     service: httpx.AsyncClient, orthanc: FakeOrthanc
 ) -> None:

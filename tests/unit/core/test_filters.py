@@ -150,6 +150,15 @@ def test_text_is_found_in_the_searched_fields_only_in_any_case() -> None:
         assert not TextSearch(text).found_in(job), text
 
 
+def test_text_with_quotes_and_backslashes_is_found_in_the_content_in_any_case() -> None:
+    job = make_job(Content={"Description": 'Ward "7" C:\\PACS'})
+    for text in ['ward "7"', 'WARD "7" c:', "c:\\pacs", "C:\\PaCs", '"7" c:\\pacs', "description"]:
+        assert TextSearch(text).found_in(job), text
+        assert JobQuery(text=TextSearch(text)).matches(job), text
+    for text in ['ward "8"', "c:/pacs", "c:\\\\\\pacs"]:
+        assert not TextSearch(text).found_in(job), text
+
+
 def test_text_beyond_ascii_is_found_in_any_case() -> None:
     job = make_job(Content={"Description": "Étude du CŒUR"})
     assert TextSearch("étude du cœur").found_in(job)
