@@ -95,7 +95,7 @@ def build_services(
             Leadership(store, store.replica),
             on_new_server=poller.schedule_resync,
             # A job another replica changed: the leader alerts for it as for its own.
-            on_installed_job=lambda job, previous: webhooks.notice(JobChanged(job, previous)),
+            on_installed_job=lambda job, previous: webhooks.notice(JobChanged.of(job, previous)),
         )
     else:
         registry.subscribers.append(lambda change: publish(events, registry, change))

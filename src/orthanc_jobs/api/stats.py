@@ -94,7 +94,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def _times(job: Job) -> tuple[float, float] | None:
     """(waiting, running) seconds of a finished job from its owner's JSON: running is its EffectiveRuntime,
-    waiting the rest of the time from its creation to its end (paused and retry delays included)."""
+    waiting the time to its first slot as measured when it was first seen started; for a job not seen so
+    (finished before this process started), the rest of the time from its creation to its end."""
     if job.presumed or job.state not in TERMINAL_STATES:
         return None
     content = job.content
@@ -105,6 +106,8 @@ def _times(job: Job) -> tuple[float, float] | None:
         return None
     if runtime <= 0 and job.state != JobState.SUCCESS:
         return None  # never started: cancelled while pending
+    if job.waited is not None:
+        return job.waited, float(runtime)
     return max(0.0, (ended - created).total_seconds() - runtime), float(runtime)
 
 

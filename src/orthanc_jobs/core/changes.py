@@ -31,6 +31,18 @@ class JobChanged:
     previous_state: str | None = None
     #: The job started for the first time (not again after a resubmit, a pause, a retry).
     first_start: bool = False
+    #: The job ended (a first end, or a new one after a resubmit): Job.ended_after.
+    ended: bool = False
+
+    @classmethod
+    def of(cls, job: Job, previous: Job | None) -> "JobChanged":
+        """The notice of ``job`` replacing ``previous`` (None: new here)."""
+        return cls(
+            job,
+            previous.state if previous is not None else None,
+            first_start=job.started_after(previous),
+            ended=job.ended_after(previous),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orthanc_jobs.core.changes import Change, JobChanged
-from orthanc_jobs.core.model import TERMINAL_STATES, Job, JobState, ServerStatus, parse_orthanc_time
+from orthanc_jobs.core.model import Job, JobState, ServerStatus, parse_orthanc_time
 from orthanc_jobs.core.registry import Registry
 
 #: Seconds: waiting for a slot and running, from a fraction of a second to a night.
@@ -200,27 +200,19 @@ class Metrics:
         )
 
     def record(self, change: Change) -> None:
-        """A registry subscriber: jobs ended, and how long they waited and ran (Orthanc's own clock)."""
-        if not isinstance(change, JobChanged):
+        """A registry subscriber: jobs ended, and how long they waited for their first slot and ran (on
+        their owner's clock: core/registry.py measures the wait when a job is first seen started)."""
+        if not isinstance(change, JobChanged) or not (change.first_start or change.ended):
             return
-        job, previous = change.job, change.previous_state
-        if job.state == previous or (job.presumed and job.state != JobState.FAILURE):
-            return
+        job = change.job
         server = self._registry.server_by_url(job.server_url)
         labels = (job.type or "unknown", server.name if server is not None else job.server_url)
-        content = job.content
-        runtime = content.get("EffectiveRuntime")
-        ran = float(runtime) if isinstance(runtime, int | float) and not job.presumed else 0.0
-        # A job ended in Success ran (a small one in less time than EffectiveRuntime shows); one that
-        # failed without running time (cancelled while pending, lost) never started.
-        started = job.state in (JobState.RUNNING, JobState.SUCCESS) or ran > 0
-        if change.first_start and not job.presumed:
-            # Its first slot only: a job resubmitted hours later keeps its CreationTime.
-            # Started: at its Timestamp less what it ran since (both on its Orthanc's clock).
-            created, stamp = _seconds(content, "CreationTime"), _seconds(content, "Timestamp")
-            if created is not None and stamp is not None:
-                self.wait_seconds.labels(*labels).observe(max(0.0, stamp - ran - created))
-        if job.state in TERMINAL_STATES and previous not in TERMINAL_STATES:
+        if change.first_start and job.waited is not None:
+            self.wait_seconds.labels(*labels).observe(job.waited)
+        if change.ended:
             self.finished.labels(job.state, *labels).inc()
-            if started and not job.presumed:
-                self.run_seconds.labels(*labels).observe(ran)
+            runtime = job.content.get("EffectiveRuntime")
+            # A job that failed without running time (cancelled while pending) or was lost never ran here.
+            ran = isinstance(runtime, int | float) and (runtime > 0 or job.state == JobState.SUCCESS)
+            if ran and not job.presumed:
+                self.run_seconds.labels(*labels).observe(float(runtime))  # type: ignore[arg-type]

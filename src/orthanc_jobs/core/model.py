@@ -171,6 +171,8 @@ class Job:
     #: It ran at least once (Running, or ended in Success): a resubmitted or resumed job starts again, but
     #: it waited for its first slot only once.
     started: bool = False
+    #: Seconds from its creation to its first start, on its owner's clock (None: not seen starting).
+    waited: float | None = None
 
     @property
     def content(self) -> dict[str, Any]:
@@ -217,6 +219,23 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def ended_after(self, previous: "Job | None") -> bool:
+        """This state of the job is an end that ``previous`` (its state before, None: not known) was not:
+        a first end, or a new one after a resubmit (Orthanc's CompletionTime moved, even if the failure
+        came again before anything else was seen). The owner confirming an end presumed here is no new one.
+        """
+        if not self.is_terminal:
+            return False
+        if previous is None or not previous.is_terminal:
+            return True
+        if previous.presumed:
+            return False
+        return bool(previous.content.get("CompletionTime") != self.content.get("CompletionTime"))
+
+    def started_after(self, previous: "Job | None") -> bool:
+        """The job started for the first time with this state (ran, or ended in Success)."""
+        return self.started and not (previous is not None and previous.started)
 
     @property
     def progress(self) -> Any:

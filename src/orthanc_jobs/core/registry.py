@@ -39,6 +39,7 @@ from orthanc_jobs.core.model import (
     ServerStatus,
     is_job_id,
     orthanc_timestamp,
+    parse_orthanc_time,
 )
 from orthanc_jobs.core.store import Store
 
@@ -116,6 +117,23 @@ def _progress_since(existing: Job | None, job: Job, now: float) -> float | None:
     if existing is not None and existing.state == job.state and existing.progress == job.progress:
         return existing.progress_since
     return now
+
+
+def _carry(existing: Job | None, job: Job, now: float) -> None:
+    """What the job-service learnt of a job, kept in its new state: when its progress last moved, whether
+    it started, and how long it waited for its first slot (from its owner's times when it first started:
+    its Timestamp less its EffectiveRuntime, less its CreationTime)."""
+    job.progress_since = _progress_since(existing, job, now)
+    was_started = existing is not None and existing.started
+    job.started = was_started or job.state in _STARTED_STATES
+    job.waited = existing.waited if existing is not None else None
+    if job.started and not was_started and not job.presumed:
+        content = job.content
+        runtime = content.get("EffectiveRuntime")
+        created = parse_orthanc_time(str(content.get("CreationTime", "")))
+        stamp = parse_orthanc_time(job.timestamp)
+        if created is not None and stamp is not None and isinstance(runtime, int | float):
+            job.waited = max(0.0, (stamp - created).total_seconds() - runtime)
 
 
 def _discard(keys: list[Any], key: Any) -> None:
@@ -661,8 +679,7 @@ class Registry:
         # As apply_snapshot: the owner's own word replaces what was presumed, whatever its Timestamp.
         if existing is not None and existing.timestamp > job.timestamp and not existing.presumed:
             return False
-        job.progress_since = _progress_since(existing, job, self._clock())
-        job.started = (existing is not None and existing.started) or job.state in _STARTED_STATES
+        _carry(existing, job, self._clock())
         self._swap(existing, job)
         return True
 
@@ -747,12 +764,9 @@ class Registry:
             history_only=history_only,
             presumed=presumed,
         )
-        job.progress_since = _progress_since(existing, job, now)
-        was_started = existing is not None and existing.started
-        job.started = was_started or job.state in _STARTED_STATES
+        _carry(existing, job, now)
         self._swap(existing, job)
-        previous = existing.state if existing is not None else None
-        self._emit(JobChanged(job, previous, first_start=job.started and not was_started))
+        self._emit(JobChanged.of(job, existing))
         return job
 
     def _swap(self, old: Job | None, new: Job | None) -> None:

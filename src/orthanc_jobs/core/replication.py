@@ -116,7 +116,7 @@ class Replication:
         leadership: Leadership,
         *,
         on_new_server: Callable[[Server], None] = lambda server: None,
-        on_installed_job: Callable[[Job, str | None], None] = lambda job, previous_state: None,
+        on_installed_job: Callable[[Job, Job | None], None] = lambda job, previous: None,
         feed: ChangeFeed | None = None,
     ) -> None:
         self._store = store
@@ -242,7 +242,7 @@ class Replication:
                 previous = self._registry.get_job(job.id)
                 if self._registry.install_job(job):
                     self._store.forget_pending_job(job.id)
-                    self._on_installed_job(job, previous.state if previous is not None else None)
+                    self._on_installed_job(job, previous)
         elif record.replica == self._store.replica:
             pass  # this replica's own: its memory has it already
         elif record.kind == "removed":

@@ -509,9 +509,7 @@ class Webhooks:
             return
         try:
             match change:
-                case JobChanged(job, previous) if (
-                    job.state == JobState.FAILURE and previous != JobState.FAILURE
-                ):
+                case JobChanged(job, ended=True) if job.state == JobState.FAILURE:
                     if self._leading():
                         self._job_alert(JOB_FAILURE, job)
                 case JobStuck(job, True):

@@ -128,3 +128,28 @@ def test_a_job_resubmitted_or_resumed_waited_for_its_first_slot_only() -> None:
     samples = _samples(metrics)
     assert samples["orthanc_jobs_wait_seconds_count", LABELS] == 1
     assert samples["orthanc_jobs_wait_seconds_sum", LABELS] == 3.0
+
+
+def test_a_failure_again_after_a_resubmit_is_a_new_end_even_unseen_in_between() -> None:
+    """A C-STORE to a closed port fails again within milliseconds of its resubmit: the next reading is a
+    Failure again, with a new CompletionTime. The owner confirming an end presumed here is no new end."""
+    _, registry, metrics = _setup()
+    server = register(registry)
+    store = {"Type": "DicomModalityStore", "CreationTime": "20261128T100000.000000", "EffectiveRuntime": 0.1}
+    registry.apply_snapshot(server, job(JOB_A, "Failure", **store, CompletionTime="20261128T100001.000000"))
+    registry.apply_snapshot(
+        server,
+        job(
+            JOB_A,
+            "Failure",
+            **store,
+            CompletionTime="20261128T120001.000000",
+            Timestamp="20261128T120001.000000",
+        ),
+    )
+    failures = (*LABELS[:1], ("state", "Failure"), LABELS[1])
+    assert _samples(metrics)["orthanc_jobs_finished_total", failures] == 2
+    # Lost with its process (presumed), then its owner's own word: one failure.
+    registry.apply_snapshot(server, job(JOB_B, "Running", **store))
+    registry.mark_server_stopped(server)
+    assert _samples(metrics)["orthanc_jobs_finished_total", failures] == 3

@@ -82,7 +82,9 @@ async def replicas(postgresql_url: str) -> AsyncIterator[Callable[..., Replica]]
             events,
             leadership,
             on_new_server=lambda server: new_servers.append(server.name),
-            on_installed_job=lambda job, previous: installed.append((job.id, job.state, previous)),
+            on_installed_job=lambda job, previous: installed.append(
+                (job.id, job.state, previous.state if previous is not None else None)
+            ),
         )
         replication.start()
         replica = Replica(store, registry, events, leadership, replication, new_servers, installed)

@@ -29,7 +29,7 @@ from orthanc_jobs.core.webhooks import (
     public_url,
     signature,
 )
-from tests.unit.core.test_registry import JOB_A, JOB_B, Clock, job, register
+from tests.unit.core.test_registry import JOB_A, JOB_B, JOB_C, Clock, job, register
 
 SECRET = "0123456789abcdef-secret"
 
@@ -209,6 +209,13 @@ def test_a_job_failed_by_the_service_then_by_its_owner_is_told_once_and_a_new_fa
         "job-failure",
         "job-failure",
     ]
+    # Failed again so soon after its resubmit that no other state was seen: its CompletionTime moved.
+    first = job(JOB_C, "Failure", CompletionTime="20261128T100004.000000", Timestamp="20261128T100004.000000")
+    registry.apply_snapshot(server, first)
+    again = dict(first, CompletionTime="20261128T100009.000000", Timestamp="20261128T100009.000000")
+    registry.apply_snapshot(server, again)
+    assert [event for event, _ in _queued(hooks)][-2:] == ["job-failure", "job-failure"]
+    assert len(_queued(hooks)) == 6
 
 
 def test_each_change_of_a_server_to_not_responding_or_stopped_is_told() -> None:
