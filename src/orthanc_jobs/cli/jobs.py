@@ -199,9 +199,9 @@ def _action_command(action: str) -> Callable[..., None]:
     ) -> None:
         where = JobFilter.of(status or [], job_type or [], server or [])
         if job_id is not None and where.params():
-            raise CommandError("give a job's ID or filters, not both")
+            raise CommandError("give a job's ID or filters, not both", 2)
         if job_id is None and not where.params():
-            raise CommandError("give a job's ID, or filters (--status, --type, --server) for many jobs")
+            raise CommandError("give a job's ID, or filters (--status, --type, --server) for many jobs", 2)
         if job_id is not None and action != DELETE and not (dry_run or yes):
             job = client_of(ctx).act(job_id, action)
             make_console().print(Text.assemble(f"job {job_id}: ", state_text(job.get("State", ""))))

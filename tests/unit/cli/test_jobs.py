@@ -100,9 +100,9 @@ def test_without_a_terminal_a_run_needs_yes() -> None:
 
 def test_an_id_and_filters_do_not_go_together() -> None:
     result = run(_actions_service([], []), "cancel", JOB, "--status", "Running")
-    assert result.exit_code == 1 and "not both" in result.output
+    assert result.exit_code == 2 and "not both" in result.output
     result = run(_actions_service([], []), "cancel")
-    assert result.exit_code == 1 and "give a job's ID, or filters" in result.output
+    assert result.exit_code == 2 and "give a job's ID, or filters" in result.output
 
 
 def test_list_sends_the_search_filters() -> None:
