@@ -111,6 +111,8 @@ def test_deleting_a_job_and_its_archive_follows_everywhere(
     study, _ = create_study(direct, "DELETE")
     with blocked(direct, study) as running:
         pending = create_async_job(direct, "archive", study)
+        # Orthanc tells no event when a job starts: the service sees it Running at its next poll.
+        wait_job_state(lb, running, {"Running"})
         # Orthanc deletes finished jobs only; of the others it says 404 (7, "inexistent item"): they stay.
         for job_id, state in ((running, "Running"), (pending, "Pending")):
             refused = lb.delete(f"/jobs/{job_id}")

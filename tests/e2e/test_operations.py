@@ -179,7 +179,8 @@ def test_where_time_goes_is_measured_on_real_jobs(
     assert _metric(metrics, "orthanc_jobs_finished_total", 'type="Archive"', 'state="Success"') >= 3
     durations = service.get("/orthanc-jobs/stats/durations", params={"window": 3600}).json()
     archive = durations["Types"]["Archive"]
-    assert archive["Count"] >= 3 and 0 < archive["Run"]["P50"] <= archive["Run"]["Max"] < 60
+    # A small archive runs in less time than Orthanc's EffectiveRuntime shows (0.0 on 1.12).
+    assert archive["Count"] >= 3 and 0 <= archive["Run"]["P50"] <= archive["Run"]["Max"] < 60
     created = service.get("/orthanc-jobs/stats/jobs", params={"bucket": 600, "window": 3600}).json()
     assert sum(period["States"].get("Success", {}).get("Archive", 0) for period in created["Periods"]) >= 3
     wait_for(
