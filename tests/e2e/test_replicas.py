@@ -323,7 +323,18 @@ def test_a_job_deleted_through_one_replica_is_gone_from_the_other_and_from_the_h
     first, second = (
         httpx.Client(base_url=replica_url(replicated, name), auth=DEMO_USER, timeout=30) for name in REPLICAS
     )
+
+    def owner_alive(replica: httpx.Client) -> bool:
+        answer = replica.get("/orthanc-jobs/servers")
+        return answer.status_code == 200 and any(
+            server["Name"] == "orthanc-1" and server["Status"] == "alive" for server in answer.json()
+        )
+
     with first, second, direct(replicated, "orthanc-1") as owner:
+        # A replica restarted by an earlier test more than ORTHANC_JOBS_NOT_RESPONDING_AFTER after its last
+        # heartbeat sees the servers not responding until their next one (README): a job read then is 404.
+        for replica in (first, second):
+            wait_for(lambda replica=replica: owner_alive(replica), timeout=15, what="orthanc-1 alive")
         study, _ = create_study(owner, "DELETE-REPLICAS")
         job_id = create_async_job(owner, "archive", study)
         for replica in (first, second):
