@@ -15,7 +15,7 @@ from orthanc_jobs import SERVICE_PREFIX
 from orthanc_jobs.api.context import Authorized, Services
 from orthanc_jobs.api.responses import OrjsonResponse
 from orthanc_jobs.core.errors import BadRequest
-from orthanc_jobs.core.model import TERMINAL_STATES, Job, JobState, orthanc_timestamp, parse_orthanc_time
+from orthanc_jobs.core.model import Job, orthanc_timestamp, parse_orthanc_time
 
 router = APIRouter(prefix=SERVICE_PREFIX, tags=["Job-service"])
 
@@ -96,19 +96,17 @@ def _times(job: Job) -> tuple[float, float] | None:
     """(waiting, running) seconds of a finished job from its owner's JSON: running is its EffectiveRuntime,
     waiting the time to its first slot as measured when it was first seen started; for a job not seen so
     (finished before this process started), the rest of the time from its creation to its end."""
-    if job.presumed or job.state not in TERMINAL_STATES:
+    runtime = job.running_time
+    if runtime is None:
         return None
     content = job.content
     created = parse_orthanc_time(str(content.get("CreationTime", "")))
     ended = parse_orthanc_time(str(content.get("CompletionTime", "")))
-    runtime = content.get("EffectiveRuntime")
-    if created is None or ended is None or not isinstance(runtime, int | float):
+    if created is None or ended is None:
         return None
-    if runtime <= 0 and job.state != JobState.SUCCESS:
-        return None  # never started: cancelled while pending
     if job.waited is not None:
-        return job.waited, float(runtime)
-    return max(0.0, (ended - created).total_seconds() - runtime), float(runtime)
+        return job.waited, runtime
+    return max(0.0, (ended - created).total_seconds() - runtime), runtime
 
 
 @router.get("/stats/durations", summary="Waiting and running time percentiles of the jobs ended, per type")

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orthanc_jobs.core.changes import Change, JobChanged
-from orthanc_jobs.core.model import Job, JobState, ServerStatus, parse_orthanc_time
+from orthanc_jobs.core.model import Job, ServerStatus, parse_orthanc_time
 from orthanc_jobs.core.registry import Registry
 
 #: Seconds: waiting for a slot and running, from a fraction of a second to a night.
@@ -86,12 +86,6 @@ class RegistryCollector(Collector):
 def _age(job: Job, now: float) -> float:
     created = parse_orthanc_time(job.order_key[0])
     return max(0.0, now - (created.timestamp() if created is not None else job.first_seen))
-
-
-def _seconds(content: dict[str, object], name: str) -> float | None:
-    value = content.get(name)
-    parsed = parse_orthanc_time(value) if isinstance(value, str) else None
-    return parsed.timestamp() if parsed is not None else None
 
 
 class Metrics:
@@ -211,8 +205,6 @@ class Metrics:
             self.wait_seconds.labels(*labels).observe(job.waited)
         if change.ended:
             self.finished.labels(job.state, *labels).inc()
-            runtime = job.content.get("EffectiveRuntime")
-            # A job that failed without running time (cancelled while pending) or was lost never ran here.
-            ran = isinstance(runtime, int | float) and (runtime > 0 or job.state == JobState.SUCCESS)
-            if ran and not job.presumed:
-                self.run_seconds.labels(*labels).observe(float(runtime))  # type: ignore[arg-type]
+            ran = job.running_time
+            if ran is not None:
+                self.run_seconds.labels(*labels).observe(ran)

@@ -238,6 +238,16 @@ class Job:
         return self.started and not (previous is not None and previous.started)
 
     @property
+    def running_time(self) -> float | None:
+        """A finished job's running time, Orthanc's EffectiveRuntime; None if it never ran (failed without
+        running time: cancelled while pending) or its end was presumed here. A job ended in Success ran,
+        even in less time than EffectiveRuntime shows."""
+        runtime = self.content.get("EffectiveRuntime") if self.is_terminal and not self.presumed else None
+        if not isinstance(runtime, int | float) or (runtime <= 0 and self.state != JobState.SUCCESS):
+            return None
+        return float(runtime)
+
+    @property
     def progress(self) -> Any:
         """Orthanc's Progress of an unfinished job (None for a finished one: it no longer moves)."""
         return self.parsed.get("Progress") if self.parsed is not None else None
